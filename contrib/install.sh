@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the s3fs tools from a release build under PREFIX (default /usr/local), with the
+# names they are known by (Cargo cannot build binaries whose names contain a dot, so
+# `mkfs-s3fs` is installed as `mkfs.s3fs`), and their man pages.
+#
+# Usage: cargo build --release && contrib/install.sh [PREFIX]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX=${1:-${PREFIX:-/usr/local}}
+BIN=target/release
+
+declare -A names=(
+    [mkfs-s3fs]=mkfs.s3fs
+    [s3fsadm]=s3fsadm
+)
+install -d "$PREFIX/bin" "$PREFIX/share/man/man8"
+for built in "${!names[@]}"; do
+    [ -x "$BIN/$built" ] || { echo "install.sh: $BIN/$built is missing; run cargo build --release first" >&2; exit 1; }
+    install -m 0755 "$BIN/$built" "$PREFIX/bin/${names[$built]}"
+done
+install -m 0644 man/*.8 "$PREFIX/share/man/man8/"
+echo "Installed ${names[*]} into $PREFIX/bin"

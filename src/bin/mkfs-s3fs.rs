@@ -1,0 +1,8 @@
+//! mkfs.s3fs: create an s3fs filesystem.
+use clap::Parser;
+
+fn main() {
+    let args = s3fs::cli::MkfsArgs::parse();
+    args.log.init();
+    s3fs::exit::exit_with(s3fs::mkfs::run(&args, &mut s3fs::config::Stdin, &mut std::io::stdout()))
+}

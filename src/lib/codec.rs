@@ -1,0 +1,957 @@
+//! The object format: turns plaintext into self-describing, compressed, optionally
+//! encrypted objects, and back.
+//!
+//! Every stored object is a header followed by a body.
+//!
+//! Header (16 bytes, or 44 if encrypted):
+//!
+//! | bytes | content                                                   |
+//! |-------|-----------------------------------------------------------|
+//! | 4     | magic `b"S3FS"`                                           |
+//! | 1     | format version (1)                                        |
+//! | 1     | compression: 0 none, 1 zlib, 2 zstd                       |
+//! | 1     | encryption: 0 none, 1 AES-256-GCM-SIV                     |
+//! | 1     | reserved, 0                                               |
+//! | 8     | plaintext length, u64 LE                                  |
+//! | 16    | (encrypted only) random HKDF salt                         |
+//! | 12    | (encrypted only) random nonce                             |
+//!
+//! Encrypted body: AES-256-GCM-SIV(object key, nonce, compressed payload) with the 16-byte
+//! tag at the end; the associated data is the header bytes followed by the object name, and
+//! the object key is HKDF-SHA256(ikm = master key, salt, info = `b"s3fs object key v1"`).
+//!
+//! Unencrypted body: compressed payload followed by SHA-256(header || name || payload).
+//!
+//! Either way a renamed, swapped, truncated or bit-flipped object fails to decode. If
+//! compression does not make the payload smaller it is stored uncompressed.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::str::FromStr;
+
+use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::inout::InOutBuf;
+use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+use zstd::zstd_safe;
+
+use crate::crypto::{MasterKey, fill_random};
+
+/// Magic bytes at the start of every object.
+pub const MAGIC: &[u8; 4] = b"S3FS";
+/// The object format version this code writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Largest plaintext an object may hold (1 GiB); also bounds what decoding allocates.
+pub const MAX_PLAINTEXT_LEN: u64 = 1 << 30;
+
+const BASE_HEADER_LEN: usize = 16;
+const SALT_LEN: usize = 16;
+const NONCE_LEN: usize = 12;
+const ENC_HEADER_LEN: usize = BASE_HEADER_LEN + SALT_LEN + NONCE_LEN;
+const TAG_LEN: usize = 16;
+const HASH_LEN: usize = 32;
+const HKDF_INFO: &[u8] = b"s3fs object key v1";
+
+const COMP_NONE: u8 = 0;
+const COMP_ZLIB: u8 = 1;
+const COMP_ZSTD: u8 = 2;
+const ENC_NONE: u8 = 0;
+const ENC_AES_GCM_SIV: u8 = 1;
+
+/// Compression algorithm and level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    /// zlib (deflate with zlib framing), level 0-9.
+    Zlib(u32),
+    /// zstd, level 1-19 (other levels zstd supports are clamped when encoding).
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    /// zstd level 3.
+    fn default() -> Self {
+        Compression::Zstd(3)
+    }
+}
+
+/// An unparseable compression specification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid compression {0:?}: valid forms are none, zlib, zlib-0 … zlib-9 (zlib = zlib-6), \
+     zstd, zstd-1 … zstd-19 (zstd = zstd-3)"
+)]
+pub struct ParseCompressionError(pub String);
+
+impl FromStr for Compression {
+    type Err = ParseCompressionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseCompressionError(s.to_string());
+        let t = s.trim().to_ascii_lowercase();
+        let level = |rest: &str, range: std::ops::RangeInclusive<i64>| -> Result<i64, _> {
+            // Only plain decimal digits: no sign, no whitespace.
+            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) || rest.len() > 3 {
+                return Err(err());
+            }
+            let n: i64 = rest.parse().map_err(|_| err())?;
+            if range.contains(&n) { Ok(n) } else { Err(err()) }
+        };
+        match t.as_str() {
+            "none" => Ok(Compression::None),
+            "zlib" => Ok(Compression::Zlib(6)),
+            "zstd" => Ok(Compression::Zstd(3)),
+            _ => {
+                if let Some(rest) = t.strip_prefix("zlib-") {
+                    Ok(Compression::Zlib(level(rest, 0..=9)? as u32))
+                } else if let Some(rest) = t.strip_prefix("zstd-") {
+                    Ok(Compression::Zstd(level(rest, 1..=19)? as i32))
+                } else {
+                    Err(err())
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Zlib(l) => write!(f, "zlib-{l}"),
+            Compression::Zstd(l) => write!(f, "zstd-{l}"),
+        }
+    }
+}
+
+/// Why an object could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("object {name} is corrupt: {why}")]
+    Corrupt { name: String, why: String },
+    /// An encrypted filesystem refuses unencrypted objects (a downgrade attack or a foreign
+    /// object).
+    #[error("object {name} is not encrypted, but the filesystem is")]
+    NotEncrypted { name: String },
+    /// An unencrypted filesystem cannot read encrypted objects.
+    #[error("object {name} is encrypted, but the filesystem is not")]
+    UnexpectedlyEncrypted { name: String },
+    #[error("object {name} uses format version {version}, which this s3fs does not know")]
+    UnknownVersion { name: String, version: u8 },
+}
+
+/// Encodes and decodes objects. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Codec {
+    key: Option<MasterKey>,
+    compression: Compression,
+}
+
+impl fmt::Debug for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Codec")
+            .field("encrypted", &self.is_encrypted())
+            .field("compression", &self.compression)
+            .finish()
+    }
+}
+
+impl Codec {
+    /// A codec that encrypts with `key` (if any) and compresses with `compression`.
+    /// Decoding accepts any compression; it requires encryption exactly if `key` is given.
+    pub fn new(key: Option<MasterKey>, compression: Compression) -> Codec {
+        Codec { key, compression }
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The compression used for encoding.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Turn `plaintext` into the object to store under `name`.
+    ///
+    /// # Panics
+    /// If `plaintext` is longer than [`MAX_PLAINTEXT_LEN`], or if the operating system
+    /// cannot supply random bytes.
+    pub fn encode(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
+        assert!(
+            plaintext.len() as u64 <= MAX_PLAINTEXT_LEN,
+            "object {name}: {} bytes exceed the maximum object size",
+            plaintext.len()
+        );
+        let (hlen, trailer) = match self.key {
+            Some(_) => (ENC_HEADER_LEN, TAG_LEN),
+            None => (BASE_HEADER_LEN, HASH_LEN),
+        };
+        let mut out = Vec::with_capacity(hlen + plaintext.len() + trailer);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT_VERSION);
+        out.push(COMP_NONE); // patched below
+        out.push(if self.key.is_some() { ENC_AES_GCM_SIV } else { ENC_NONE });
+        out.push(0);
+        out.extend_from_slice(&(plaintext.len() as u64).to_le_bytes());
+        if self.key.is_some() {
+            let mut salt_nonce = [0u8; SALT_LEN + NONCE_LEN];
+            fill_random(&mut salt_nonce);
+            out.extend_from_slice(&salt_nonce);
+        }
+        debug_assert_eq!(out.len(), hlen);
+
+        out[5] = compress_into(self.compression, plaintext, &mut out);
+
+        match &self.key {
+            Some(key) => {
+                let (header, payload) = out.split_at_mut(hlen);
+                let (cipher, nonce) = object_cipher(key, header);
+                let aad = aad(header, name);
+                let tag = cipher
+                    .encrypt_inout_detached(&nonce.into(), &aad, payload.into())
+                    .expect("payload within AES-GCM-SIV limits");
+                out.extend_from_slice(&tag);
+            }
+            None => {
+                let hash = plain_hash(&out[..hlen], name, &out[hlen..]);
+                out.extend_from_slice(&hash);
+            }
+        }
+        out
+    }
+
+    /// Check and decode `object`, which was stored under `name`, back into the plaintext.
+    pub fn decode(&self, name: &str, object: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let corrupt = |why: String| CodecError::Corrupt {
+            name: name.to_string(),
+            why,
+        };
+        if object.len() < MAGIC.len() + 1 || &object[..MAGIC.len()] != MAGIC {
+            return Err(corrupt("not an s3fs object (bad magic or too short)".into()));
+        }
+        let version = object[4];
+        if version != FORMAT_VERSION {
+            return Err(CodecError::UnknownVersion {
+                name: name.to_string(),
+                version,
+            });
+        }
+        if object.len() < BASE_HEADER_LEN {
+            return Err(corrupt("truncated header".into()));
+        }
+        let (comp, enc, reserved) = (object[5], object[6], object[7]);
+        let plain_len = u64::from_le_bytes(object[8..16].try_into().expect("8 bytes"));
+        match (enc, &self.key) {
+            (ENC_NONE, Some(_)) => {
+                return Err(CodecError::NotEncrypted { name: name.to_string() });
+            }
+            (ENC_AES_GCM_SIV, None) => {
+                return Err(CodecError::UnexpectedlyEncrypted { name: name.to_string() });
+            }
+            (ENC_NONE | ENC_AES_GCM_SIV, _) => {}
+            _ => return Err(corrupt(format!("unknown encryption {enc}"))),
+        }
+        if !matches!(comp, COMP_NONE | COMP_ZLIB | COMP_ZSTD) {
+            return Err(corrupt(format!("unknown compression {comp}")));
+        }
+        if reserved != 0 {
+            return Err(corrupt(format!("reserved header byte is {reserved}")));
+        }
+        if plain_len > MAX_PLAINTEXT_LEN {
+            return Err(corrupt(format!(
+                "header claims {plain_len} bytes, more than the maximum object size"
+            )));
+        }
+        let plain_len = plain_len as usize;
+
+        match &self.key {
+            Some(key) => {
+                if object.len() < ENC_HEADER_LEN + TAG_LEN {
+                    return Err(corrupt("truncated".into()));
+                }
+                let (header, rest) = object.split_at(ENC_HEADER_LEN);
+                let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+                if comp == COMP_NONE && ciphertext.len() != plain_len {
+                    return Err(corrupt(format!(
+                        "payload is {} bytes, header says {plain_len}",
+                        ciphertext.len()
+                    )));
+                }
+                let (cipher, nonce) = object_cipher(key, header);
+                let aad = aad(header, name);
+                let tag: [u8; TAG_LEN] = tag.try_into().expect("tag length");
+                let mut payload = vec![0u8; ciphertext.len()];
+                let buf = InOutBuf::new(ciphertext, &mut payload).expect("equal lengths");
+                cipher
+                    .decrypt_inout_detached(&nonce.into(), &aad, buf, &tag.into())
+                    .map_err(|_| {
+                        corrupt(
+                            "authentication failed (damaged, renamed, or written with another \
+                             key)"
+                                .into(),
+                        )
+                    })?;
+                if comp == COMP_NONE {
+                    Ok(payload)
+                } else {
+                    decompress(comp, &payload, plain_len).map_err(corrupt)
+                }
+            }
+            None => {
+                if object.len() < BASE_HEADER_LEN + HASH_LEN {
+                    return Err(corrupt("truncated".into()));
+                }
+                let (body, hash) = object.split_at(object.len() - HASH_LEN);
+                let (header, payload) = body.split_at(BASE_HEADER_LEN);
+                if comp == COMP_NONE && payload.len() != plain_len {
+                    return Err(corrupt(format!(
+                        "payload is {} bytes, header says {plain_len}",
+                        payload.len()
+                    )));
+                }
+                if plain_hash(header, name, payload)[..] != hash[..] {
+                    return Err(corrupt("checksum mismatch (damaged, truncated or renamed)".into()));
+                }
+                if comp == COMP_NONE {
+                    Ok(payload.to_vec())
+                } else {
+                    decompress(comp, payload, plain_len).map_err(corrupt)
+                }
+            }
+        }
+    }
+}
+
+/// The associated data: header bytes followed by the object name.
+fn aad(header: &[u8], name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + name.len());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+fn plain_hash(header: &[u8], name: &str, payload: &[u8]) -> [u8; HASH_LEN] {
+    let mut h = Sha256::new();
+    h.update(header);
+    h.update(name.as_bytes());
+    h.update(payload);
+    h.finalize().into()
+}
+
+/// The per-object cipher and nonce from an encrypted header (salt and nonce at the end).
+fn object_cipher(key: &MasterKey, header: &[u8]) -> (Aes256GcmSiv, [u8; NONCE_LEN]) {
+    let salt = &header[BASE_HEADER_LEN..BASE_HEADER_LEN + SALT_LEN];
+    let nonce: [u8; NONCE_LEN] = header[BASE_HEADER_LEN + SALT_LEN..ENC_HEADER_LEN]
+        .try_into()
+        .expect("nonce length");
+    let mut object_key = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(salt), key.as_bytes())
+        .expand(HKDF_INFO, &mut object_key[..])
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    (Aes256GcmSiv::new(&(*object_key).into()), nonce)
+}
+
+thread_local! {
+    /// Reused zstd contexts (creating one per block costs more than a small block's work).
+    static ZSTD_CCTX: RefCell<Option<zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
+    static ZSTD_DCTX: RefCell<Option<zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
+    /// Reused zlib compressor, with its level.
+    static ZLIB_C: RefCell<Option<(u32, flate2::Compress)>> = const { RefCell::new(None) };
+    static ZLIB_D: RefCell<Option<flate2::Decompress>> = const { RefCell::new(None) };
+}
+
+/// Append the payload for `plaintext` to `out` (which holds the header), compressed if that
+/// makes it strictly smaller, and return the compression byte actually used.
+fn compress_into(compression: Compression, plaintext: &[u8], out: &mut Vec<u8>) -> u8 {
+    let start = out.len();
+    // Compressed output must be strictly smaller than the plaintext to be worth it.
+    let limit = plaintext.len().saturating_sub(1);
+    let used = if limit == 0 {
+        COMP_NONE
+    } else {
+        match compression {
+            Compression::None => COMP_NONE,
+            Compression::Zstd(level) => {
+                if zstd_compress(level, plaintext, out, limit) {
+                    COMP_ZSTD
+                } else {
+                    COMP_NONE
+                }
+            }
+            Compression::Zlib(level) => {
+                if zlib_compress(level, plaintext, out, limit) {
+                    COMP_ZLIB
+                } else {
+                    COMP_NONE
+                }
+            }
+        }
+    };
+    if used == COMP_NONE {
+        out.truncate(start);
+        out.extend_from_slice(plaintext);
+    }
+    used
+}
+
+/// Compress into `out` after its current contents, using at most `limit` bytes.
+/// Returns false (leaving junk in `out`) if that is not possible.
+fn zstd_compress(level: i32, plaintext: &[u8], out: &mut Vec<u8>, limit: usize) -> bool {
+    let start = out.len();
+    let level = level.clamp(zstd_safe::min_c_level(), zstd_safe::max_c_level());
+    // compress2 uses zstd's stable-buffer mode: it compresses straight into the
+    // destination even when that is smaller than the worst-case bound.
+    out.resize(start + limit, 0);
+    ZSTD_CCTX.with_borrow_mut(|cctx| {
+        let cctx = cctx.get_or_insert_with(zstd_safe::CCtx::create);
+        let ok = cctx
+            .set_parameter(zstd_safe::CParameter::CompressionLevel(level))
+            .is_ok();
+        match cctx.compress2(&mut out[start..], plaintext) {
+            Ok(n) if ok && n < plaintext.len() => {
+                out.truncate(start + n);
+                true
+            }
+            _ => {
+                // Most likely "destination too small"; leave the context usable.
+                let _ = cctx.reset(zstd_safe::ResetDirective::SessionOnly);
+                false
+            }
+        }
+    })
+}
+
+fn zlib_compress(level: u32, plaintext: &[u8], out: &mut Vec<u8>, limit: usize) -> bool {
+    use flate2::{FlushCompress, Status};
+    let start = out.len();
+    let level = level.min(9);
+    // compress_vec writes into spare capacity only, never reallocating.
+    out.reserve_exact(limit);
+    ZLIB_C.with_borrow_mut(|slot| {
+        let c = match slot {
+            Some((l, c)) if *l == level => {
+                c.reset();
+                c
+            }
+            _ => {
+                let c = flate2::Compress::new(flate2::Compression::new(level), true);
+                &mut slot.insert((level, c)).1
+            }
+        };
+        loop {
+            let (in_before, out_before) = (c.total_in(), out.len());
+            let consumed = in_before as usize;
+            match c.compress_vec(&plaintext[consumed..], out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return out.len() - start <= limit,
+                Ok(_) if out.len() - start < limit => {
+                    if c.total_in() == in_before && out.len() == out_before {
+                        return false; // no progress
+                    }
+                }
+                _ => return false,
+            }
+        }
+    })
+}
+
+/// Decompress `payload` into exactly `len` bytes; never allocates more than `len`.
+fn decompress(comp: u8, payload: &[u8], len: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(len);
+    match comp {
+        COMP_ZSTD => ZSTD_DCTX.with_borrow_mut(|dctx| {
+            let dctx = dctx.get_or_insert_with(zstd_safe::DCtx::create);
+            // Writes at most out.capacity() bytes; more is an error.
+            let r = dctx.decompress(&mut out, payload);
+            if r.is_err() {
+                let _ = dctx.reset(zstd_safe::ResetDirective::SessionOnly);
+            }
+            r.map_err(|code| format!("zstd decompression failed: {}", zstd_safe::get_error_name(code)))
+        })?,
+        COMP_ZLIB => ZLIB_D.with_borrow_mut(|slot| {
+            use flate2::{FlushDecompress, Status};
+            let d = match slot {
+                Some(d) => {
+                    d.reset(true);
+                    d
+                }
+                None => slot.insert(flate2::Decompress::new(true)),
+            };
+            loop {
+                let (in_before, out_before) = (d.total_in(), out.len());
+                match d.decompress_vec(&payload[in_before as usize..], &mut out, FlushDecompress::Finish) {
+                    Ok(Status::StreamEnd) => break,
+                    Ok(_) => {
+                        if d.total_in() == in_before && out.len() == out_before {
+                            return Err(if out.len() >= len {
+                                "decompressed data longer than the header says".to_string()
+                            } else {
+                                "zlib stream truncated".to_string()
+                            });
+                        }
+                    }
+                    Err(e) => return Err(format!("zlib decompression failed: {e}")),
+                }
+            }
+            if d.total_in() as usize != payload.len() {
+                return Err("trailing bytes after the zlib stream".to_string());
+            }
+            Ok(0)
+        })?,
+        _ => unreachable!("compression byte checked by the caller"),
+    };
+    if out.len() != len {
+        return Err(format!("decompressed to {} bytes, header says {len}", out.len()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic PRNG (xorshift64*), so tests need no extra crates.
+    fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            v.extend_from_slice(&s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+
+    /// Text-like data that compresses well but not trivially.
+    fn compressible_bytes(n: usize, seed: u64) -> Vec<u8> {
+        const WORDS: &[&str] = &[
+            "the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dog ", "s3fs ", "object ", "block ",
+            "inode ", "\n",
+        ];
+        let r = random_bytes(n, seed);
+        let mut v = Vec::with_capacity(n + 16);
+        let mut i = 0;
+        while v.len() < n {
+            let b = r[i % r.len()];
+            if b < 16 {
+                v.push(b'a' + b); // a bit of noise
+            } else {
+                v.extend_from_slice(WORDS[b as usize % WORDS.len()].as_bytes());
+            }
+            i += 1;
+        }
+        v.truncate(n);
+        v
+    }
+
+    const COMPRESSIONS: [Compression; 4] = [
+        Compression::None,
+        Compression::Zlib(6),
+        Compression::Zstd(3),
+        Compression::Zstd(19),
+    ];
+
+    fn codecs() -> Vec<Codec> {
+        let key = MasterKey::generate();
+        let mut v = Vec::new();
+        for c in COMPRESSIONS {
+            v.push(Codec::new(None, c));
+            v.push(Codec::new(Some(key.clone()), c));
+        }
+        v
+    }
+
+    fn is_corrupt(r: &Result<Vec<u8>, CodecError>) -> bool {
+        matches!(r, Err(CodecError::Corrupt { .. }))
+    }
+
+    /// Round trip with and without encryption on inputs of every interesting size.
+    fn round_trip(compression: Compression) {
+        let inputs: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", vec![]),
+            ("one byte", vec![42]),
+            ("random 1 MiB", random_bytes(1 << 20, 1)),
+            ("compressible 1 MiB", compressible_bytes(1 << 20, 2)),
+            ("zeros 1 MiB", vec![0; 1 << 20]),
+            ("compressible 3 MiB", compressible_bytes(3 << 20, 3)),
+        ];
+        for key in [None, Some(MasterKey::generate())] {
+            let codec = Codec::new(key, compression);
+            for (what, data) in &inputs {
+                let obj = codec.encode("s3fs_data_17", data);
+                let back = codec.decode("s3fs_data_17", &obj);
+                assert!(back.as_ref() == Ok(data), "{codec:?} {what}");
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_none() {
+        round_trip(Compression::None);
+    }
+
+    #[test]
+    fn round_trip_zlib_6() {
+        round_trip(Compression::Zlib(6));
+    }
+
+    #[test]
+    fn round_trip_zstd_3() {
+        round_trip(Compression::Zstd(3));
+    }
+
+    #[test]
+    fn round_trip_zstd_19() {
+        round_trip(Compression::Zstd(19));
+    }
+
+    #[test]
+    fn header_layout() {
+        let key = MasterKey::generate();
+        let data = compressible_bytes(10_000, 4);
+        let plain = Codec::new(None, Compression::Zstd(3)).encode("n", &data);
+        assert_eq!(&plain[..4], b"S3FS");
+        assert_eq!(plain[4], 1);
+        assert_eq!(plain[5], COMP_ZSTD);
+        assert_eq!(plain[6], ENC_NONE);
+        assert_eq!(plain[7], 0);
+        assert_eq!(u64::from_le_bytes(plain[8..16].try_into().unwrap()), 10_000);
+        let enc = Codec::new(Some(key), Compression::Zlib(6)).encode("n", &data);
+        assert_eq!(enc[5], COMP_ZLIB);
+        assert_eq!(enc[6], ENC_AES_GCM_SIV);
+        assert_eq!(u64::from_le_bytes(enc[8..16].try_into().unwrap()), 10_000);
+        let none = Codec::new(None, Compression::None).encode("n", &data);
+        assert_eq!(none[5], COMP_NONE);
+        assert_eq!(none.len(), BASE_HEADER_LEN + data.len() + HASH_LEN);
+    }
+
+    #[test]
+    fn encryption_is_randomized() {
+        let codec = Codec::new(Some(MasterKey::generate()), Compression::None);
+        let data = b"same plaintext".to_vec();
+        let a = codec.encode("n", &data);
+        let b = codec.encode("n", &data);
+        assert_ne!(a, b);
+        assert!(!a.windows(data.len()).any(|w| w == &data[..]));
+    }
+
+    #[test]
+    fn incompressible_stored_uncompressed() {
+        let data = random_bytes(1 << 20, 5);
+        for codec in codecs() {
+            let obj = codec.encode("n", &data);
+            assert_eq!(obj[5], COMP_NONE, "{codec:?}");
+            let overhead = if codec.is_encrypted() {
+                ENC_HEADER_LEN + TAG_LEN
+            } else {
+                BASE_HEADER_LEN + HASH_LEN
+            };
+            assert_eq!(obj.len(), data.len() + overhead, "{codec:?}");
+            assert_eq!(codec.decode("n", &obj).unwrap(), data);
+        }
+        // Tiny inputs cannot shrink either.
+        for codec in codecs() {
+            assert_eq!(codec.encode("n", b"x")[5], COMP_NONE);
+            assert_eq!(codec.encode("n", b"")[5], COMP_NONE);
+        }
+    }
+
+    #[test]
+    fn compressible_is_compressed() {
+        let data = compressible_bytes(1 << 20, 6);
+        for codec in codecs() {
+            let obj = codec.encode("n", &data);
+            if codec.compression() == Compression::None {
+                assert_eq!(obj[5], COMP_NONE);
+            } else {
+                assert_ne!(obj[5], COMP_NONE, "{codec:?}");
+                assert!(obj.len() < data.len() / 2, "{codec:?}: {}", obj.len());
+            }
+        }
+    }
+
+    /// Objects of every shape for the tamper tests: (codec, object, name).
+    fn samples() -> Vec<(Codec, Vec<u8>)> {
+        let data = compressible_bytes(100_000, 7);
+        let mut v = Vec::new();
+        for codec in codecs() {
+            let obj = codec.encode("s3fs_data_1", &data);
+            v.push((codec, obj));
+        }
+        v
+    }
+
+    #[test]
+    fn tamper_flip_bytes() {
+        for (codec, obj) in samples() {
+            let hlen = if codec.is_encrypted() {
+                ENC_HEADER_LEN
+            } else {
+                BASE_HEADER_LEN
+            };
+            let n = obj.len();
+            let mut positions: Vec<usize> = (0..hlen).collect();
+            positions.extend([hlen, hlen + 1, n / 2, n - 33, n - 17, n - 16, n - 2, n - 1]);
+            for pos in positions {
+                for mask in [0x01u8, 0x80, 0xff] {
+                    let mut bad = obj.clone();
+                    bad[pos] ^= mask;
+                    let r = codec.decode("s3fs_data_1", &bad);
+                    match pos {
+                        4 => assert!(
+                            matches!(r, Err(CodecError::UnknownVersion { .. })),
+                            "{codec:?} pos {pos}: {r:?}"
+                        ),
+                        // Flipping the encryption byte to the other valid value is
+                        // reported as the mode mismatch.
+                        6 if bad[6] <= 1 => assert!(
+                            matches!(
+                                r,
+                                Err(CodecError::NotEncrypted { .. } | CodecError::UnexpectedlyEncrypted { .. })
+                            ),
+                            "{codec:?} pos {pos}: {r:?}"
+                        ),
+                        _ => assert!(is_corrupt(&r), "{codec:?} pos {pos}: {r:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tamper_truncate() {
+        for (codec, obj) in samples() {
+            let hlen = if codec.is_encrypted() {
+                ENC_HEADER_LEN
+            } else {
+                BASE_HEADER_LEN
+            };
+            for len in [obj.len() - 1, obj.len() / 2, hlen, hlen + 1, 16, 8, 5] {
+                let r = codec.decode("s3fs_data_1", &obj[..len]);
+                assert!(is_corrupt(&r), "{codec:?} len {len}: {r:?}");
+            }
+            for len in [0, 1, 4] {
+                assert!(is_corrupt(&codec.decode("s3fs_data_1", &obj[..len])));
+            }
+            // Appended bytes are rejected too.
+            let mut longer = obj.clone();
+            longer.push(0);
+            assert!(is_corrupt(&codec.decode("s3fs_data_1", &longer)), "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn tamper_rename_and_swap() {
+        for codec in codecs() {
+            let a = codec.encode("s3fs_data_1", &compressible_bytes(5000, 8));
+            let b = codec.encode("s3fs_data_2", &compressible_bytes(5000, 9));
+            assert!(is_corrupt(&codec.decode("s3fs_data_2", &a)), "{codec:?}");
+            assert!(is_corrupt(&codec.decode("s3fs_data_1", &b)), "{codec:?}");
+            assert!(is_corrupt(&codec.decode("s3fs_data_10", &a)), "{codec:?}");
+            assert!(is_corrupt(&codec.decode("", &a)), "{codec:?}");
+            assert!(codec.decode("s3fs_data_1", &a).is_ok());
+        }
+    }
+
+    #[test]
+    fn encryption_mode_mismatch() {
+        let data = compressible_bytes(5000, 10);
+        let key = MasterKey::generate();
+        for c in COMPRESSIONS {
+            let plain = Codec::new(None, c);
+            let enc = Codec::new(Some(key.clone()), c);
+            assert_eq!(
+                enc.decode("n", &plain.encode("n", &data)),
+                Err(CodecError::NotEncrypted { name: "n".into() })
+            );
+            assert_eq!(
+                plain.decode("n", &enc.encode("n", &data)),
+                Err(CodecError::UnexpectedlyEncrypted { name: "n".into() })
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_version() {
+        for (codec, obj) in samples() {
+            for v in [0u8, 2, 255] {
+                let mut bad = obj.clone();
+                bad[4] = v;
+                assert_eq!(
+                    codec.decode("s3fs_data_1", &bad),
+                    Err(CodecError::UnknownVersion {
+                        name: "s3fs_data_1".into(),
+                        version: v
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_master_key() {
+        let data = compressible_bytes(5000, 11);
+        for c in COMPRESSIONS {
+            let a = Codec::new(Some(MasterKey::generate()), c);
+            let b = Codec::new(Some(MasterKey::generate()), c);
+            assert!(is_corrupt(&b.decode("n", &a.encode("n", &data))));
+        }
+    }
+
+    #[test]
+    fn decompression_bomb_is_bounded() {
+        // An unencrypted object whose header understates the plaintext length, with a
+        // valid checksum (anyone with write access can forge those).
+        let big = vec![0u8; 1 << 20];
+        for comp in [COMP_ZLIB, COMP_ZSTD] {
+            let codec = Codec::new(
+                None,
+                if comp == COMP_ZLIB {
+                    Compression::Zlib(6)
+                } else {
+                    Compression::Zstd(3)
+                },
+            );
+            let obj = codec.encode("n", &big);
+            assert_eq!(obj[5], comp);
+            let mut header = obj[..BASE_HEADER_LEN].to_vec();
+            let payload = &obj[BASE_HEADER_LEN..obj.len() - HASH_LEN];
+            for claimed in [0u64, 1000, (1 << 20) - 1, (1 << 20) + 1] {
+                header[8..16].copy_from_slice(&claimed.to_le_bytes());
+                let mut forged = header.clone();
+                forged.extend_from_slice(payload);
+                forged.extend_from_slice(&plain_hash(&header, "n", payload));
+                let r = codec.decode("n", &forged);
+                assert!(is_corrupt(&r), "comp {comp} claimed {claimed}: {r:?}");
+            }
+            // Absurd claimed length is refused before anything is allocated.
+            header[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+            let mut forged = header.clone();
+            forged.extend_from_slice(payload);
+            forged.extend_from_slice(&plain_hash(&header, "n", payload));
+            assert!(is_corrupt(&codec.decode("n", &forged)));
+            // Garbage payload with a valid checksum.
+            header[8..16].copy_from_slice(&1000u64.to_le_bytes());
+            let garbage = random_bytes(500, 12);
+            let mut forged = header.clone();
+            forged.extend_from_slice(&garbage);
+            forged.extend_from_slice(&plain_hash(&header, "n", &garbage));
+            assert!(is_corrupt(&codec.decode("n", &forged)));
+            // Trailing bytes after a valid compressed stream.
+            header[8..16].copy_from_slice(&(1u64 << 20).to_le_bytes());
+            let mut p = payload.to_vec();
+            p.push(0);
+            let mut forged = header.clone();
+            forged.extend_from_slice(&p);
+            forged.extend_from_slice(&plain_hash(&header, "n", &p));
+            assert!(is_corrupt(&codec.decode("n", &forged)), "comp {comp} trailing");
+        }
+    }
+
+    #[test]
+    fn levels_out_of_range_are_clamped() {
+        let data = compressible_bytes(50_000, 13);
+        for c in [
+            Compression::Zstd(0),
+            Compression::Zstd(-5),
+            Compression::Zstd(1000),
+            Compression::Zlib(0),
+            Compression::Zlib(100),
+        ] {
+            let codec = Codec::new(None, c);
+            assert_eq!(codec.decode("n", &codec.encode("n", &data)).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn switching_levels_on_one_thread() {
+        let data = compressible_bytes(50_000, 14);
+        for c in [
+            Compression::Zlib(1),
+            Compression::Zlib(9),
+            Compression::Zstd(1),
+            Compression::Zstd(19),
+            Compression::Zlib(1),
+        ] {
+            let codec = Codec::new(None, c);
+            assert_eq!(codec.decode("n", &codec.encode("n", &data)).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn debug_hides_key() {
+        let codec = Codec::new(Some(MasterKey::from_bytes([7; 32])), Compression::default());
+        let s = format!("{codec:?}");
+        assert!(s.contains("encrypted: true"), "{s}");
+        assert!(!s.contains("7, 7"), "{s}");
+    }
+
+    #[test]
+    fn send_sync_clone() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Codec>();
+    }
+
+    #[test]
+    fn compression_parse_and_display() {
+        let ok = [
+            ("none", Compression::None),
+            ("zlib", Compression::Zlib(6)),
+            ("zlib-0", Compression::Zlib(0)),
+            ("zlib-9", Compression::Zlib(9)),
+            ("zstd", Compression::Zstd(3)),
+            ("zstd-1", Compression::Zstd(1)),
+            ("zstd-19", Compression::Zstd(19)),
+            ("ZSTD-7", Compression::Zstd(7)),
+            (" zlib-2 ", Compression::Zlib(2)),
+        ];
+        for (s, c) in ok {
+            assert_eq!(s.parse::<Compression>(), Ok(c), "{s}");
+            assert_eq!(c.to_string().parse::<Compression>(), Ok(c));
+        }
+        assert_eq!(Compression::default(), Compression::Zstd(3));
+        assert_eq!(Compression::Zstd(3).to_string(), "zstd-3");
+        assert_eq!(Compression::Zlib(6).to_string(), "zlib-6");
+        assert_eq!(Compression::None.to_string(), "none");
+        for bad in [
+            "",
+            "lzma",
+            "zlib-10",
+            "zlib--1",
+            "zlib-",
+            "zstd-0",
+            "zstd-20",
+            "zstd--3",
+            "zstd-+3",
+            "zstd-3x",
+            "zstd 3",
+            "zstd-99999999999999999999",
+            "bzip2",
+        ] {
+            let e = bad.parse::<Compression>().unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("zstd-19") && msg.contains("zlib-9"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn error_messages() {
+        let e = CodecError::Corrupt {
+            name: "s3fs_data_1".into(),
+            why: "x".into(),
+        };
+        assert_eq!(e.to_string(), "object s3fs_data_1 is corrupt: x");
+        let e = CodecError::UnknownVersion {
+            name: "o".into(),
+            version: 9,
+        };
+        assert_eq!(
+            e.to_string(),
+            "object o uses format version 9, which this s3fs does not know"
+        );
+    }
+}

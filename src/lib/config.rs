@@ -1,0 +1,365 @@
+//! Credentials and settings: the authinfo2 file and secret prompts.
+//!
+//! authinfo2 follows S3QL: an INI file (default `~/.s3fs/authinfo2`) whose sections apply
+//! when the canonical storage URL starts with the section's `storage-url`; all matching
+//! sections are merged in file order and later sections win. Unknown keys are an error
+//! (exit 2) and a file readable by group or others is refused (exit 12), because it holds
+//! secrets.
+
+use std::io::{BufRead, IsTerminal};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::exit::{Error, ExitCode};
+use crate::store::StorageUrl;
+
+pub const AUTHINFO_HELP: &str = "\
+AUTHINFO2
+  Credentials and settings are read from ~/.s3fs/authinfo2 (or --authfile), an INI file
+  that must not be readable by group or others. Each section applies when the storage
+  URL starts with its storage-url; later sections override earlier ones:
+      [backup]
+      storage-url: s3c://s3.example.com/bucket/
+      backend-login: ACCESS_KEY_ID
+      backend-password: SECRET_ACCESS_KEY
+      fs-passphrase: PASSPHRASE
+  Keys: storage-url, backend-login, backend-password, fs-passphrase, backend-options,
+  cachedir, compress, max-connections, max-threads. Options given on the command line
+  take precedence. Missing secrets are asked for on a terminal, or read as one line
+  each from standard input otherwise.";
+
+const KNOWN_KEYS: &[&str] = &[
+    "storage-url",
+    "backend-login",
+    "backend-password",
+    "fs-passphrase",
+    "backend-options",
+    "cachedir",
+    "compress",
+    "max-connections",
+    "max-threads",
+];
+
+/// Settings found for one storage URL. `None` means "not given".
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AuthInfo {
+    pub backend_login: Option<String>,
+    pub backend_password: Option<String>,
+    pub fs_passphrase: Option<String>,
+    pub backend_options: Option<String>,
+    pub cachedir: Option<PathBuf>,
+    pub compress: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_threads: Option<usize>,
+}
+
+impl std::fmt::Display for AuthInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "authinfo(login: {:?})", self.backend_login)
+    }
+}
+
+/// `~/.s3fs`, the default home of authinfo2 and the cache.
+pub fn default_dir() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".s3fs")
+}
+
+pub fn default_authfile() -> PathBuf {
+    default_dir().join("authinfo2")
+}
+
+/// Read the settings that apply to `url` from `path`. A missing file yields defaults.
+pub fn read_authinfo(path: &Path, url: &StorageUrl) -> Result<AuthInfo, Error> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AuthInfo::default()),
+        Err(e) => {
+            return Err(Error::new(
+                ExitCode::BadArgument,
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    };
+    if meta.permissions().mode() & 0o044 != 0 {
+        return Err(Error::new(
+            ExitCode::InsecureAuthfile,
+            format!(
+                "{} is readable by group or others; run: chmod 600 {}",
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::new(ExitCode::BadArgument, format!("cannot read {}: {e}", path.display())))?;
+    parse_authinfo(&text, &url.to_string()).map_err(|e| e.context(path.display()))
+}
+
+/// Parse authinfo2 text and merge the sections that apply to `canonical_url`.
+pub fn parse_authinfo(text: &str, canonical_url: &str) -> Result<AuthInfo, Error> {
+    let ini = ini::Ini::load_from_str_noescape(text)
+        .map_err(|e| Error::new(ExitCode::BadArgument, format!("not a valid INI file: {e}")))?;
+    let mut info = AuthInfo::default();
+    let mut seen_sections = std::collections::HashSet::new();
+    for (section, props) in ini.iter() {
+        let Some(section) = section else {
+            if props.iter().next().is_some() {
+                return Err(Error::new(ExitCode::BadArgument, "settings must be inside a [section]"));
+            }
+            continue;
+        };
+        if !seen_sections.insert(section.to_owned()) {
+            return Err(Error::new(
+                ExitCode::BadArgument,
+                format!("section [{section}] appears twice"),
+            ));
+        }
+        for (key, _) in props.iter() {
+            if !KNOWN_KEYS.contains(&key) {
+                return Err(Error::new(
+                    ExitCode::BadArgument,
+                    format!(
+                        "unknown key {key:?} in section [{section}] (known: {})",
+                        KNOWN_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let Some(prefix) = props.get("storage-url") else {
+            continue;
+        };
+        if !canonical_url.starts_with(prefix) {
+            continue;
+        }
+        let number = |key: &str| -> Result<Option<usize>, Error> {
+            props
+                .get(key)
+                .map(|v| {
+                    v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Error::new(
+                            ExitCode::BadArgument,
+                            format!("{key} in section [{section}] must be a positive number, not {v:?}"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let s = |key: &str| props.get(key).map(str::to_owned);
+        info.backend_login = s("backend-login").or(info.backend_login);
+        info.backend_password = s("backend-password").or(info.backend_password);
+        info.fs_passphrase = s("fs-passphrase").or(info.fs_passphrase);
+        info.backend_options = s("backend-options").or(info.backend_options);
+        info.cachedir = s("cachedir").map(PathBuf::from).or(info.cachedir);
+        info.compress = s("compress").or(info.compress);
+        info.max_connections = number("max-connections")?.or(info.max_connections);
+        info.max_threads = number("max-threads")?.or(info.max_threads);
+    }
+    Ok(info)
+}
+
+/// Where secrets come from when the authinfo2 file lacks them: a terminal prompt, or one
+/// line of standard input when it is not a terminal (scripts and tests).
+pub trait SecretSource {
+    /// Ask once.
+    fn ask(&mut self, prompt: &str) -> Result<String, Error>;
+    /// Whether the answer can be asked twice to catch typos (a human at a terminal).
+    fn is_interactive(&self) -> bool;
+}
+
+/// The process's terminal or standard input.
+#[derive(Debug, Default)]
+pub struct Stdin;
+
+impl SecretSource for Stdin {
+    fn ask(&mut self, prompt: &str) -> Result<String, Error> {
+        if self.is_interactive() {
+            return rpassword::prompt_password(prompt)
+                .map_err(|e| Error::new(ExitCode::Failure, format!("cannot read from the terminal: {e}")));
+        }
+        let mut line = String::new();
+        let n = std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::new(ExitCode::Failure, format!("cannot read standard input: {e}")))?;
+        if n == 0 {
+            let what = prompt.trim().trim_end_matches(':');
+            return Err(Error::new(
+                ExitCode::BatchNeedsInput,
+                format!(
+                    "{what} needed, but standard input is not a terminal and gave none (put it in authinfo2 or pipe it in)"
+                ),
+            ));
+        }
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    }
+
+    fn is_interactive(&self) -> bool {
+        std::io::stdin().is_terminal()
+    }
+}
+
+/// Ask for a new passphrase: twice on a terminal (they must match), once otherwise.
+/// An empty passphrase is refused: `--plain` is the way to have no encryption.
+pub fn ask_new_passphrase(source: &mut dyn SecretSource) -> Result<String, Error> {
+    let first = source.ask("Enter new passphrase: ")?;
+    if first.is_empty() {
+        return Err(Error::new(
+            ExitCode::BadArgument,
+            "the passphrase must not be empty (use --plain for an unencrypted filesystem)",
+        ));
+    }
+    if source.is_interactive() && source.ask("Confirm new passphrase: ")? != first {
+        return Err(Error::new(ExitCode::BadArgument, "the passphrases do not match"));
+    }
+    Ok(first)
+}
+
+/// The cache directory: command line, else authinfo2, else `~/.s3fs`. Created with
+/// mode 0700 if missing; exit 45 if unusable.
+pub fn cache_dir(cli: Option<&Path>, auth: &AuthInfo) -> Result<PathBuf, Error> {
+    let dir = cli
+        .map(Path::to_path_buf)
+        .or_else(|| auth.cachedir.clone())
+        .unwrap_or_else(default_dir);
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                Error::new(
+                    ExitCode::CacheDirInaccessible,
+                    format!("cannot create cache directory {}: {e}", dir.display()),
+                )
+            })?;
+    }
+    // SAFETY: access(2) on a NUL-terminated path.
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::new(ExitCode::BadArgument, "cache directory path contains NUL"))?;
+    if unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK | libc::X_OK) } != 0 {
+        return Err(Error::new(
+            ExitCode::CacheDirInaccessible,
+            format!(
+                "cache directory {} is not readable, writable and searchable",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+/// File-name stem for this URL's files in the cache directory (`<stem>.db`, ...), with
+/// `=`, `/` and NUL escaped like S3QL so that every URL gets its own files.
+pub fn cache_stem(url: &StorageUrl) -> String {
+    let mut out = String::new();
+    for ch in url.to_string().chars() {
+        match ch {
+            '=' => out.push_str("=3D"),
+            '/' => out.push_str("=2F"),
+            '\0' => out.push_str("=00"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "
+[general]
+storage-url: s3c://
+backend-login: general-login
+backend-password: general-pw
+
+[specific]
+storage-url = s3c://host:9000/bucket/fs1
+backend-password: specific-pw
+fs-passphrase: secret phrase
+max-connections: 8
+
+[other]
+storage-url: s3c://host:9000/bucket/fs2
+backend-login: other-login
+
+[no-url]
+backend-login: ignored
+";
+
+    #[test]
+    fn later_matching_sections_win() {
+        let info = parse_authinfo(SAMPLE, "s3c://host:9000/bucket/fs1").unwrap();
+        assert_eq!(info.backend_login.as_deref(), Some("general-login"));
+        assert_eq!(info.backend_password.as_deref(), Some("specific-pw"));
+        assert_eq!(info.fs_passphrase.as_deref(), Some("secret phrase"));
+        assert_eq!(info.max_connections, Some(8));
+        let other = parse_authinfo(SAMPLE, "s3c://host:9000/bucket/fs2").unwrap();
+        assert_eq!(other.backend_login.as_deref(), Some("other-login"));
+        assert_eq!(other.backend_password.as_deref(), Some("general-pw"));
+        assert_eq!(parse_authinfo(SAMPLE, "local:///x/").unwrap(), AuthInfo::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_numbers_are_exit_2() {
+        let e = parse_authinfo("[a]\nstorage-url: x\nbackend-pasword: y\n", "x").unwrap_err();
+        assert_eq!(e.code, ExitCode::BadArgument);
+        assert!(e.message.contains("backend-pasword"), "{}", e.message);
+        let e = parse_authinfo("[a]\nstorage-url: x\nmax-threads: many\n", "x").unwrap_err();
+        assert_eq!(e.code, ExitCode::BadArgument);
+        let e = parse_authinfo("[a]\nstorage-url: x\n[a]\nstorage-url: y\n", "x").unwrap_err();
+        assert_eq!(e.code, ExitCode::BadArgument);
+    }
+
+    #[test]
+    fn insecure_file_is_exit_12_and_missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authinfo2");
+        let url = StorageUrl::parse("local:///x").unwrap();
+        assert_eq!(read_authinfo(&path, &url).unwrap(), AuthInfo::default());
+        std::fs::write(&path, "[a]\nstorage-url: local://\nfs-passphrase: p\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_authinfo(&path, &url).unwrap_err().code, ExitCode::InsecureAuthfile);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_authinfo(&path, &url).unwrap().fs_passphrase.as_deref(), Some("p"));
+    }
+
+    struct Scripted(Vec<&'static str>, bool);
+    impl SecretSource for Scripted {
+        fn ask(&mut self, _: &str) -> Result<String, Error> {
+            Ok(self.0.remove(0).to_owned())
+        }
+        fn is_interactive(&self) -> bool {
+            self.1
+        }
+    }
+
+    #[test]
+    fn new_passphrase_is_confirmed_on_a_terminal() {
+        assert_eq!(ask_new_passphrase(&mut Scripted(vec!["a", "a"], true)).unwrap(), "a");
+        assert_eq!(
+            ask_new_passphrase(&mut Scripted(vec!["a", "b"], true))
+                .unwrap_err()
+                .code,
+            ExitCode::BadArgument
+        );
+        assert_eq!(ask_new_passphrase(&mut Scripted(vec!["a"], false)).unwrap(), "a");
+        assert_eq!(
+            ask_new_passphrase(&mut Scripted(vec![""], false)).unwrap_err().code,
+            ExitCode::BadArgument
+        );
+    }
+
+    #[test]
+    fn cache_stems_are_distinct_per_url() {
+        let a = cache_stem(&StorageUrl::parse("local:///a/b").unwrap());
+        let b = cache_stem(&StorageUrl::parse("local:///a=2Fb").unwrap());
+        assert_ne!(a, b);
+        assert!(!a.contains('/'));
+    }
+}

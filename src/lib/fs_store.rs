@@ -1,0 +1,302 @@
+//! The filesystem's objects in the store: their names, the codec applied to them, the
+//! master key copies, and opening a filesystem from a storage URL.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::codec::{Codec, CodecError, Compression};
+use crate::config::{self, AuthInfo, SecretSource};
+use crate::crypto::{self, KeyError, MasterKey};
+use crate::exit::{Error, ExitCode};
+use crate::params::Params;
+use crate::store::open::Credentials;
+use crate::store::{PutMode, StorageUrl, Store, StoreError, open_store};
+
+/// Object names. Every name starts with `s3fs_`.
+pub mod names {
+    pub const PREFIX: &str = "s3fs_";
+    pub const PARAMS: &str = "s3fs_params";
+    /// The wrapped master key and its backup copies, tried in this order.
+    pub const KEY_COPIES: [&str; 4] = ["s3fs_key", "s3fs_key_bak1", "s3fs_key_bak2", "s3fs_key_bak3"];
+    pub const META_PREFIX: &str = "s3fs_meta_";
+    pub const PARAMS_VERSION_PREFIX: &str = "s3fs_params_";
+
+    pub fn params_version(seq: u64) -> String {
+        format!("{PARAMS_VERSION_PREFIX}{seq:010x}")
+    }
+
+    pub fn data(id: u64) -> String {
+        format!("s3fs_data_{id}")
+    }
+
+    pub fn meta_chunk(chunk: u64, seq: u64) -> String {
+        format!("{META_PREFIX}{chunk:012x}_{seq:010x}")
+    }
+
+    /// `(chunk, seq)` of a metadata chunk name.
+    pub fn parse_meta_chunk(name: &str) -> Option<(u64, u64)> {
+        let rest = name.strip_prefix(META_PREFIX)?;
+        let (chunk, seq) = rest.split_once('_')?;
+        Some((u64::from_str_radix(chunk, 16).ok()?, u64::from_str_radix(seq, 16).ok()?))
+    }
+}
+
+/// How many times an object that fails its integrity check is fetched again before it is
+/// declared corrupt: a truncated or damaged transfer is not damage at rest.
+const CORRUPT_REFETCHES: usize = 2;
+
+/// A store plus the codec of one filesystem. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    store: Arc<dyn Store>,
+    codec: Codec,
+}
+
+impl From<CodecError> for Error {
+    fn from(e: CodecError) -> Self {
+        Error::new(ExitCode::Failure, e.to_string())
+    }
+}
+
+impl FsStore {
+    pub fn new(store: Arc<dyn Store>, codec: Codec) -> Self {
+        FsStore { store, codec }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// Fetch and decode `name`.
+    pub async fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
+        let mut attempt = 0;
+        loop {
+            let raw = self.store.get(name).await?;
+            match self.codec.decode(name, &raw) {
+                Err(CodecError::Corrupt { .. }) if attempt < CORRUPT_REFETCHES => {
+                    log::debug!("object {name} failed its integrity check; fetching it again");
+                    attempt += 1;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Encode and store `plaintext` as `name`.
+    pub async fn put(&self, name: &str, plaintext: &[u8], mode: PutMode) -> Result<(), Error> {
+        let body = self.codec.encode(name, plaintext);
+        Ok(self.store.put(name, Bytes::from(body), mode).await?)
+    }
+
+    pub async fn read_params(&self) -> Result<Params, Error> {
+        let raw = self.get(names::PARAMS).await.map_err(|e| match e.code {
+            ExitCode::Failure if e.message.contains("does not exist") => Error::new(
+                ExitCode::NoFilesystem,
+                format!("no s3fs filesystem at {}", self.store.describe()),
+            ),
+            _ => e,
+        })?;
+        Params::from_json(&raw)
+    }
+
+    /// Store `params` as the version of its `seq` and as the current superblock, in that
+    /// order, so the current one never names a version that is missing.
+    pub async fn write_params(&self, params: &Params) -> Result<(), Error> {
+        let json = params.to_json();
+        self.put(&names::params_version(params.seq), &json, PutMode::Overwrite)
+            .await?;
+        self.put(names::PARAMS, &json, PutMode::Overwrite).await
+    }
+}
+
+/// A store opened from a storage URL and its authinfo2 settings.
+#[derive(Debug)]
+pub struct Connection {
+    pub url: StorageUrl,
+    pub store: Arc<dyn Store>,
+    pub auth: AuthInfo,
+}
+
+/// What a tool needs to reach a store, from its command line.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions<'a> {
+    pub authfile: Option<&'a Path>,
+    pub backend_options: Option<&'a str>,
+}
+
+/// Parse `url`, read authinfo2, find credentials (authinfo2, then the standard AWS
+/// environment/profiles, then a prompt) and open the store.
+pub fn connect(url: &str, opts: &ConnectOptions, secrets: &mut dyn SecretSource) -> Result<Connection, Error> {
+    let url = StorageUrl::parse(url)?;
+    let authfile = opts
+        .authfile
+        .map(Path::to_path_buf)
+        .unwrap_or_else(config::default_authfile);
+    let auth = config::read_authinfo(&authfile, &url)?;
+    let backend_options = opts
+        .backend_options
+        .map(str::to_owned)
+        .or_else(|| auth.backend_options.clone())
+        .unwrap_or_default();
+    // Validate options before asking for any secret.
+    crate::store::options::parse_s3_options(&url, &backend_options)?;
+    let credentials = credentials_for(&url, &auth, secrets)?;
+    let store = open_store(&url, &backend_options, credentials)?;
+    Ok(Connection { url, store, auth })
+}
+
+fn credentials_for(
+    url: &StorageUrl,
+    auth: &AuthInfo,
+    secrets: &mut dyn SecretSource,
+) -> Result<Option<Credentials>, Error> {
+    if !url.needs_login() {
+        return Ok(None);
+    }
+    if let (Some(login), Some(password)) = (&auth.backend_login, &auth.backend_password) {
+        return Ok(Some(Credentials {
+            login: login.clone(),
+            password: password.clone(),
+        }));
+    }
+    if auth.backend_login.is_none() && aws_credentials_available(url) {
+        return Ok(None);
+    }
+    let login = match &auth.backend_login {
+        Some(l) => l.clone(),
+        None => secrets.ask("Enter backend login: ")?,
+    };
+    let password = match &auth.backend_password {
+        Some(p) => p.clone(),
+        None => secrets.ask("Enter backend password: ")?,
+    };
+    Ok(Some(Credentials { login, password }))
+}
+
+/// Whether the standard AWS sources could supply credentials: the environment for any
+/// S3 store, and profiles for `s3://`.
+fn aws_credentials_available(url: &StorageUrl) -> bool {
+    let env = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    if env("AWS_ACCESS_KEY_ID") && env("AWS_SECRET_ACCESS_KEY") {
+        return true;
+    }
+    if !matches!(url, StorageUrl::S3 { .. }) {
+        return false;
+    }
+    let home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
+    env("AWS_PROFILE")
+        || env("AWS_WEB_IDENTITY_TOKEN_FILE")
+        || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| home.join(".aws/credentials"))
+            .exists()
+}
+
+/// Whether anything of an s3fs filesystem is stored at this URL.
+pub async fn has_filesystem(store: &dyn Store) -> Result<bool, Error> {
+    let page = store.list(names::PREFIX, None).await?;
+    Ok(!page.objects.is_empty())
+}
+
+/// Which copies of the wrapped key exist, with their bytes.
+async fn key_copies(store: &dyn Store) -> Result<Vec<(&'static str, Bytes)>, Error> {
+    let mut found = Vec::new();
+    for name in names::KEY_COPIES {
+        match store.get(name).await {
+            Ok(b) => found.push((name, b)),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(found)
+}
+
+/// Unwrap the master key with `passphrase`, trying every copy (a passphrase change that
+/// was interrupted can leave copies under both passphrases).
+pub fn unwrap_any(copies: &[(&str, Bytes)], passphrase: &str) -> Result<MasterKey, Error> {
+    let mut wrong = false;
+    let mut damage = Vec::new();
+    for (name, blob) in copies {
+        match crypto::unwrap_key(blob, passphrase.as_bytes()) {
+            Ok(k) => return Ok(k),
+            Err(KeyError::WrongPassphrase) => wrong = true,
+            Err(e) => damage.push(format!("{name}: {e}")),
+        }
+    }
+    if wrong {
+        return Err(Error::new(ExitCode::WrongPassphrase, "wrong passphrase"));
+    }
+    Err(Error::new(
+        ExitCode::Failure,
+        format!(
+            "every copy of the master key is damaged ({}); restore it with `s3fsadm recover-key`",
+            damage.join("; ")
+        ),
+    ))
+}
+
+/// Write the wrapped key to all copies.
+pub async fn write_key_copies(store: &dyn Store, key: &MasterKey, passphrase: &str) -> Result<(), Error> {
+    for name in names::KEY_COPIES {
+        let blob = crypto::wrap_key(key, passphrase.as_bytes(), crypto::KdfParams::default());
+        store.put(name, Bytes::from(blob), PutMode::Overwrite).await?;
+    }
+    Ok(())
+}
+
+/// An opened filesystem: store + codec, its superblock and (if encrypted) its key.
+#[derive(Debug)]
+pub struct Opened {
+    pub fs: FsStore,
+    pub params: Params,
+    pub key: Option<MasterKey>,
+}
+
+/// Load the master key (passphrase from authinfo2 or `secrets`) and the superblock.
+pub async fn open_filesystem(
+    conn: &Connection,
+    compression: Compression,
+    secrets: &mut dyn SecretSource,
+) -> Result<Opened, Error> {
+    let copies = key_copies(conn.store.as_ref()).await?;
+    let key = if copies.is_empty() {
+        None
+    } else {
+        let passphrase = match &conn.auth.fs_passphrase {
+            Some(p) => p.clone(),
+            None => secrets.ask("Enter filesystem encryption passphrase: ")?,
+        };
+        Some(unwrap_any(&copies, &passphrase)?)
+    };
+    let fs = FsStore::new(conn.store.clone(), Codec::new(key.clone(), compression));
+    let params = fs.read_params().await.map_err(|e| match (&key, e.message.contains("is encrypted")) {
+        (None, true) => Error::new(
+            ExitCode::Failure,
+            "the filesystem is encrypted but every copy of its key is missing; restore it with `s3fsadm recover-key`",
+        ),
+        _ => e,
+    })?;
+    Ok(Opened { fs, params, key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names::*;
+
+    #[test]
+    fn meta_chunk_names_round_trip() {
+        assert_eq!(meta_chunk(3, 0x65432), "s3fs_meta_000000000003_0000065432");
+        assert_eq!(parse_meta_chunk(&meta_chunk(77, 123456789)), Some((77, 123456789)));
+        assert_eq!(parse_meta_chunk("s3fs_meta_zz_1"), None);
+        assert_eq!(params_version(255), "s3fs_params_00000000ff");
+    }
+}

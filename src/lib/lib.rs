@@ -1,0 +1,24 @@
+//! s3fs: a POSIX filesystem stored in an object store (S3, any S3-compatible store, or a
+//! local directory), in the style of S3QL.
+//!
+//! Layering (bottom-up): [`store`] moves opaque bytes to and from an object store;
+//! [`codec`] turns plaintext into self-describing, compressed, encrypted objects;
+//! [`crypto`] owns the master key and its passphrase wrapping; [`fs_store`] ties the two
+//! together for the filesystem's own object names; [`config`] reads authinfo2 and prompts
+//! for secrets; [`cli`] holds the clap definitions shared by the binaries and the man
+//! pages; [`mkfs`] and [`adm`] are the tool entry points.
+
+pub mod adm;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod crypto;
+pub mod exit;
+pub mod fs_store;
+pub mod meta;
+pub mod mkfs;
+pub mod params;
+pub mod runtime;
+pub mod store;
+
+pub use exit::{Error, ExitCode, Result};

@@ -1,0 +1,178 @@
+//! The SQLite schema: the canonical reference for what the metadata DB holds.
+//!
+//! Derived from S3QL's (revision 26) with one deliberate change: *blocks* (dedup units,
+//! identified by the SHA-256 of their plaintext) are kept apart from *objects* (storage
+//! units), so that several small blocks can later be packed into one object.
+//!
+//! Refcount columns are denormalised counters kept by the filesystem and recomputed by
+//! fsck. Ids come from AUTOINCREMENT and are never reused: an object name therefore never
+//! changes content, and an inode number the kernel may still cache is never reissued.
+
+use rusqlite::{Connection, params};
+
+use crate::exit::{Error, ExitCode};
+
+/// Bumped whenever the DDL below changes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub const ROOT_INODE: i64 = 1;
+
+const DDL: &str = "
+-- objects: one stored data object `s3fs_data_<id>`.
+--   refcount  = number of `blocks` rows stored in it; at 0 the row is deleted and the
+--               object queued for deletion from the store.
+--   phys_size = bytes in the store after compression and encryption; -1 while the
+--               upload has not finished (fsck repairs it with a HEAD).
+--   length    = plaintext bytes in the object.
+CREATE TABLE objects (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    refcount  INTEGER NOT NULL,
+    phys_size INTEGER NOT NULL,
+    length    INTEGER NOT NULL
+);
+
+-- blocks: a deduplicated unit of file data.
+--   hash      = SHA-256 of the plaintext; UNIQUE, so it is the dedup index. NULL marks a
+--               block whose upload failed: never deduplicated against, removed by fsck.
+--   refcount  = number of `inode_blocks` rows pointing here.
+--   obj_id, obj_offset = where its bytes are stored (offset 0 while one block = one object).
+CREATE TABLE blocks (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash       BLOB UNIQUE,
+    refcount   INTEGER NOT NULL,
+    size       INTEGER NOT NULL,
+    obj_id     INTEGER NOT NULL REFERENCES objects(id),
+    obj_offset INTEGER NOT NULL DEFAULT 0
+);
+
+-- inodes: stat(2) data. Times in nanoseconds since the epoch.
+--   refcount = hard links (st_nlink; a directory counts 1, its '..' is not counted);
+--              an inode at 0 is purged once the kernel has forgotten it.
+--   size     = st_size; for a symlink the length of its target.
+--   locked   = immutable (s3fslock).
+CREATE TABLE inodes (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid      INTEGER NOT NULL,
+    gid      INTEGER NOT NULL,
+    mode     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    atime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    refcount INTEGER NOT NULL,
+    size     INTEGER NOT NULL DEFAULT 0,
+    rdev     INTEGER NOT NULL DEFAULT 0,
+    locked   INTEGER NOT NULL DEFAULT 0
+);
+
+-- inode_blocks: block `blockno` of a regular file (bytes [blockno*bs, (blockno+1)*bs)).
+-- A missing row is a hole and reads as zeros.
+CREATE TABLE inode_blocks (
+    inode    INTEGER NOT NULL REFERENCES inodes(id),
+    blockno  INTEGER NOT NULL,
+    block_id INTEGER NOT NULL REFERENCES blocks(id),
+    PRIMARY KEY (inode, blockno)
+) WITHOUT ROWID;
+
+-- symlink_targets: raw target bytes of each symlink inode.
+CREATE TABLE symlink_targets (
+    inode  INTEGER PRIMARY KEY REFERENCES inodes(id),
+    target BLOB NOT NULL
+);
+
+-- names: interned byte strings used by directory entries and xattr names.
+--   refcount = uses in `contents` plus `ext_attributes`; the row is deleted at 0.
+CREATE TABLE names (
+    id       INTEGER PRIMARY KEY,
+    name     BLOB NOT NULL UNIQUE,
+    refcount INTEGER NOT NULL
+);
+
+-- contents: directory entries. A directory rename is one UPDATE of one row, whatever the
+-- size of the subtree. The root has no entry.
+CREATE TABLE contents (
+    rowid        INTEGER PRIMARY KEY AUTOINCREMENT,
+    name_id      INTEGER NOT NULL REFERENCES names(id),
+    inode        INTEGER NOT NULL REFERENCES inodes(id),
+    parent_inode INTEGER NOT NULL REFERENCES inodes(id),
+    UNIQUE (parent_inode, name_id)
+);
+
+-- ext_attributes: extended attributes.
+CREATE TABLE ext_attributes (
+    inode   INTEGER NOT NULL REFERENCES inodes(id),
+    name_id INTEGER NOT NULL REFERENCES names(id),
+    value   BLOB NOT NULL,
+    PRIMARY KEY (inode, name_id)
+) WITHOUT ROWID;
+
+CREATE VIEW contents_v AS
+    SELECT contents.rowid, name, name_id, inode, parent_inode
+    FROM contents JOIN names ON names.id = contents.name_id;
+CREATE VIEW ext_attributes_v AS
+    SELECT inode, name, name_id, value
+    FROM ext_attributes JOIN names ON names.id = ext_attributes.name_id;
+";
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::new(ExitCode::Failure, format!("metadata database: {e}"))
+}
+
+/// Create the tables and the initial tree (root owned by `uid:gid`, `/lost+found`) in an
+/// empty database.
+pub fn create_filesystem(conn: &Connection, uid: u32, gid: u32, now_ns: i64) -> Result<(), Error> {
+    conn.execute_batch(DDL).map_err(db_err)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db_err)?;
+    let insert_inode = "INSERT INTO inodes (id, uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
+    conn.execute(
+        insert_inode,
+        params![ROOT_INODE, uid, gid, libc::S_IFDIR | 0o755, now_ns, 1],
+    )
+    .map_err(db_err)?;
+    conn.execute(
+        "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount) VALUES (?1, ?2, ?3, ?4, ?4, ?4, 1)",
+        params![uid, gid, libc::S_IFDIR | 0o700, now_ns],
+    )
+    .map_err(db_err)?;
+    let lost_found = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO names (name, refcount) VALUES (?1, 1)",
+        params![b"lost+found".as_slice()],
+    )
+    .map_err(db_err)?;
+    let name_id = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, ?2, ?3)",
+        params![name_id, lost_found, ROOT_INODE],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_filesystem_has_root_and_lost_found() {
+        let conn = Connection::open_in_memory().unwrap();
+        create_filesystem(&conn, 1000, 100, 42).unwrap();
+        let (mode, uid): (u32, u32) = conn
+            .query_row("SELECT mode, uid FROM inodes WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(mode, libc::S_IFDIR | 0o755);
+        assert_eq!(uid, 1000);
+        let (parent, lf_mode): (i64, u32) = conn
+            .query_row(
+                "SELECT parent_inode, mode FROM contents_v JOIN inodes ON inodes.id = inode WHERE name = ?1",
+                [b"lost+found".as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((parent, lf_mode), (ROOT_INODE, libc::S_IFDIR | 0o700));
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+}

@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod conformance;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An S3 server started by `tests/servers/start.sh` for this test run.
+#[derive(Debug, Clone)]
+pub struct S3Server {
+    pub name: &'static str,
+    /// Storage URL of a bucket on the server, without a prefix.
+    pub url: String,
+    pub login: String,
+    pub password: String,
+    pub options: String,
+}
+
+/// The server `name` ("GARAGE" or "MOTO"). Fails the test if the servers are not
+/// running: S3 tests never pass silently.
+pub fn s3_server(name: &'static str) -> S3Server {
+    let var = |k: &str| {
+        let key = format!("S3FS_TEST_{name}_{k}");
+        std::env::var(&key).unwrap_or_else(|_| {
+            panic!("{key} is not set: the S3 test servers are not running. Run the tests through the README's test command (tests/run.sh), which starts them.")
+        })
+    };
+    S3Server {
+        name,
+        url: var("URL"),
+        login: var("LOGIN"),
+        password: var("PASSWORD"),
+        options: var("OPTIONS"),
+    }
+}
+
+/// A prefix no other test in this run uses, so tests can share a bucket.
+pub fn unique_prefix(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{test}-{}-{nanos}-{n}/", std::process::id())
+}
+
+impl S3Server {
+    /// This server's bucket with a fresh prefix.
+    pub fn url_with_prefix(&self, test: &str) -> String {
+        let base = self.url.trim_end_matches('/');
+        format!("{base}/{}", unique_prefix(test))
+    }
+
+    pub fn credentials(&self) -> s3fs::store::open::Credentials {
+        s3fs::store::open::Credentials {
+            login: self.login.clone(),
+            password: self.password.clone(),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The man pages in `man/` are generated from the clap definitions and must be current.
+//! Regenerate with `S3FS_UPDATE_MAN=1 cargo test --test man_pages`.
+
+#[test]
+fn man_pages_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let update = std::env::var_os("S3FS_UPDATE_MAN").is_some();
+    let mut stale = Vec::new();
+    for cmd in s3fs::cli::commands() {
+        let name = cmd.get_name().to_owned();
+        let section = "8";
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).section(section).render(&mut page).unwrap();
+        let path = dir.join(format!("{name}.{section}"));
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &page).unwrap();
+        } else if std::fs::read(&path).ok().as_deref() != Some(page.as_slice()) {
+            stale.push(path.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "man pages out of date (run S3FS_UPDATE_MAN=1 cargo test --test man_pages): {stale:?}"
+    );
+}
+
+/// Every page documents the storage URL grammar, authinfo2 and the exit codes.
+#[test]
+fn man_pages_document_urls_authinfo_and_exit_codes() {
+    for cmd in s3fs::cli::commands() {
+        let mut page = Vec::new();
+        let name = cmd.get_name().to_owned();
+        clap_mangen::Man::new(cmd).render(&mut page).unwrap();
+        let text = String::from_utf8(page).unwrap();
+        for needle in [
+            "STORAGE URLS",
+            "s3c://HOST",
+            "AUTHINFO2",
+            "EXIT CODES",
+            "wrong passphrase",
+            "BACKEND OPTIONS",
+        ] {
+            assert!(text.contains(needle), "{name} man page lacks {needle:?}");
+        }
+    }
+}

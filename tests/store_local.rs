@@ -1,0 +1,251 @@
+//! The `local://` store: the conformance suite, crash-safety properties, and the retry
+//! and fault-injection decorators on top of it.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use s3fs::codec::{Codec, Compression};
+use s3fs::crypto::MasterKey;
+use s3fs::fs_store::FsStore;
+use s3fs::runtime::block_on;
+use s3fs::store::fault::{FaultConfig, FaultStore};
+use s3fs::store::local::LocalStore;
+use s3fs::store::retry::{RetryPolicy, RetryStore};
+use s3fs::store::{PutMode, Store, StoreError, list_all, probe_conditional_writes};
+
+fn local() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    (dir, Arc::new(store))
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        initial_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(20),
+        give_up_after: Duration::from_secs(60),
+    }
+}
+
+#[test]
+fn local_store_passes_conformance_suite() {
+    let (_dir, store) = local();
+    block_on(common::conformance::run_all(store.as_ref()));
+}
+
+#[test]
+fn local_store_honours_conditional_writes() {
+    let (_dir, store) = local();
+    assert!(block_on(probe_conditional_writes(store.as_ref())).unwrap());
+}
+
+#[test]
+fn missing_directory_is_exit_16() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = LocalStore::open(&dir.path().join("nope")).unwrap_err();
+    assert_eq!(e.code, s3fs::ExitCode::NoSuchBucket);
+    assert!(e.message.contains("nope"), "{}", e.message);
+}
+
+#[test]
+fn data_objects_are_sharded_and_no_temporary_file_is_left() {
+    let (dir, store) = local();
+    block_on(async {
+        for id in [1u64, 1234, 1234567] {
+            store
+                .put(&format!("s3fs_data_{id}"), Bytes::from_static(b"d"), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+    });
+    assert!(
+        dir.path()
+            .join("s3fs_data_#/s3fs_data_123#/s3fs_data_123456#/s3fs_data_1234567")
+            .is_file()
+    );
+    assert!(dir.path().join("s3fs_data_#/s3fs_data_123#/s3fs_data_1234").is_file());
+    let mut stray = Vec::new();
+    for e in walk(dir.path()) {
+        if e.file_name().unwrap().to_string_lossy().starts_with(".tmp-") {
+            stray.push(e);
+        }
+    }
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+}
+
+/// A temporary file as a crash would leave it is never listed or read as an object.
+#[test]
+fn leftover_temporary_files_are_invisible() {
+    let (dir, store) = local();
+    std::fs::write(dir.path().join(".tmp-999-0"), b"half an object").unwrap();
+    block_on(store.put("s3fs_params", Bytes::from_static(b"p"), PutMode::Overwrite)).unwrap();
+    let keys: Vec<String> = block_on(list_all(store.as_ref(), ""))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, vec!["s3fs_params".to_string()]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// With 10 % of requests failing (half of them after the operation took effect, as when
+/// a reply is lost), every operation still succeeds through the retry layer, and the
+/// whole conformance suite passes.
+#[test]
+fn ten_percent_failures_are_absorbed_by_retries() {
+    let (_dir, raw) = local();
+    let config = FaultConfig {
+        error_rate: 0.10,
+        lost_reply_share: 0.5,
+        seed: 7,
+        ..Default::default()
+    };
+    let faulty = Arc::new(FaultStore::new(raw, config));
+    let retry = RetryStore::new(faulty.clone(), fast_retries());
+    let stats = retry.stats();
+    block_on(common::conformance::run_all(&retry));
+    let injected = faulty.counts().errors.load(std::sync::atomic::Ordering::Relaxed);
+    let ops = faulty.counts().operations.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(injected > ops / 20, "faults were injected: {injected} of {ops}");
+    assert_eq!(
+        stats.retries.load(std::sync::atomic::Ordering::Relaxed),
+        injected,
+        "every injected fault was retried"
+    );
+}
+
+/// A conditional create whose reply was lost is retried; the retry sees the object that
+/// the first attempt wrote and must report success, not "precondition failed".
+#[test]
+fn conditional_put_with_lost_reply_succeeds() {
+    let (_dir, raw) = local();
+    let config = FaultConfig {
+        error_rate: 1.0,
+        lost_reply_share: 1.0,
+        seed: 1,
+        ..Default::default()
+    };
+    let faulty = Arc::new(FaultStore::new(raw.clone(), config));
+    let retry = RetryStore::new(faulty.clone(), fast_retries());
+    block_on(async {
+        // First attempt lands but "fails"; stop injecting so the retry gets through.
+        let f = faulty.clone();
+        let put = retry.put("k", Bytes::from_static(b"mine"), PutMode::IfNoneMatch);
+        let heal = async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            f.set_config(FaultConfig::default());
+        };
+        let (r, ()) = tokio::join!(put, heal);
+        r.unwrap();
+        assert_eq!(raw.get("k").await.unwrap(), Bytes::from_static(b"mine"));
+        // Someone else's object under the name is still a conflict.
+        assert!(matches!(
+            retry.put("k", Bytes::from_static(b"other"), PutMode::IfNoneMatch).await,
+            Err(StoreError::PreconditionFailed(_))
+        ));
+    });
+}
+
+/// A permanent failure is not retried and comes back at once with its message.
+#[test]
+fn permanent_failure_is_reported_at_once() {
+    let (_dir, raw) = local();
+    let config = FaultConfig {
+        permanent: Some(StoreError::AccessDenied("bucket policy forbids PUT".into())),
+        ..Default::default()
+    };
+    let retry = RetryStore::new(Arc::new(FaultStore::new(raw, config)), RetryPolicy::default());
+    let start = std::time::Instant::now();
+    let e = block_on(retry.put("k", Bytes::from_static(b"x"), PutMode::Overwrite)).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(e, StoreError::AccessDenied("bucket policy forbids PUT".into()));
+    let e: s3fs::Error = e.into();
+    assert_eq!(e.code, s3fs::ExitCode::AccessDenied);
+}
+
+/// Temporary failures that never stop end in a clear error once the retry budget is spent.
+#[test]
+fn endless_temporary_failures_give_up_with_a_clear_error() {
+    let (_dir, raw) = local();
+    let config = FaultConfig {
+        error_rate: 1.0,
+        ..Default::default()
+    };
+    let policy = RetryPolicy {
+        initial_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(10),
+        give_up_after: Duration::from_millis(200),
+    };
+    let retry = RetryStore::new(Arc::new(FaultStore::new(raw, config)), policy);
+    let e = block_on(retry.get("k")).unwrap_err();
+    assert!(e.is_temporary());
+    assert!(e.to_string().contains("gave up after"), "{e}");
+}
+
+/// Short reads (a truncated body, as an undetected transport failure would give) are
+/// caught by the codec's integrity check and the object is fetched again.
+#[test]
+fn short_reads_are_detected_and_refetched() {
+    let (_dir, raw) = local();
+    for key in [None, Some(MasterKey::generate())] {
+        let writer = FsStore::new(raw.clone(), Codec::new(key.clone(), Compression::default()));
+        let payloads: Vec<Vec<u8>> = (0..40)
+            .map(|i| (0..20_000).map(|j| ((i * j) % 251) as u8).collect())
+            .collect();
+        block_on(async {
+            for (i, p) in payloads.iter().enumerate() {
+                writer.put(&format!("obj{i}"), p, PutMode::Overwrite).await.unwrap();
+            }
+        });
+        let config = FaultConfig {
+            short_read_rate: 0.2,
+            seed: 3,
+            ..Default::default()
+        };
+        let faulty = Arc::new(FaultStore::new(raw.clone(), config));
+        let reader = FsStore::new(faulty.clone(), Codec::new(key, Compression::default()));
+        block_on(async {
+            for (i, p) in payloads.iter().enumerate() {
+                assert_eq!(&reader.get(&format!("obj{i}")).await.unwrap(), p);
+            }
+        });
+        assert!(
+            faulty.counts().short_reads.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "short reads were injected"
+        );
+    }
+}
+
+/// An object damaged at rest is reported as corrupt, naming it, never returned as data.
+#[test]
+fn object_corrupt_at_rest_is_an_error() {
+    let (dir, raw) = local();
+    let fs = FsStore::new(raw, Codec::new(Some(MasterKey::generate()), Compression::default()));
+    block_on(fs.put("s3fs_params", b"superblock", PutMode::Overwrite)).unwrap();
+    let path = dir.path().join("s3fs_params");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let e = block_on(fs.get("s3fs_params")).unwrap_err();
+    assert!(
+        e.message.contains("s3fs_params") && e.message.contains("corrupt"),
+        "{}",
+        e.message
+    );
+}
