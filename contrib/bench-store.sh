@@ -48,7 +48,7 @@ for server in ("GARAGE", "MOTO"):
             return COUNT * OBJECT / (time.monotonic() - t) / 1e6
         put = run(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=body))
         get = run(lambda k: s3.get_object(Bucket=bucket, Key=k)["Body"].read())
-        print(f"{server.lower():<8} parallel {parallel:>2}: PUT {put:7.1} MB/s   GET {get:7.1} MB/s   (1 MiB objects x {COUNT})")
+        print(f"{server.lower():<8} parallel {parallel:>2}: PUT {put:7.1f} MB/s   GET {get:7.1f} MB/s   (1 MiB objects x {COUNT})")
         for k in keys:
             s3.delete_object(Bucket=bucket, Key=k)
 PY
