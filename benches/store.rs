@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use s3fs::runtime::block_on;
 use s3fs::store::open::Credentials;
-use s3fs::store::{open_store, PutMode, StorageUrl, Store};
+use s3fs::store::{PutMode, StorageUrl, Store, open_store};
 
 const OBJECT: usize = 1 << 20;
 const COUNT: usize = 128;
@@ -48,7 +48,12 @@ fn bench(label: &str, store: Arc<dyn Store>, parallel: usize) {
 fn main() {
     // `cargo bench` passes --bench; ignore arguments.
     let dir = tempfile::tempdir().unwrap();
-    let local = open_store(&StorageUrl::parse(&format!("local://{}", dir.path().display())).unwrap(), "", None).unwrap();
+    let local = open_store(
+        &StorageUrl::parse(&format!("local://{}", dir.path().display())).unwrap(),
+        "",
+        None,
+    )
+    .unwrap();
     for p in [1, 8, 32] {
         bench("local", local.clone(), p);
     }
@@ -59,7 +64,10 @@ fn main() {
             continue;
         };
         let url = StorageUrl::parse(&format!("{}/bench/", url.trim_end_matches('/'))).unwrap();
-        let creds = Credentials { login: var("LOGIN").unwrap(), password: var("PASSWORD").unwrap() };
+        let creds = Credentials {
+            login: var("LOGIN").unwrap(),
+            password: var("PASSWORD").unwrap(),
+        };
         let store = open_store(&url, &var("OPTIONS").unwrap(), Some(creds)).unwrap();
         for p in [1, 8, 32] {
             bench(&server.to_lowercase(), store.clone(), p);
