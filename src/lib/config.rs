@@ -185,7 +185,7 @@ impl SecretSource for Stdin {
             .read_line(&mut line)
             .map_err(|e| Error::new(ExitCode::Failure, format!("cannot read standard input: {e}")))?;
         if n == 0 {
-            let what = prompt.trim().trim_end_matches(':');
+            let what = prompt.trim().trim_end_matches(':').trim_start_matches("Enter ");
             return Err(Error::new(
                 ExitCode::BatchNeedsInput,
                 format!(
