@@ -105,6 +105,10 @@ CREATE TABLE ext_attributes (
     PRIMARY KEY (inode, name_id)
 ) WITHOUT ROWID;
 
+-- Finding an inode's entries (the parent of a directory for '..' and the rename loop
+-- check, the names of a damaged file for fsck) must not scan the table.
+CREATE INDEX ix_contents_inode ON contents(inode);
+
 CREATE VIEW contents_v AS
     SELECT contents.rowid, name, name_id, inode, parent_inode
     FROM contents JOIN names ON names.id = contents.name_id;
