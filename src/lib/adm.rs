@@ -73,9 +73,9 @@ fn verify_key(conn: &Connection, key: &MasterKey) -> Result<(), Error> {
         conn.store.clone(),
         Codec::new(Some(key.clone()), Compression::default()),
     );
-    match block_on(fs.get(names::PARAMS)) {
-        Ok(_) => Ok(()),
-        Err(e) if e.message.contains("does not exist") => Err(Error::new(
+    match block_on(fs.get_if_exists(names::PARAMS)) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Error::new(
             ExitCode::NoFilesystem,
             format!("no s3fs filesystem at {}", conn.url),
         )),

@@ -73,17 +73,29 @@ impl FsStore {
         &self.codec
     }
 
-    /// Fetch and decode `name`.
+    /// Fetch and decode `name`; a missing object is an error.
     pub async fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
+        match self.get_if_exists(name).await? {
+            Some(body) => Ok(body),
+            None => Err(StoreError::NotFound(name.to_owned()).into()),
+        }
+    }
+
+    /// Fetch and decode `name`, or `None` if there is no such object.
+    pub async fn get_if_exists(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
         let mut attempt = 0;
         loop {
-            let raw = self.store.get(name).await?;
+            let raw = match self.store.get(name).await {
+                Ok(raw) => raw,
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
             match self.codec.decode(name, &raw) {
                 Err(CodecError::Corrupt { .. }) if attempt < CORRUPT_REFETCHES => {
                     log::debug!("object {name} failed its integrity check; fetching it again");
                     attempt += 1;
                 }
-                other => return Ok(other?),
+                other => return Ok(Some(other?)),
             }
         }
     }
@@ -95,14 +107,13 @@ impl FsStore {
     }
 
     pub async fn read_params(&self) -> Result<Params, Error> {
-        let raw = self.get(names::PARAMS).await.map_err(|e| match e.code {
-            ExitCode::Failure if e.message.contains("does not exist") => Error::new(
+        match self.get_if_exists(names::PARAMS).await? {
+            Some(raw) => Params::from_json(&raw),
+            None => Err(Error::new(
                 ExitCode::NoFilesystem,
                 format!("no s3fs filesystem at {}", self.store.describe()),
-            ),
-            _ => e,
-        })?;
-        Params::from_json(&raw)
+            )),
+        }
     }
 
     /// Store `params` as the version of its `seq` and as the current superblock, in that

@@ -3,10 +3,19 @@
 //! Version S of the DB is rebuilt by taking, for every chunk below
 //! `ceil(db_size / chunk_size)`, the object with the largest seq ≤ S, truncating to
 //! `db_size` and checking the SHA-256 recorded in the params of version S. An upload
-//! therefore only needs to send the chunks that changed since the previous version.
+//! therefore only sends the chunks whose bytes changed since the previous upload; which
+//! ones did is found by comparing per-chunk SHA-256s with those of the last upload
+//! (kept in a small local file), not by tracing SQLite's writes as S3QL does — simpler,
+//! and it cannot miss a write.
+//!
+//! The bytes uploaded come from a snapshot made with SQLite's online backup API in one
+//! step: a read transaction on a second connection sees one consistent state while the
+//! filesystem keeps writing through its own connection (WAL mode), and the copy keeps
+//! the page layout, so unchanged pages produce unchanged chunks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -22,35 +31,123 @@ pub struct DbDigest {
     pub sha256: String,
 }
 
+/// SHA-256 of each chunk of the last uploaded version, to find what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkHashes {
+    pub chunk_size: u64,
+    pub hashes: Vec<[u8; 32]>,
+}
+
+impl ChunkHashes {
+    /// Read the file written by [`ChunkHashes::save`]; a missing or unreadable file means
+    /// "nothing known", which makes the next upload a full one.
+    pub fn load(path: &Path) -> ChunkHashes {
+        let Ok(bytes) = std::fs::read(path) else {
+            return ChunkHashes::default();
+        };
+        if bytes.len() < 8 || (bytes.len() - 8) % 32 != 0 {
+            return ChunkHashes::default();
+        }
+        let chunk_size = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let hashes = bytes[8..].chunks_exact(32).map(|c| c.try_into().unwrap()).collect();
+        ChunkHashes { chunk_size, hashes }
+    }
+
+    /// Write atomically (temp file, fsync, rename), after the version it describes is
+    /// completely in the store.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let mut bytes = self.chunk_size.to_le_bytes().to_vec();
+        for h in &self.hashes {
+            bytes.extend_from_slice(h);
+        }
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| io("writing", path, e))
+    }
+}
+
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::new(ExitCode::Failure, format!("{what} {}: {e}", path.display()))
 }
 
-/// Upload every chunk of `db` as version `seq` (a full upload, as after mkfs or VACUUM).
-/// `parallel` chunks are in flight at once.
-pub async fn upload_all(
+fn db_err(what: &str, e: rusqlite::Error) -> Error {
+    Error::new(ExitCode::Failure, format!("{what}: {e}"))
+}
+
+fn join_err(e: tokio::task::JoinError) -> Error {
+    Error::new(ExitCode::Failure, format!("metadata transfer task failed: {e}"))
+}
+
+/// Copy a consistent state of the live DB at `db` into `dest` without blocking writers.
+pub fn snapshot(db: &Path, dest: &Path) -> Result<(), Error> {
+    let _ = std::fs::remove_file(dest);
+    let src = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| db_err("opening the metadata for a snapshot", e))?;
+    src.busy_timeout(std::time::Duration::from_secs(60))
+        .map_err(|e| db_err("snapshot", e))?;
+    let mut dst = rusqlite::Connection::open(dest).map_err(|e| db_err("creating the metadata snapshot", e))?;
+    {
+        let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| db_err("snapshot", e))?;
+        // All pages in one step: one read transaction, so one consistent state.
+        loop {
+            match backup.step(-1).map_err(|e| db_err("snapshot", e))? {
+                rusqlite::backup::StepResult::Done => break,
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+    dst.close().map_err(|(_, e)| db_err("closing the metadata snapshot", e))
+}
+
+/// What [`upload_version`] did.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub digest: DbDigest,
+    pub hashes: ChunkHashes,
+    pub chunks_total: u64,
+    pub chunks_sent: u64,
+}
+
+/// Upload the chunks of `db` (a snapshot nobody writes to) that differ from `previous`,
+/// as version `seq`. With an empty `previous` this is a full upload.
+pub async fn upload_version(
     fs: &FsStore,
     db: &Path,
     seq: u64,
     chunk_size: u64,
+    previous: &ChunkHashes,
     parallel: usize,
-) -> Result<DbDigest, Error> {
-    let bytes = tokio::fs::read(db).await.map_err(|e| io("reading", db, e))?;
+) -> Result<Uploaded, Error> {
+    let bytes = Arc::new(tokio::fs::read(db).await.map_err(|e| io("reading", db, e))?);
     let digest = DbDigest {
         size: bytes.len() as u64,
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        sha256: hex::encode(Sha256::digest(bytes.as_slice())),
     };
-    let bytes = std::sync::Arc::new(bytes);
-    let chunks = bytes.len().div_ceil(chunk_size as usize) as u64;
+    let cs = chunk_size as usize;
+    let hashes: Vec<[u8; 32]> = bytes.chunks(cs).map(|c| Sha256::digest(c).into()).collect();
+    let comparable = previous.chunk_size == chunk_size;
+    let changed: Vec<u64> = (0..hashes.len())
+        .filter(|&i| !comparable || previous.hashes.get(i) != Some(&hashes[i]))
+        .map(|i| i as u64)
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for chunk in 0..chunks {
+    for &chunk in &changed {
         if tasks.len() >= parallel.max(1) {
             tasks.join_next().await.expect("task").map_err(join_err)??;
         }
         let (fs, bytes) = (fs.clone(), bytes.clone());
         tasks.spawn(async move {
-            let start = (chunk * chunk_size) as usize;
-            let end = (start + chunk_size as usize).min(bytes.len());
+            let start = chunk as usize * cs;
+            let end = (start + cs).min(bytes.len());
             fs.put(&names::meta_chunk(chunk, seq), &bytes[start..end], PutMode::Overwrite)
                 .await
         });
@@ -58,40 +155,69 @@ pub async fn upload_all(
     while let Some(r) = tasks.join_next().await {
         r.map_err(join_err)??;
     }
-    Ok(digest)
+    Ok(Uploaded {
+        digest,
+        chunks_total: hashes.len() as u64,
+        chunks_sent: changed.len() as u64,
+        hashes: ChunkHashes { chunk_size, hashes },
+    })
 }
 
-fn join_err(e: tokio::task::JoinError) -> Error {
-    Error::new(ExitCode::Failure, format!("metadata transfer task failed: {e}"))
+/// Upload every chunk of `db` as version `seq` (after mkfs or VACUUM).
+pub async fn upload_all(
+    fs: &FsStore,
+    db: &Path,
+    seq: u64,
+    chunk_size: u64,
+    parallel: usize,
+) -> Result<DbDigest, Error> {
+    Ok(
+        upload_version(fs, db, seq, chunk_size, &ChunkHashes::default(), parallel)
+            .await?
+            .digest,
+    )
+}
+
+/// For each chunk of version `params`, the seq of the object that holds it.
+fn chunks_of(params: &Params, available: &BTreeMap<u64, BTreeSet<u64>>) -> Result<BTreeMap<u64, u64>, u64> {
+    let chunks = params.db_size.div_ceil(params.metadata_block_size);
+    (0..chunks)
+        .map(|c| {
+            available
+                .get(&c)
+                .and_then(|seqs| seqs.range(..=params.seq).next_back().copied())
+                .map(|s| (c, s))
+                .ok_or(c)
+        })
+        .collect()
+}
+
+/// Every metadata chunk object in the store: chunk → seqs.
+async fn list_chunks(fs: &FsStore) -> Result<BTreeMap<u64, BTreeSet<u64>>, Error> {
+    let mut available: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for obj in list_all(fs.store().as_ref(), names::META_PREFIX).await? {
+        if let Some((chunk, seq)) = names::parse_meta_chunk(&obj.key) {
+            available.entry(chunk).or_default().insert(seq);
+        }
+    }
+    Ok(available)
 }
 
 /// Rebuild the DB of `params.seq` into `dest`, checking its size and SHA-256.
 pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usize) -> Result<(), Error> {
     let chunk_size = params.metadata_block_size;
-    let chunks = params.db_size.div_ceil(chunk_size);
-    // For each chunk, the newest version not newer than params.seq.
-    let mut newest: BTreeMap<u64, u64> = BTreeMap::new();
-    for obj in list_all(fs.store().as_ref(), names::META_PREFIX).await? {
-        if let Some((chunk, seq)) = names::parse_meta_chunk(&obj.key)
-            && chunk < chunks
-            && seq <= params.seq
-        {
-            let e = newest.entry(chunk).or_insert(seq);
-            *e = (*e).max(seq);
-        }
-    }
-    if let Some(missing) = (0..chunks).find(|c| !newest.contains_key(c)) {
-        return Err(Error::new(
+    let plan = chunks_of(params, &list_chunks(fs).await?).map_err(|missing| {
+        Error::new(
             ExitCode::Failure,
             format!(
                 "metadata version {} is incomplete: chunk {missing} is missing",
                 params.seq
             ),
-        ));
-    }
+        )
+    })?;
     let mut db = vec![0u8; params.db_size as usize];
     let mut tasks = tokio::task::JoinSet::new();
-    let mut pending = newest.into_iter();
+    let mut pending = plan.into_iter();
     loop {
         while tasks.len() < parallel.max(1) {
             let Some((chunk, seq)) = pending.next() else { break };
@@ -121,4 +247,66 @@ pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usiz
     let tmp = dest.with_extension("download");
     tokio::fs::write(&tmp, &db).await.map_err(|e| io("writing", &tmp, e))?;
     tokio::fs::rename(&tmp, dest).await.map_err(|e| io("renaming", &tmp, e))
+}
+
+/// The retained metadata versions, newest first.
+pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
+    let mut seqs: Vec<u64> = list_all(fs.store().as_ref(), names::PARAMS_VERSION_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|o| u64::from_str_radix(o.key.strip_prefix(names::PARAMS_VERSION_PREFIX)?, 16).ok())
+        .collect();
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        // A version deleted meanwhile by a concurrent expiry is not retained any more.
+        if let Some(raw) = fs.get_if_exists(&names::params_version(seq)).await? {
+            out.push(Params::from_json(&raw)?);
+        }
+    }
+    Ok(out)
+}
+
+/// What [`expire`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub versions: usize,
+    pub chunks: usize,
+}
+
+/// Keep the newest `keep` versions (at least one) and every chunk object they need;
+/// delete older versions' params first, then the chunks nothing retained needs, so a
+/// crash in between never leaves a version that names a missing chunk.
+pub async fn expire(fs: &FsStore, keep: usize) -> Result<Expired, Error> {
+    let all = versions(fs).await?;
+    let (kept, old) = all.split_at(keep.max(1).min(all.len()));
+    let available = list_chunks(fs).await?;
+    let mut needed: BTreeSet<(u64, u64)> = BTreeSet::new();
+    for p in kept {
+        // A retained version with a missing chunk keeps what it has; fsck reports it.
+        let plan = chunks_of(p, &available).unwrap_or_else(|_| {
+            let chunks = p.db_size.div_ceil(p.metadata_block_size);
+            (0..chunks)
+                .filter_map(|c| available.get(&c)?.range(..=p.seq).next_back().map(|s| (c, *s)))
+                .collect()
+        });
+        needed.extend(plan);
+    }
+    let newest_kept = kept.first().map(|p| p.seq).unwrap_or(0);
+    let old_params: Vec<String> = old.iter().map(|p| names::params_version(p.seq)).collect();
+    fs.store().delete_many(&old_params).await?;
+    // Chunks newer than every retained version belong to an upload in progress: keep them.
+    let garbage: Vec<String> = available
+        .iter()
+        .flat_map(|(c, seqs)| seqs.iter().map(move |s| (*c, *s)))
+        .filter(|(c, s)| *s <= newest_kept && !needed.contains(&(*c, *s)))
+        .map(|(c, s)| names::meta_chunk(c, s))
+        .collect();
+    for batch in garbage.chunks(1000) {
+        fs.store().delete_many(batch).await?;
+    }
+    Ok(Expired {
+        versions: old_params.len(),
+        chunks: garbage.len(),
+    })
 }
