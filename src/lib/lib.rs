@@ -17,6 +17,7 @@ pub mod exit;
 pub mod fs_store;
 pub mod meta;
 pub mod mkfs;
+pub mod mount;
 pub mod params;
 pub mod runtime;
 pub mod store;

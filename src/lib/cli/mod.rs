@@ -10,6 +10,7 @@ use crate::exit::ExitCode;
 use crate::store::options::BACKEND_OPTIONS_HELP;
 use crate::store::url::URL_GRAMMAR;
 
+pub mod mount_helper;
 pub mod progress;
 
 /// Options of every tool that opens a store.

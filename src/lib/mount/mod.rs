@@ -1,0 +1,5 @@
+//! Mounting: who may mount ([`guard`]) and which metadata a mount starts from
+//! ([`state`]).
+
+pub mod guard;
+pub mod state;

@@ -1,0 +1,226 @@
+//! Which metadata a mount starts from, and the local files that remember it.
+//!
+//! In the cache directory, each filesystem (storage URL) has `<stem>.params` (the
+//! superblock as of the local DB), `<stem>.db` (the metadata DB, primary while mounted),
+//! `<stem>.chunks` (chunk hashes of the last metadata upload) and `<stem>-cache/` (the
+//! block cache). The local params are written atomically whenever the local DB moves
+//! to a new version, so comparing them with the store's tells what happened since.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::cache_stem;
+use crate::exit::{Error, ExitCode};
+use crate::params::Params;
+use crate::store::StorageUrl;
+
+/// Paths of one filesystem's local files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFiles {
+    pub params: PathBuf,
+    pub db: PathBuf,
+    pub chunks: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl LocalFiles {
+    pub fn new(cachedir: &Path, url: &StorageUrl) -> LocalFiles {
+        let stem = cache_stem(url);
+        LocalFiles {
+            params: cachedir.join(format!("{stem}.params")),
+            db: cachedir.join(format!("{stem}.db")),
+            chunks: cachedir.join(format!("{stem}.chunks")),
+            cache: cachedir.join(format!("{stem}-cache")),
+        }
+    }
+
+    /// The local superblock, if there is a readable one.
+    pub fn read_params(&self) -> Option<Params> {
+        let raw = std::fs::read(&self.params).ok()?;
+        match Params::from_json(&raw) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::warn!("ignoring unreadable {}: {e}", self.params.display());
+                None
+            }
+        }
+    }
+
+    /// Write the local superblock atomically and durably.
+    pub fn write_params(&self, params: &Params) -> Result<(), Error> {
+        let tmp = self.params.with_extension("params.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&params.to_json())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.params)?;
+            if let Some(dir) = self.params.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            Error::new(
+                ExitCode::CacheDirInaccessible,
+                format!("cannot write {}: {e}", self.params.display()),
+            )
+        })
+    }
+}
+
+/// Where a mount's metadata comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The local DB is the newest version: use it as it is.
+    Local,
+    /// Download the store's current version (first mount on this host, an empty cache
+    /// directory, or the filesystem was used elsewhere since); the local block cache is
+    /// stale and must be discarded.
+    Download,
+}
+
+/// Decide how to start, or refuse with S3QL's exit codes: 30 when fsck must run first,
+/// 31 when the filesystem is mounted elsewhere.
+pub fn decide(remote: &Params, local: Option<&Params>) -> Result<Start, Error> {
+    let fsck = |why: &str| {
+        Error::new(
+            ExitCode::NeedsFsck,
+            format!("{why}; run fsck.s3fs on this machine with the same cache directory first"),
+        )
+    };
+    // A local copy of a different filesystem at the same URL means nothing here.
+    let local = local.filter(|l| l.uuid == remote.uuid);
+    if let Some(l) = local {
+        if l.is_mounted {
+            return Err(fsck("the filesystem was not unmounted cleanly on this machine"));
+        }
+        if l.seq > remote.seq {
+            return Err(fsck(
+                "the local metadata is newer than the store's (an upload was interrupted)",
+            ));
+        }
+    }
+    if remote.needs_fsck {
+        return Err(fsck("the filesystem is marked as needing a check"));
+    }
+    if remote.is_mounted {
+        return Err(Error::new(
+            ExitCode::MountedElsewhere,
+            "the filesystem is mounted on another machine, or was not unmounted cleanly there: unmount it there, or run fsck.s3fs there",
+        ));
+    }
+    match local {
+        Some(l) if l.seq == remote.seq => Ok(Start::Local),
+        _ => Ok(Start::Download),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::FS_REVISION;
+
+    fn p(seq: u64) -> Params {
+        Params {
+            revision: FS_REVISION,
+            uuid: "fs".into(),
+            label: String::new(),
+            encrypted: false,
+            data_block_size: 1 << 20,
+            metadata_block_size: 65536,
+            seq,
+            db_size: 0,
+            db_sha256: String::new(),
+            is_mounted: false,
+            needs_fsck: false,
+            created: 0,
+            last_fsck: 0,
+            last_modified: 0,
+        }
+    }
+
+    #[test]
+    fn clean_local_copy_of_the_current_version_is_used() {
+        assert_eq!(decide(&p(5), Some(&p(5))).unwrap(), Start::Local);
+    }
+
+    #[test]
+    fn missing_older_or_foreign_local_copies_are_downloaded_again() {
+        assert_eq!(decide(&p(5), None).unwrap(), Start::Download);
+        assert_eq!(decide(&p(5), Some(&p(4))).unwrap(), Start::Download);
+        let foreign = Params {
+            uuid: "other".into(),
+            seq: 9,
+            is_mounted: true,
+            ..p(9)
+        };
+        assert_eq!(decide(&p(5), Some(&foreign)).unwrap(), Start::Download);
+    }
+
+    #[test]
+    fn crashes_need_fsck_and_mounts_elsewhere_are_refused() {
+        let crashed = Params {
+            is_mounted: true,
+            ..p(5)
+        };
+        let e = decide(
+            &Params {
+                is_mounted: true,
+                ..p(5)
+            },
+            Some(&crashed),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ExitCode::NeedsFsck);
+        assert!(e.message.contains("fsck.s3fs"), "{}", e.message);
+        assert_eq!(decide(&p(5), Some(&p(6))).unwrap_err().code, ExitCode::NeedsFsck);
+        assert_eq!(
+            decide(
+                &Params {
+                    needs_fsck: true,
+                    ..p(5)
+                },
+                None
+            )
+            .unwrap_err()
+            .code,
+            ExitCode::NeedsFsck
+        );
+        assert_eq!(
+            decide(
+                &Params {
+                    is_mounted: true,
+                    ..p(5)
+                },
+                None
+            )
+            .unwrap_err()
+            .code,
+            ExitCode::MountedElsewhere
+        );
+        assert_eq!(
+            decide(
+                &Params {
+                    is_mounted: true,
+                    ..p(5)
+                },
+                Some(&p(5))
+            )
+            .unwrap_err()
+            .code,
+            ExitCode::MountedElsewhere
+        );
+    }
+
+    #[test]
+    fn local_params_are_written_atomically_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LocalFiles::new(dir.path(), &StorageUrl::parse("local:///x/y").unwrap());
+        assert!(files.read_params().is_none());
+        files.write_params(&p(7)).unwrap();
+        assert_eq!(files.read_params(), Some(p(7)));
+        std::fs::write(&files.params, b"garbage").unwrap();
+        assert!(files.read_params().is_none());
+        assert!(files.db.to_string_lossy().ends_with(".db") && !files.cache.to_string_lossy().contains("//"));
+    }
+}
