@@ -9,10 +9,12 @@
 //! pages; [`mkfs`] and [`adm`] are the tool entry points.
 
 pub mod adm;
+pub mod cache;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod daemon;
 pub mod exit;
 pub mod fs_store;
 pub mod meta;

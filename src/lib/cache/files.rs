@@ -1,0 +1,144 @@
+//! Cache file names, the start-up scan, and the few syscalls std does not wrap.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::Key;
+
+const DIRTY_SUFFIX: &str = ".dirty";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// `<inode>-<blockno>` (clean) or `<inode>-<blockno>.dirty`.
+pub(super) fn block_path(dir: &Path, key: Key, dirty: bool) -> PathBuf {
+    let suffix = if dirty { DIRTY_SUFFIX } else { "" };
+    dir.join(format!("{}-{}{suffix}", key.0, key.1))
+}
+
+pub(super) fn tmp_path(dir: &Path, key: Key) -> PathBuf {
+    dir.join(format!("{}-{}{TMP_SUFFIX}", key.0, key.1))
+}
+
+fn parse_key(s: &str) -> Option<Key> {
+    let (i, b) = s.split_once('-')?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+    if !digits(i) || !digits(b) {
+        return None;
+    }
+    Some((i.parse().ok()?, b.parse().ok()?))
+}
+
+/// One block file found by [`scan`].
+#[derive(Debug)]
+pub(super) struct Found {
+    pub key: Key,
+    pub dirty: bool,
+    pub len: u64,
+    pub mtime: SystemTime,
+}
+
+/// List the block files of `dir`, deleting leftover `.tmp` files. When both the clean and
+/// the dirty file of a block exist (impossible with atomic renames, but cheap to handle),
+/// the dirty one wins and the clean one is deleted. Unknown files are left alone.
+pub(super) fn scan(dir: &Path) -> io::Result<Vec<Found>> {
+    let mut found: std::collections::BTreeMap<Key, Found> = Default::default();
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else {
+            log::warn!("cache: ignoring unexpected file {:?}", item.path());
+            continue;
+        };
+        if let Some(stem) = name.strip_suffix(TMP_SUFFIX)
+            && parse_key(stem).is_some()
+        {
+            remove_if_exists(&item.path())?;
+            continue;
+        }
+        let (stem, dirty) = match name.strip_suffix(DIRTY_SUFFIX) {
+            Some(stem) => (stem, true),
+            None => (name, false),
+        };
+        let Some(key) = parse_key(stem) else {
+            log::warn!("cache: ignoring unexpected file {:?}", item.path());
+            continue;
+        };
+        let meta = item.metadata()?;
+        let f = Found {
+            key,
+            dirty,
+            len: meta.len(),
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        };
+        match found.get(&key) {
+            Some(prev) if prev.dirty => remove_if_exists(&block_path(dir, key, false))?,
+            Some(_) => {
+                remove_if_exists(&block_path(dir, key, false))?;
+                found.insert(key, f);
+            }
+            None => {
+                found.insert(key, f);
+            }
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+pub(super) fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// fsync a directory, so that renames and creations in it are durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Make the SQLite database durable: fdatasync its `-wal` file (commits with
+/// `synchronous=NORMAL` are written there without sync) or, without a WAL file, the DB.
+pub(super) fn sync_db(db_path: &Path) -> io::Result<()> {
+    let mut wal = db_path.as_os_str().to_owned();
+    wal.push("-wal");
+    match File::open(&wal) {
+        Ok(f) => f.sync_data(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => File::open(db_path)?.sync_all(),
+        Err(e) => Err(e),
+    }
+}
+
+/// `(total, available)` bytes of the filesystem holding `dir`.
+#[allow(clippy::unnecessary_cast)]
+pub(super) fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
+    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = s.f_frsize as u64;
+    Ok((
+        (s.f_blocks as u64).saturating_mul(frsize),
+        (s.f_bavail as u64).saturating_mul(frsize),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let dir = Path::new("/c");
+        assert_eq!(block_path(dir, (7, 12), true), Path::new("/c/7-12.dirty"));
+        assert_eq!(block_path(dir, (7, 12), false), Path::new("/c/7-12"));
+        assert_eq!(parse_key("7-12"), Some((7, 12)));
+        assert_eq!(parse_key("7-"), None);
+        assert_eq!(parse_key("a-1"), None);
+        assert_eq!(parse_key("1-+2"), None);
+    }
+}

@@ -1,0 +1,486 @@
+//! The background side of the cache: the scheduler thread, the upload pipeline (one
+//! tokio task per dirty block), the batched DB sync before files are renamed clean, and
+//! the deletion of unreferenced objects.
+//!
+//! Pipeline per block: read the file (under the entry's lock) → SHA-256 (CPU pool) →
+//! under the DB lock: dedup hit → point `inode_blocks` at the existing block; miss →
+//! insert an `objects` row (`phys_size = -1`) → compress + encrypt (CPU pool) → PUT
+//! (connection pool) → under the DB lock: insert the `blocks` row (or use a block with
+//! the same hash that appeared meanwhile and drop ours), point `inode_blocks` at it →
+//! one fdatasync of the WAL per batch → rename `.dirty` to clean if no write happened.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::{BlockCache, CacheError, Entry, Key, POLL, db, files, lock};
+use crate::fs_store::names;
+use crate::store::{PutMode, StoreError};
+
+/// Objects per `delete_many` call.
+const DELETE_BATCH: usize = 1000;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Why an upload attempt failed; permanent failures end a waiting `upload_all`.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    permanent: bool,
+}
+
+impl Failure {
+    fn permanent(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::permanent(format!("metadata database: {e}"))
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::permanent(format!("cache file: {e}"))
+    }
+}
+
+impl From<tokio::task::JoinError> for Failure {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Failure::permanent(format!("upload worker: {e}"))
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        let permanent = !e.is_temporary() && !matches!(e, StoreError::Unreachable(_));
+        Failure {
+            message: e.to_string(),
+            permanent,
+        }
+    }
+}
+
+enum Outcome {
+    /// `inode_blocks` points at the content of generation `.0`; objects to delete.
+    Committed(u64, Vec<String>),
+    /// The entry was removed or is not dirty any more; objects to delete.
+    Skipped(Vec<String>),
+    /// The inode no longer exists: drop the entry.
+    Orphan(Vec<String>),
+}
+
+enum Prepared {
+    Done(Outcome),
+    Upload(i64),
+}
+
+pub(super) fn start_scheduler(cache: &Arc<BlockCache>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(cache);
+    std::thread::Builder::new()
+        .name("s3fs-cache".into())
+        .spawn(move || scheduler(weak))?;
+    Ok(())
+}
+
+/// Holds only a weak reference between rounds, so dropping the last [`BlockCache`]
+/// handle (as a crash would) stops it.
+fn scheduler(weak: Weak<BlockCache>) {
+    loop {
+        let Some(cache) = weak.upgrade() else { return };
+        if !cache.schedule_round() {
+            let mut st = lock(&cache.state);
+            st.scheduler_exited = true;
+            drop(st);
+            cache.space_cv.notify_all();
+            return;
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+impl BlockCache {
+    /// Start the uploads and the deletion that are due, then sleep until more may be.
+    /// Returns `false` on shutdown.
+    fn schedule_round(self: &Arc<Self>) -> bool {
+        let mut st = lock(&self.state);
+        if st.shutdown {
+            return false;
+        }
+        let now = Instant::now();
+        let urgent = st.pressure > 0 || st.flushing > 0;
+        let mut wake = now + POLL * 4;
+        let mut due: Vec<(Instant, Key)> = Vec::new();
+        for key in &st.dirty {
+            let s = &st.slots[key];
+            if s.in_flight {
+                continue;
+            }
+            if let Some(at) = s.retry_at
+                && at > now
+            {
+                wake = wake.min(at);
+                continue;
+            }
+            let at = s.last_write + self.cfg.dirty_upload_delay;
+            if urgent || s.eager || at <= now {
+                due.push((s.last_write, *key));
+            } else {
+                wake = wake.min(at);
+            }
+        }
+        due.sort();
+        let cap = (self.cfg.max_connections + self.cfg.max_threads).max(1);
+        due.truncate(cap.saturating_sub(st.in_flight));
+        for (_, key) in due {
+            let s = st.slots.get_mut(&key).expect("dirty key is indexed");
+            s.in_flight = true;
+            let entry = s.entry.clone();
+            st.in_flight += 1;
+            let cache = self.clone();
+            crate::runtime::runtime().spawn(async move { cache.upload_task(entry).await });
+        }
+        if !st.deleting && !st.deletions.is_empty() {
+            match st.delete_retry_at {
+                Some(at) if at > now => wake = wake.min(at),
+                _ => {
+                    let n = st.deletions.len().min(DELETE_BATCH);
+                    let batch: Vec<String> = st.deletions.drain(..n).collect();
+                    st.deleting = true;
+                    let cache = self.clone();
+                    crate::runtime::runtime().spawn(async move { cache.delete_task(batch).await });
+                }
+            }
+        }
+        let timeout = wake
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let _unused = self.work_cv.wait_timeout(st, timeout);
+        true
+    }
+
+    async fn delete_task(self: Arc<Self>, batch: Vec<String>) {
+        let r = {
+            let _permit = self.connections.acquire().await;
+            self.store.store().delete_many(&batch).await
+        };
+        let mut st = lock(&self.state);
+        st.deleting = false;
+        match r {
+            Ok(()) => st.delete_retry_at = None,
+            Err(e) => {
+                log::warn!("cannot delete {} unreferenced objects (will retry): {e}", batch.len());
+                if !e.is_temporary() {
+                    st.permanent_errors += 1;
+                    st.last_error = Some(e.to_string());
+                }
+                st.delete_retry_at = Some(Instant::now() + Duration::from_secs(1));
+                let rest = std::mem::take(&mut st.deletions);
+                st.deletions = batch;
+                st.deletions.extend(rest);
+            }
+        }
+        drop(st);
+        self.work_cv.notify_all();
+        self.space_cv.notify_all();
+    }
+
+    fn queue_deletions(&self, names: Vec<String>) {
+        if !names.is_empty() {
+            lock(&self.state).deletions.extend(names);
+            self.work_cv.notify_all();
+        }
+    }
+
+    async fn upload_task(self: Arc<Self>, e: Arc<Entry>) {
+        match self.upload(&e).await {
+            Ok(Outcome::Committed(generation, deleted)) => {
+                self.queue_deletions(deleted);
+                let cache = self.clone();
+                let e2 = e.clone();
+                if let Err(err) = tokio::task::spawn_blocking(move || cache.finish(e2, generation)).await {
+                    self.end_task(&e, Some(Failure::from(err)));
+                }
+            }
+            Ok(Outcome::Skipped(deleted)) => {
+                self.queue_deletions(deleted);
+                self.end_task(&e, None);
+            }
+            Ok(Outcome::Orphan(deleted)) => {
+                self.queue_deletions(deleted);
+                let cache = self.clone();
+                let e2 = e.clone();
+                let _ = tokio::task::spawn_blocking(move || cache.discard(&e2)).await;
+                self.end_task(&e, None);
+            }
+            Err(failure) => {
+                log::warn!(
+                    "upload of block {} of inode {} failed (will retry): {}",
+                    e.key.1,
+                    e.key.0,
+                    failure.message
+                );
+                self.end_task(&e, Some(failure));
+            }
+        }
+    }
+
+    async fn upload(self: &Arc<Self>, e: &Arc<Entry>) -> Result<Outcome, Failure> {
+        let (cache, e2) = (self.clone(), e.clone());
+        let snapshot = tokio::task::spawn_blocking(move || cache.snapshot(&e2)).await??;
+        let Some((data, generation)) = snapshot else {
+            return Ok(Outcome::Skipped(Vec::new()));
+        };
+        let (data, hash) = {
+            let _cpu = self.cpu.acquire().await;
+            tokio::task::spawn_blocking(move || {
+                let hash = Sha256::digest(&data).to_vec();
+                (data, hash)
+            })
+            .await?
+        };
+        let (cache, e2, h) = (self.clone(), e.clone(), hash.clone());
+        let len = data.len() as u64;
+        let prepared = tokio::task::spawn_blocking(move || cache.prepare(&e2, &h, len, generation)).await??;
+        let obj_id = match prepared {
+            Prepared::Done(outcome) => return Ok(outcome),
+            Prepared::Upload(id) => id,
+        };
+        let name = names::data(obj_id as u64);
+        let put = async {
+            let body = {
+                let _cpu = self.cpu.acquire().await;
+                let codec = self.store.codec().clone();
+                let name = name.clone();
+                tokio::task::spawn_blocking(move || codec.encode(&name, &data)).await?
+            };
+            let phys = body.len() as u64;
+            let _conn = self.connections.acquire().await;
+            self.store
+                .store()
+                .put(&name, Bytes::from(body), PutMode::Overwrite)
+                .await?;
+            Ok::<u64, Failure>(phys)
+        };
+        let phys = match put.await {
+            Ok(phys) => phys,
+            Err(failure) => {
+                // The PUT may have reached the store (lost reply): delete it too.
+                let cache = self.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let conn = lock(&cache.db);
+                    db::drop_object(&conn, obj_id)
+                })
+                .await;
+                self.queue_deletions(vec![name]);
+                return Err(failure);
+            }
+        };
+        self.counters.uploads.fetch_add(1, Ordering::Relaxed);
+        self.counters.uploaded_bytes.fetch_add(phys, Ordering::Relaxed);
+        let (cache, e2) = (self.clone(), e.clone());
+        tokio::task::spawn_blocking(move || cache.commit(&e2, &hash, len, obj_id, phys, generation)).await?
+    }
+
+    /// The content and generation of a dirty entry, or `None` if there is nothing to do.
+    fn snapshot(&self, e: &Entry) -> Result<Option<(Vec<u8>, u64)>, Failure> {
+        let mut f = lock(&e.file);
+        if e.removed.load(Ordering::Acquire) || !f.present || !f.dirty {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; f.size as usize];
+        let generation = e.generation.load(Ordering::Acquire);
+        std::os::unix::fs::FileExt::read_exact_at(self.fd(e.key, &mut f)?, &mut buf, 0)?;
+        Ok(Some((buf, generation)))
+    }
+
+    /// Under the DB lock: dedup lookup; a hit is committed at once, a miss gets a new
+    /// object id.
+    fn prepare(&self, e: &Entry, hash: &[u8], len: u64, generation: u64) -> Result<Prepared, Failure> {
+        let mut conn = lock(&self.db);
+        if e.removed.load(Ordering::Acquire) {
+            return Ok(Prepared::Done(Outcome::Skipped(Vec::new())));
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !db::inode_exists(&tx, e.key.0)? {
+            return Ok(Prepared::Done(Outcome::Orphan(Vec::new())));
+        }
+        if let Some(block_id) = db::find_block(&tx, hash)? {
+            let freed = db::link_block(&tx, e.key.0, e.key.1, block_id)?;
+            tx.commit()?;
+            self.counters.dedup_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Prepared::Done(Outcome::Committed(generation, data_names(freed))));
+        }
+        let id = db::new_object(&tx, len)?;
+        tx.commit()?;
+        Ok(Prepared::Upload(id))
+    }
+
+    /// Under the DB lock, after the PUT: record the object and the block and point
+    /// `inode_blocks` at it, unless the entry was removed meanwhile.
+    fn commit(
+        &self,
+        e: &Entry,
+        hash: &[u8],
+        len: u64,
+        obj_id: i64,
+        phys: u64,
+        generation: u64,
+    ) -> Result<Outcome, Failure> {
+        let mut conn = lock(&self.db);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let ours = names::data(obj_id as u64);
+        let removed = e.removed.load(Ordering::Acquire);
+        if removed || !db::inode_exists(&tx, e.key.0)? {
+            db::drop_object(&tx, obj_id)?;
+            tx.commit()?;
+            return Ok(if removed {
+                Outcome::Skipped(vec![ours])
+            } else {
+                Outcome::Orphan(vec![ours])
+            });
+        }
+        let mut deleted = Vec::new();
+        let block_id = match db::insert_block(&tx, hash, len, obj_id, phys)? {
+            Ok(id) => id,
+            Err(existing) => {
+                db::drop_object(&tx, obj_id)?;
+                deleted.push(ours);
+                self.counters.dedup_hits.fetch_add(1, Ordering::Relaxed);
+                existing
+            }
+        };
+        deleted.extend(data_names(db::link_block(&tx, e.key.0, e.key.1, block_id)?));
+        tx.commit()?;
+        Ok(Outcome::Committed(generation, deleted))
+    }
+
+    /// A committed upload: queue it for the batched DB sync; the first thread to arrive
+    /// syncs and renames for everyone queued meanwhile.
+    fn finish(&self, e: Arc<Entry>, generation: u64) {
+        {
+            let mut f = lock(&self.finishing);
+            f.pending.push((e, generation));
+            if f.syncing {
+                return;
+            }
+            f.syncing = true;
+        }
+        loop {
+            let batch = {
+                let mut f = lock(&self.finishing);
+                if f.pending.is_empty() {
+                    f.syncing = false;
+                    return;
+                }
+                std::mem::take(&mut f.pending)
+            };
+            match files::sync_db(&self.db_path) {
+                Ok(()) => {
+                    for (e, generation) in batch {
+                        let r = self.mark_clean(&e, generation);
+                        self.end_task(&e, r.err().map(Failure::from));
+                    }
+                }
+                Err(err) => {
+                    for (e, _) in batch {
+                        self.end_task(
+                            &e,
+                            Some(Failure::permanent(format!("syncing the metadata database: {err}"))),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rename the entry's file to clean if nothing was written since generation
+    /// `generation` was read.
+    fn mark_clean(&self, e: &Arc<Entry>, generation: u64) -> std::io::Result<()> {
+        let mut f = lock(&e.file);
+        if e.removed.load(Ordering::Acquire)
+            || !f.present
+            || !f.dirty
+            || e.generation.load(Ordering::Acquire) != generation
+        {
+            return Ok(());
+        }
+        std::fs::rename(self.path(e.key, true), self.path(e.key, false))?;
+        f.dirty = false;
+        self.mirror(e, &f, false);
+        Ok(())
+    }
+
+    /// Drop an entry whose inode no longer exists.
+    fn discard(&self, e: &Arc<Entry>) {
+        let mut f = lock(&e.file);
+        if e.removed.load(Ordering::Acquire) {
+            return;
+        }
+        log::warn!(
+            "cache: dropping block {} of inode {}, which no longer exists",
+            e.key.1,
+            e.key.0
+        );
+        f.fd = None;
+        if f.present {
+            let _ = files::remove_if_exists(&self.path(e.key, f.dirty));
+        }
+        f.present = false;
+        self.settle(e, &mut f, false);
+    }
+
+    /// The end of an upload task, successful or not.
+    fn end_task(&self, e: &Arc<Entry>, failure: Option<Failure>) {
+        let mut st = lock(&self.state);
+        st.in_flight -= 1;
+        let permanent = failure.as_ref().is_some_and(|f| f.permanent);
+        if let Some(s) = st.slots.get_mut(&e.key)
+            && Arc::ptr_eq(&s.entry, e)
+        {
+            s.in_flight = false;
+            match &failure {
+                Some(_) => {
+                    s.failures += 1;
+                    s.retry_at = Some(Instant::now() + backoff(s.failures));
+                }
+                None => {
+                    s.failures = 0;
+                    s.retry_at = None;
+                }
+            }
+        }
+        if let Some(f) = failure
+            && permanent
+        {
+            st.permanent_errors += 1;
+            st.last_error = Some(f.message);
+        }
+        drop(st);
+        self.work_cv.notify_all();
+        self.space_cv.notify_all();
+    }
+}
+
+fn data_names(ids: Vec<i64>) -> Vec<String> {
+    ids.into_iter().map(|id| names::data(id as u64)).collect()
+}
+
+impl From<Failure> for CacheError {
+    fn from(f: Failure) -> Self {
+        CacheError::Store(f.message)
+    }
+}
