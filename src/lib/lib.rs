@@ -4,9 +4,12 @@
 //! Layering (bottom-up): [`store`] moves opaque bytes to and from an object store;
 //! [`codec`] turns plaintext into self-describing, compressed, encrypted objects;
 //! [`crypto`] owns the master key and its passphrase wrapping; [`fs_store`] ties the two
-//! together for the filesystem's own object names; [`config`] reads authinfo2 and prompts
-//! for secrets; [`cli`] holds the clap definitions shared by the binaries and the man
-//! pages; [`mkfs`] and [`adm`] are the tool entry points.
+//! together for the filesystem's own object names; [`meta`] holds the SQLite schema and
+//! the versioned metadata copies in the store; [`cache`] is the write-back block cache;
+//! [`fs`] is the filesystem core (POSIX semantics, no FUSE types) and [`fuse`] the thin
+//! adapter to the kernel; [`mount`] runs a mount from start to clean exit; [`config`]
+//! reads authinfo2 and prompts for secrets; [`cli`] holds the clap definitions shared by
+//! the binaries and the man pages; [`mkfs`] and [`adm`] are tool entry points.
 
 pub mod adm;
 pub mod cache;
@@ -16,6 +19,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod exit;
+pub mod fs;
 pub mod fs_store;
 pub mod meta;
 pub mod mkfs;

@@ -108,6 +108,9 @@ CREATE TABLE ext_attributes (
 -- Finding an inode's entries (the parent of a directory for '..' and the rename loop
 -- check, the names of a damaged file for fsck) must not scan the table.
 CREATE INDEX ix_contents_inode ON contents(inode);
+-- readdir walks a directory in rowid order (a cursor stable under renames and
+-- removals) without sorting the whole directory for each batch.
+CREATE INDEX ix_contents_parent ON contents(parent_inode, rowid);
 
 CREATE VIEW contents_v AS
     SELECT contents.rowid, name, name_id, inode, parent_inode

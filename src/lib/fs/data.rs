@@ -1,0 +1,214 @@
+//! File data: read, write, fsync, fallocate, lseek and copy_file_range, through the block
+//! cache. A file's bytes `[N·bs, (N+1)·bs)` are block N; a block the cache does not
+//! have and the store never got is a hole and reads as zeros.
+//!
+//! The cache is never called while the DB lock is held (its lock order): block I/O
+//! happens first, then one short transaction updates size and times.
+
+use rusqlite::params;
+
+use super::db::{ino_id, load_inode};
+use super::{Ctx, Filesystem, FsError, FsResult, err};
+use crate::cache::{BlockCache, CacheError};
+
+/// Largest file size: 2^53 bytes keeps every block number and offset exact everywhere.
+pub const MAX_FILE_SIZE: u64 = 1 << 53;
+
+fn cache_err(e: CacheError) -> FsError {
+    log::warn!("block cache: {e}");
+    FsError::new(e.errno())
+}
+
+impl Filesystem {
+    fn data_cache(&self) -> FsResult<&BlockCache> {
+        self.cache().map(|c| c.as_ref()).ok_or(FsError::new(libc::EIO))
+    }
+
+    /// Size of a regular file that may be written; EPERM if locked.
+    fn writable_file(&self, id: i64) -> FsResult<u64> {
+        self.query(|c| {
+            let row = load_inode(c, id)?;
+            if row.locked {
+                return err(libc::EPERM);
+            }
+            match row.fmt() {
+                libc::S_IFREG => Ok(row.size as u64),
+                libc::S_IFDIR => err(libc::EISDIR),
+                _ => err(libc::EINVAL),
+            }
+        })
+    }
+
+    /// Split `[offset, offset + len)` at block boundaries: `(blockno, offset in block,
+    /// length, position in the request)`.
+    fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = (u64, u32, u32, usize)> + '_ {
+        let bs = self.block_size();
+        let end = offset + len;
+        let mut pos = offset;
+        std::iter::from_fn(move || {
+            if pos >= end {
+                return None;
+            }
+            let blockno = pos / bs;
+            let in_block = pos % bs;
+            let n = (bs - in_block).min(end - pos);
+            let piece = (blockno, in_block as u32, n as u32, (pos - offset) as usize);
+            pos += n;
+            Some(piece)
+        })
+    }
+
+    /// Read up to `size` bytes at `offset`; fewer only at the end of the file.
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let id = ino_id(ino)?;
+        let file_size = self.query(|c| {
+            let row = load_inode(c, id)?;
+            if row.is_dir() {
+                return err(libc::EISDIR);
+            }
+            Ok(row.size as u64)
+        })?;
+        if offset >= file_size {
+            return Ok(Vec::new());
+        }
+        let len = u64::from(size).min(file_size - offset);
+        let cache = self.data_cache()?;
+        let mut out = vec![0u8; len as usize];
+        for (blockno, in_block, n, at) in self.pieces(offset, len) {
+            let data = cache.read(ino, blockno, in_block, n).map_err(cache_err)?;
+            // Shorter than asked: the rest of the range is a hole (already zeros).
+            out[at..at + data.len()].copy_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    /// Write `data` at `offset`. Returns once the data is in the local cache.
+    pub fn write(&self, ctx: &Ctx, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+        let id = ino_id(ino)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::new(libc::EFBIG))?;
+        self.writable_file(id)?;
+        let cache = self.data_cache()?;
+        for (blockno, in_block, n, at) in self.pieces(offset, data.len() as u64) {
+            cache
+                .write(ino, blockno, in_block, &data[at..at + n as usize])
+                .map_err(cache_err)?;
+        }
+        self.grow_and_touch(ctx, id, end)?;
+        Ok(data.len())
+    }
+
+    /// After data changed: size at least `end`, new mtime/ctime, and (as ext4 does) the
+    /// set-user-ID bit, and the set-group-ID bit of a group-executable file, cleared when
+    /// an unprivileged process writes.
+    fn grow_and_touch(&self, ctx: &Ctx, id: i64, end: u64) -> FsResult<()> {
+        let kill = if ctx.uid == 0 { 0 } else { libc::S_ISUID };
+        self.transact(|op| {
+            op.tx
+                .prepare_cached(
+                    "UPDATE inodes SET size = max(size, ?2), mtime_ns = ?3, ctime_ns = ?3,
+                     mode = mode & ~(?4 | CASE WHEN ?4 != 0 AND mode & ?5 != 0 THEN ?6 ELSE 0 END)
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, end as i64, op.now, kill, libc::S_IXGRP, libc::S_ISGID])?;
+            Ok(())
+        })
+    }
+
+    /// fsync/fdatasync: the file's data and all metadata durable on local disk.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        if let Some(cache) = self.cache() {
+            cache.flush_inode(ino).map_err(cache_err)?;
+        }
+        self.sync_metadata().map_err(|e| {
+            log::error!("syncing the metadata database: {e}");
+            FsError::new(libc::EIO)
+        })
+    }
+
+    /// Modes: 0 (extend the size), `FALLOC_FL_KEEP_SIZE` (nothing to reserve in an object
+    /// store), `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` (the range reads as zeros).
+    pub fn fallocate(&self, ctx: &Ctx, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        let id = ino_id(ino)?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::new(libc::EFBIG))?;
+        let size = self.writable_file(id)?;
+        match mode {
+            0 => {
+                if end > size {
+                    self.grow_and_touch(ctx, id, end)?;
+                }
+                Ok(())
+            }
+            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
+            m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
+                let end = end.min(size);
+                if offset >= end {
+                    return Ok(());
+                }
+                let cache = self.data_cache()?;
+                let zeros = vec![0u8; self.block_size() as usize];
+                for (blockno, in_block, n, _) in self.pieces(offset, end - offset) {
+                    cache
+                        .write(ino, blockno, in_block, &zeros[..n as usize])
+                        .map_err(cache_err)?;
+                }
+                self.transact(|op| {
+                    op.tx.execute(
+                        "UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE id = ?1",
+                        params![id, op.now],
+                    )?;
+                    Ok(())
+                })
+            }
+            _ => err(libc::EOPNOTSUPP),
+        }
+    }
+
+    /// SEEK_DATA / SEEK_HOLE (the kernel handles the other whences). The whole file is
+    /// reported as data, which POSIX allows.
+    pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> FsResult<i64> {
+        let id = ino_id(ino)?;
+        let size = self.query(|c| Ok(load_inode(c, id)?.size))?;
+        if offset < 0 {
+            return err(libc::EINVAL);
+        }
+        match whence {
+            libc::SEEK_DATA if offset < size => Ok(offset),
+            libc::SEEK_HOLE if offset < size => Ok(size),
+            libc::SEEK_DATA | libc::SEEK_HOLE => err(libc::ENXIO),
+            _ => err(libc::EINVAL),
+        }
+    }
+
+    /// Copy `len` bytes between files. Identical blocks are stored once by the upload's
+    /// deduplication, so a copy adds no data objects.
+    pub fn copy_file_range(
+        &self,
+        ctx: &Ctx,
+        ino_in: u64,
+        off_in: u64,
+        ino_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<usize> {
+        let src_size = self.query(|c| Ok(load_inode(c, ino_id(ino_in)?)?.size as u64))?;
+        let len = len.min(src_size.saturating_sub(off_in)).min(u32::MAX as u64 / 2);
+        let chunk = self.block_size();
+        let mut done = 0u64;
+        while done < len {
+            let n = chunk.min(len - done);
+            let data = self.read(ino_in, off_in + done, n as u32)?;
+            if data.is_empty() {
+                break;
+            }
+            self.write(ctx, ino_out, off_out + done, &data)?;
+            done += data.len() as u64;
+        }
+        Ok(done as usize)
+    }
+}

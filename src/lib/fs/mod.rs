@@ -1,0 +1,432 @@
+//! The filesystem core: every metadata operation of a mounted filesystem, as plain Rust
+//! with no FUSE types, so the FUSE adapter only decodes, calls [`Filesystem`] and replies.
+//!
+//! One [`Filesystem`] owns the single SQLite connection of a mount behind a mutex
+//! (SQLite connections are not `Sync`); all methods take `&self`, so any number of FUSE
+//! session threads can share it. The lock is held only while SQLite works: nothing slow
+//! (network, fsync) ever runs under it.
+//!
+//! Every operation that changes anything is one SQLite transaction, so a crash never
+//! leaves half an operation behind. The invariants of every table are those documented
+//! in [`crate::meta::schema`]; in particular `inodes.refcount` is the number of directory
+//! entries naming an inode (1 for every live directory), and `names.refcount` counts the
+//! uses of a name by entries and xattrs.
+//!
+//! **Kernel lookup counts.** Every method whose FUSE counterpart replies with an entry
+//! ([`Filesystem::lookup`], [`Filesystem::create`], [`Filesystem::mknod`],
+//! [`Filesystem::mkdir`], [`Filesystem::symlink`], [`Filesystem::link`], and each entry
+//! accepted by [`Filesystem::readdirplus`] other than `.` and `..`) counts one lookup of
+//! the inode it returns; [`Filesystem::forget`] takes them back. An inode whose last
+//! entry is removed stays (so an open file keeps working) until its lookup count is 0,
+//! and is then purged. Counts live in memory: after a crash, [`Filesystem::open`] purges
+//! every inode left without entries.
+//!
+//! **Permissions.** Like S3QL, the core does not check permissions: the mounting user
+//! has full access, and with `allow_other` the kernel checks modes itself
+//! (`default_permissions`). The core still applies what the kernel leaves to the
+//! filesystem: set-group-ID inheritance, clearing set-user/group-ID bits on chown and on
+//! chmod by a user outside the file's group. Modes arrive with the umask already applied.
+//!
+//! **Deleted objects.** Purging an inode or shrinking a file releases blocks (see
+//! [`release_blocks`]); objects whose refcount reaches 0 are queued in the filesystem
+//! and handed out by [`Filesystem::take_deleted_objects`] for deletion from the store.
+
+mod data;
+mod db;
+mod dir;
+mod namespace;
+mod xattr;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::cache::BlockCache;
+use crate::exit::{Error, ExitCode};
+use crate::meta::schema::SCHEMA_VERSION;
+
+pub use db::{Released, release_blocks};
+
+/// `st_blksize` reported for every inode.
+pub const BLKSIZE: u32 = 128 << 10;
+/// Longest name of a directory entry or an xattr, in bytes.
+pub const NAME_MAX: usize = 255;
+/// Largest xattr value, in bytes.
+pub const XATTR_SIZE_MAX: usize = 64 << 10;
+/// Most entries one [`Filesystem::readdir`] or [`Filesystem::readdirplus`] call returns.
+pub const READDIR_BATCH: usize = 256;
+
+/// An error of a filesystem operation: the errno to reply with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsError(i32);
+
+impl FsError {
+    pub fn new(errno: i32) -> FsError {
+        FsError(errno)
+    }
+
+    pub fn errno(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+impl std::error::Error for FsError {}
+
+impl From<rusqlite::Error> for FsError {
+    fn from(e: rusqlite::Error) -> FsError {
+        log::error!("metadata database: {e}");
+        FsError(libc::EIO)
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+pub(crate) fn err<T>(errno: i32) -> FsResult<T> {
+    Err(FsError(errno))
+}
+
+/// Who is asking: the credentials of the process behind a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ctx {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// The kind of an inode, from the `S_IFMT` bits of its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    RegularFile,
+    Directory,
+    Symlink,
+    NamedPipe,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    pub fn from_mode(mode: u32) -> FileKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::NamedPipe,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            _ => FileKind::RegularFile,
+        }
+    }
+}
+
+/// stat(2) data of an inode. Times are nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    /// `ceil(size / 512)`.
+    pub blocks: u64,
+    pub atime: i64,
+    pub mtime: i64,
+    pub ctime: i64,
+    /// Permission bits and the `S_IFMT` file type bits.
+    pub mode: u32,
+    /// Entries naming a file; for a directory `2 + subdirectories` as on ext4 (0 once
+    /// removed).
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub blksize: u32,
+}
+
+impl Attr {
+    pub fn kind(&self) -> FileKind {
+        FileKind::from_mode(self.mode)
+    }
+}
+
+/// How [`Filesystem::setattr`] changes a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeSet {
+    #[default]
+    Omit,
+    Now,
+    Set(i64),
+}
+
+/// What [`Filesystem::setattr`] changes; `None`/`Omit` leaves a field alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetAttr {
+    /// Permission bits (the file type bits are ignored).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: TimeSet,
+    pub mtime: TimeSet,
+    /// The new ctime; by default the time of the call, as every change sets it.
+    pub ctime: Option<i64>,
+}
+
+/// One directory entry returned by [`Filesystem::readdir`]. `offset` is the cursor to
+/// pass to the next call to continue after this entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub offset: u64,
+    pub kind: FileKind,
+    pub name: Vec<u8>,
+}
+
+/// What statfs(2) reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    /// Size of a block in `blocks`, `bfree` and `bavail`.
+    pub frsize: u32,
+    pub bsize: u32,
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub namelen: u32,
+}
+
+/// In-memory state of a mount. Lock order: the DB connection first, then this.
+pub(crate) struct State {
+    /// Kernel lookup count of every inode the kernel knows.
+    lookups: HashMap<i64, u64>,
+    /// Objects whose refcount reached 0, to be deleted from the store.
+    deleted_objects: Vec<i64>,
+}
+
+/// The state of one write transaction: the transaction itself plus what must happen in
+/// memory only if it commits.
+pub(crate) struct Op<'a> {
+    pub tx: Transaction<'a>,
+    pub lookups: &'a HashMap<i64, u64>,
+    pub add_lookups: Vec<i64>,
+    pub deleted_objects: Vec<i64>,
+    /// Inodes purged by this transaction: their cached blocks are dropped after commit.
+    pub purged: Vec<i64>,
+    pub now: i64,
+    pub block_size: u64,
+}
+
+/// The filesystem core. See the module documentation.
+pub struct Filesystem {
+    /// Shared with the block cache, which commits uploaded blocks through it.
+    db: Arc<Mutex<Connection>>,
+    state: Mutex<State>,
+    /// File data, once a mount attaches it; namespace-only tests run without.
+    cache: OnceLock<Arc<BlockCache>>,
+    db_path: PathBuf,
+    block_size: u64,
+}
+
+fn open_err(e: rusqlite::Error) -> Error {
+    Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}"))
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Filesystem {
+    /// Open the metadata DB of a filesystem whose file data blocks are `data_block_size`
+    /// bytes (from its params), and purge inodes a crash left without entries.
+    pub fn open(db_path: &Path, data_block_size: u64) -> Result<Filesystem, Error> {
+        if data_block_size == 0 {
+            return Err(Error::new(ExitCode::Failure, "data block size must not be 0"));
+        }
+        let conn = Connection::open(db_path).map_err(open_err)?;
+        // WAL: readers (the metadata snapshot) never block the filesystem; NORMAL: commits
+        // do not fsync (sync_metadata does it on demand); integrity checks are fsck's job.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::new(
+                ExitCode::LocalDbCorrupt,
+                format!("metadata database: cannot use WAL journal (got {mode})"),
+            ));
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = OFF;
+             PRAGMA recursive_triggers = ON;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -65536;
+             PRAGMA wal_autocheckpoint = 8192;",
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if version != SCHEMA_VERSION {
+            return Err(Error::new(
+                ExitCode::LocalDbCorrupt,
+                format!("metadata database has schema version {version}, expected {SCHEMA_VERSION}"),
+            ));
+        }
+        let fs = Filesystem {
+            db: Arc::new(Mutex::new(conn)),
+            state: Mutex::new(State {
+                lookups: HashMap::new(),
+                deleted_objects: Vec::new(),
+            }),
+            cache: OnceLock::new(),
+            db_path: db_path.to_owned(),
+            block_size: data_block_size,
+        };
+        fs.transact(|op| {
+            let orphans: Vec<i64> = {
+                let mut st = op.tx.prepare("SELECT id FROM inodes WHERE refcount <= 0")?;
+                st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            for ino in orphans {
+                db::purge_inode(op, ino)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("purging removed inodes: {e}")))?;
+        Ok(fs)
+    }
+
+    /// Size of a file data block.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic under the lock dropped (rolled back) its transaction: the state is sound.
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The DB connection, for the block cache (see its lock order).
+    pub fn db(&self) -> Arc<Mutex<Connection>> {
+        self.db.clone()
+    }
+
+    /// Serve file data from `cache` from now on. Released objects go to its deletion
+    /// queue instead of [`Filesystem::take_deleted_objects`].
+    pub fn attach_cache(&self, cache: Arc<BlockCache>) {
+        let pending = std::mem::take(&mut self.state().deleted_objects);
+        cache.delete_objects(&pending);
+        let _ = self.cache.set(cache);
+    }
+
+    pub(crate) fn cache(&self) -> Option<&Arc<BlockCache>> {
+        self.cache.get()
+    }
+
+    /// Run `f` in one IMMEDIATE transaction; commit if it succeeds, then apply its lookup
+    /// counts and queue its deleted objects.
+    pub(crate) fn transact<T>(&self, f: impl FnOnce(&mut Op<'_>) -> FsResult<T>) -> FsResult<T> {
+        let mut conn = self.conn();
+        let mut state = self.state();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (value, add_lookups, deleted_objects, purged) = {
+            let mut op = Op {
+                tx,
+                lookups: &state.lookups,
+                add_lookups: Vec::new(),
+                deleted_objects: Vec::new(),
+                purged: Vec::new(),
+                now: now_ns(),
+                block_size: self.block_size,
+            };
+            let value = f(&mut op)?;
+            let Op {
+                tx,
+                add_lookups,
+                deleted_objects,
+                purged,
+                ..
+            } = op;
+            tx.commit()?;
+            (value, add_lookups, deleted_objects, purged)
+        };
+        for ino in add_lookups {
+            *state.lookups.entry(ino).or_insert(0) += 1;
+        }
+        drop(state);
+        drop(conn);
+        // The cache must not be called under the DB lock (its lock order).
+        match self.cache() {
+            Some(cache) => {
+                for ino in purged {
+                    cache.remove_blocks(ino as u64, 0);
+                }
+                cache.delete_objects(&deleted_objects);
+            }
+            None => self.state().deleted_objects.extend(deleted_objects),
+        }
+        Ok(value)
+    }
+
+    /// Run a read-only `f` on the connection.
+    pub(crate) fn query<T>(&self, f: impl FnOnce(&Connection) -> FsResult<T>) -> FsResult<T> {
+        f(&self.conn())
+    }
+
+    /// Run a read-only `f` on the connection; if it succeeds, count one kernel lookup of
+    /// each inode it pushed.
+    pub(crate) fn read_counting<T>(&self, f: impl FnOnce(&Connection, &mut Vec<i64>) -> FsResult<T>) -> FsResult<T> {
+        let conn = self.conn();
+        let mut counted = Vec::new();
+        let value = f(&conn, &mut counted)?;
+        let mut state = self.state();
+        for ino in counted {
+            *state.lookups.entry(ino).or_insert(0) += 1;
+        }
+        Ok(value)
+    }
+
+    /// The kernel lookup count of `ino` (0 if the kernel does not know it).
+    pub fn lookup_count(&self, ino: u64) -> u64 {
+        self.state().lookups.get(&(ino as i64)).copied().unwrap_or(0)
+    }
+
+    /// Take the ids of the objects whose refcount reached 0 since the last call; the
+    /// caller deletes them from the store.
+    pub fn take_deleted_objects(&self) -> Vec<i64> {
+        std::mem::take(&mut self.state().deleted_objects)
+    }
+
+    /// Make every committed change durable on local disk.
+    ///
+    /// With WAL and `synchronous=NORMAL`, a commit writes the `-wal` file without fsync:
+    /// fdatasync'ing it makes all commits so far durable. A checkpoint syncs the main
+    /// file before the WAL is reused, and without a WAL file everything is in the main
+    /// file, which is then synced. Runs without the connection lock.
+    pub fn sync_metadata(&self) -> std::io::Result<()> {
+        let mut wal = self.db_path.clone().into_os_string();
+        wal.push("-wal");
+        match std::fs::File::open(&wal) {
+            Ok(f) => f.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(&self.db_path)?.sync_all(),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Extended attributes.
+//!
+//! Namespaces `user.`, `trusted.` and `security.` are stored; `system.*` (POSIX ACLs
+//! included) is not supported (EOPNOTSUPP), nor is any other prefix. As on Linux,
+//! `user.*` attributes exist only on regular files and directories: setting one on
+//! anything else is EPERM, reading one ENODATA.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::db::{InodeRow, add_name, del_name, ino_id, load_inode, touch_ctime};
+use super::{Filesystem, FsError, FsResult, NAME_MAX, XATTR_SIZE_MAX, err};
+
+/// Check an xattr name; returns whether it is in the `user.` namespace.
+fn check_xattr_name(name: &[u8]) -> FsResult<bool> {
+    if name.is_empty() || name.len() > NAME_MAX {
+        return err(libc::ERANGE);
+    }
+    if name.contains(&0) {
+        return err(libc::EINVAL);
+    }
+    let suffix = if let Some(s) = name.strip_prefix(b"user.") {
+        (s, true)
+    } else if let Some(s) = name.strip_prefix(b"trusted.") {
+        (s, false)
+    } else if let Some(s) = name.strip_prefix(b"security.") {
+        (s, false)
+    } else {
+        return err(libc::EOPNOTSUPP);
+    };
+    if suffix.0.is_empty() {
+        return err(libc::EINVAL);
+    }
+    Ok(suffix.1)
+}
+
+fn user_xattrs_allowed(row: &InodeRow) -> bool {
+    matches!(row.fmt(), libc::S_IFREG | libc::S_IFDIR)
+}
+
+fn find(c: &Connection, ino: i64, name: &[u8]) -> FsResult<Option<(i64, Vec<u8>)>> {
+    let mut st = c.prepare_cached("SELECT name_id, value FROM ext_attributes_v WHERE inode = ?1 AND name = ?2")?;
+    Ok(st
+        .query_row(params![ino, name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+impl Filesystem {
+    /// setxattr(2); `flags` may hold `XATTR_CREATE` (EEXIST if present) or
+    /// `XATTR_REPLACE` (ENODATA if absent).
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        let id = ino_id(ino)?;
+        if flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+            return err(libc::EINVAL);
+        }
+        let user = check_xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return err(libc::E2BIG);
+        }
+        self.transact(|op| {
+            let row = load_inode(&op.tx, id)?;
+            if user && !user_xattrs_allowed(&row) {
+                return err(libc::EPERM);
+            }
+            if row.locked {
+                return err(libc::EPERM);
+            }
+            match find(&op.tx, id, name)? {
+                Some(_) if flags & libc::XATTR_CREATE != 0 => return err(libc::EEXIST),
+                Some((name_id, _)) => {
+                    op.tx
+                        .prepare_cached("UPDATE ext_attributes SET value = ?3 WHERE inode = ?1 AND name_id = ?2")?
+                        .execute(params![id, name_id, value])?;
+                }
+                None if flags & libc::XATTR_REPLACE != 0 => return err(libc::ENODATA),
+                None => {
+                    let name_id = add_name(&op.tx, name)?;
+                    op.tx
+                        .prepare_cached("INSERT INTO ext_attributes (inode, name_id, value) VALUES (?1, ?2, ?3)")?
+                        .execute(params![id, name_id, value])?;
+                }
+            }
+            touch_ctime(&op.tx, id, op.now)
+        })
+    }
+
+    /// getxattr(2): the whole value (the caller handles size queries and ERANGE).
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        let id = ino_id(ino)?;
+        let user = check_xattr_name(name)?;
+        self.query(|c| {
+            let row = load_inode(c, id)?;
+            if user && !user_xattrs_allowed(&row) {
+                return err(libc::ENODATA);
+            }
+            match find(c, id, name)? {
+                Some((_, value)) => Ok(value),
+                None => err(libc::ENODATA),
+            }
+        })
+    }
+
+    /// listxattr(2): the names, in no particular order.
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<Vec<u8>>> {
+        let id = ino_id(ino)?;
+        self.query(|c| {
+            load_inode(c, id)?;
+            let mut st = c.prepare_cached("SELECT name FROM ext_attributes_v WHERE inode = ?1")?;
+            let names = st.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(names)
+        })
+    }
+
+    /// removexattr(2); ENODATA if absent.
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        let id = ino_id(ino)?;
+        let user = check_xattr_name(name)?;
+        self.transact(|op| {
+            let row = load_inode(&op.tx, id)?;
+            if user && !user_xattrs_allowed(&row) {
+                return err(libc::EPERM);
+            }
+            if row.locked {
+                return err(libc::EPERM);
+            }
+            let (name_id, _) = find(&op.tx, id, name)?.ok_or(FsError::new(libc::ENODATA))?;
+            op.tx
+                .prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1 AND name_id = ?2")?
+                .execute(params![id, name_id])?;
+            del_name(&op.tx, name_id)?;
+            touch_ctime(&op.tx, id, op.now)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattr_names() {
+        assert_eq!(check_xattr_name(b"user.a"), Ok(true));
+        assert_eq!(check_xattr_name(b"trusted.a"), Ok(false));
+        assert_eq!(check_xattr_name(b"security.selinux"), Ok(false));
+        assert_eq!(check_xattr_name(b"system.posix_acl_access"), err(libc::EOPNOTSUPP));
+        assert_eq!(check_xattr_name(b"system.foo"), err(libc::EOPNOTSUPP));
+        assert_eq!(check_xattr_name(b"foo.bar"), err(libc::EOPNOTSUPP));
+        assert_eq!(check_xattr_name(b"user."), err(libc::EINVAL));
+        assert_eq!(check_xattr_name(b""), err(libc::ERANGE));
+        let long = [b"user.".as_slice(), &[b'x'; 251]].concat();
+        assert_eq!(check_xattr_name(&long), err(libc::ERANGE));
+        assert_eq!(check_xattr_name(&long[..255]), Ok(true));
+    }
+}

@@ -1,0 +1,205 @@
+//! File data through `fs::Filesystem` with the block cache attached, without FUSE.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use s3fs::cache::{BlockCache, CacheConfig};
+use s3fs::codec::{Codec, Compression};
+use s3fs::fs::{Ctx, Filesystem, SetAttr};
+use s3fs::fs_store::FsStore;
+use s3fs::store::local::LocalStore;
+
+const BS: u64 = 64 * 1024;
+const ROOT: u64 = 1;
+const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    fs: Arc<Filesystem>,
+    cache: Arc<BlockCache>,
+    store_dir: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("meta.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    s3fs::meta::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
+    drop(conn);
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    let store = FsStore::new(
+        Arc::new(LocalStore::open(&store_dir).unwrap()),
+        Codec::new(None, Compression::default()),
+    );
+    let fs = Arc::new(Filesystem::open(&db, BS).unwrap());
+    let mut config = CacheConfig::new(dir.path().join("cache"), BS);
+    config.dirty_upload_delay = Duration::from_millis(0);
+    let cache = BlockCache::open(config, fs.db(), db.clone(), store).unwrap();
+    fs.attach_cache(cache.clone());
+    Setup {
+        _dir: dir,
+        fs,
+        cache,
+        store_dir,
+    }
+}
+
+/// Bytes that differ from block to block (so deduplication does not merge them).
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed) ^ ((i / BS as usize) as u8).wrapping_mul(31)).collect()
+}
+
+fn data_objects(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                data_objects(&e.path())
+            } else {
+                usize::from(e.file_name().to_string_lossy().starts_with("s3fs_data_"))
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn writes_across_blocks_read_back_and_holes_are_zero() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"f", 0o100644, 0).unwrap().ino;
+    let data = pattern(3 * BS as usize + 100, 1);
+    assert_eq!(s.fs.write(&CTX, f, 1000, &data).unwrap(), data.len());
+    assert_eq!(s.fs.getattr(f).unwrap().size, 1000 + data.len() as u64);
+    let back = s.fs.read(f, 0, (1000 + data.len()) as u32).unwrap();
+    assert!(back[..1000].iter().all(|&b| b == 0), "leading hole reads as zeros");
+    assert_eq!(&back[1000..], &data[..]);
+    // A read past the end is cut; a read at the end is empty.
+    let size = s.fs.getattr(f).unwrap().size;
+    assert_eq!(s.fs.read(f, size - 10, 100).unwrap().len(), 10);
+    assert!(s.fs.read(f, size, 100).unwrap().is_empty());
+    // The same after everything went to the store and the cache was dropped.
+    s.cache.upload_all().unwrap();
+    s.cache.drop_clean();
+    assert_eq!(s.fs.read(f, 1000, data.len() as u32).unwrap(), data);
+}
+
+/// Shrinking then growing a file must not bring back the bytes that were cut off.
+#[test]
+fn truncate_never_resurrects_old_bytes() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"t", 0o100644, 0).unwrap().ino;
+    s.fs.write(&CTX, f, 0, &pattern(2 * BS as usize, 9)).unwrap();
+    s.cache.upload_all().unwrap();
+    s.cache.drop_clean(); // the partial block must come from the store
+    let cut = BS + 123;
+    s.fs.setattr(
+        &CTX,
+        f,
+        &SetAttr {
+            size: Some(cut),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    s.fs.setattr(
+        &CTX,
+        f,
+        &SetAttr {
+            size: Some(3 * BS),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let back = s.fs.read(f, 0, (3 * BS) as u32).unwrap();
+    assert_eq!(&back[..cut as usize], &pattern(2 * BS as usize, 9)[..cut as usize]);
+    assert!(
+        back[cut as usize..].iter().all(|&b| b == 0),
+        "bytes past the cut read as zeros"
+    );
+}
+
+#[test]
+fn punch_hole_lseek_and_copy_file_range() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"p", 0o100644, 0).unwrap().ino;
+    s.fs.write(&CTX, f, 0, &pattern(2 * BS as usize, 3)).unwrap();
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    s.fs.fallocate(&CTX, f, 100, BS, mode).unwrap();
+    let back = s.fs.read(f, 0, (2 * BS) as u32).unwrap();
+    assert!(back[100..(100 + BS) as usize].iter().all(|&b| b == 0));
+    assert_eq!(back[99], pattern(2 * BS as usize, 3)[99]);
+    assert_eq!(s.fs.getattr(f).unwrap().size, 2 * BS, "KEEP_SIZE");
+    s.fs.fallocate(&CTX, f, 0, 5 * BS, 0).unwrap();
+    assert_eq!(s.fs.getattr(f).unwrap().size, 5 * BS, "mode 0 extends");
+    assert_eq!(
+        s.fs.fallocate(&CTX, f, 0, 1, libc::FALLOC_FL_COLLAPSE_RANGE)
+            .unwrap_err()
+            .errno(),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(s.fs.lseek(f, 10, libc::SEEK_DATA).unwrap(), 10);
+    assert_eq!(s.fs.lseek(f, 10, libc::SEEK_HOLE).unwrap(), 5 * BS as i64);
+    assert_eq!(
+        s.fs.lseek(f, 5 * BS as i64, libc::SEEK_DATA).unwrap_err().errno(),
+        libc::ENXIO
+    );
+    let g = s.fs.create(&CTX, ROOT, b"g", 0o100644, 0).unwrap().ino;
+    assert_eq!(s.fs.copy_file_range(&CTX, f, 0, g, 7, 2 * BS).unwrap(), 2 * BS as usize);
+    assert_eq!(
+        s.fs.read(g, 7, (2 * BS) as u32).unwrap(),
+        s.fs.read(f, 0, (2 * BS) as u32).unwrap()
+    );
+}
+
+#[test]
+fn writes_to_directories_and_locked_files_are_refused() {
+    let s = setup();
+    let d = s.fs.mkdir(&CTX, ROOT, b"d", 0o40755).unwrap().ino;
+    assert_eq!(s.fs.write(&CTX, d, 0, b"x").unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(
+        s.fs.write(&CTX, 1, u64::MAX - 1, b"xx").unwrap_err().errno(),
+        libc::EFBIG
+    );
+}
+
+/// An unlinked file's objects leave the store once the kernel forgets it.
+#[test]
+fn removed_files_release_their_objects() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"gone", 0o100644, 0).unwrap().ino;
+    s.fs.write(&CTX, f, 0, &pattern(4 * BS as usize, 5)).unwrap();
+    s.cache.upload_all().unwrap();
+    assert_eq!(data_objects(&s.store_dir), 4);
+    s.fs.unlink(ROOT, b"gone").unwrap();
+    assert_eq!(
+        s.fs.read(f, 0, 10).unwrap().len(),
+        10,
+        "an open file stays readable after unlink"
+    );
+    s.fs.forget(f, 1);
+    let start = std::time::Instant::now();
+    while data_objects(&s.store_dir) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "objects of a removed file are deleted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Non-root writers lose set-user-ID (and set-group-ID on group-executable files).
+#[test]
+fn unprivileged_write_clears_setuid() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"suid", 0o106755, 0).unwrap().ino;
+    s.fs.write(&CTX, f, 0, b"root keeps it").unwrap();
+    assert_eq!(s.fs.getattr(f).unwrap().mode & 0o7777, 0o6755);
+    let user = Ctx {
+        uid: 1000,
+        gid: 1000,
+        pid: 2,
+    };
+    s.fs.write(&user, f, 0, b"user clears it").unwrap();
+    assert_eq!(s.fs.getattr(f).unwrap().mode & 0o7777, 0o0755);
+}
