@@ -11,6 +11,8 @@ BIN=target/release
 
 declare -A names=(
     [mkfs-s3fs]=mkfs.s3fs
+    [mount-s3fs]=mount.s3fs
+    [umount-s3fs]=umount.s3fs
     [s3fsadm]=s3fsadm
 )
 install -d "$PREFIX/bin" "$PREFIX/share/man/man8"
@@ -19,4 +21,8 @@ for built in "${!names[@]}"; do
     install -m 0755 "$BIN/$built" "$PREFIX/bin/${names[$built]}"
 done
 install -m 0644 man/*.8 "$PREFIX/share/man/man8/"
+# mount(8) runs /sbin/mount.TYPE for `mount -t s3fs` and fstab lines of type s3fs.
+if [ "$(id -u)" = 0 ] && [ -d /sbin ] && [ "$PREFIX/bin" != /sbin ]; then
+    ln -sf "$PREFIX/bin/mount.s3fs" /sbin/mount.s3fs
+fi
 echo "Installed ${names[*]} into $PREFIX/bin"

@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests use (curl for the S3 server setup, python venv for moto).
+# System packages the tests use (fuse3 for mounts, curl for the S3 server setup, python
+# venv for moto).
 need=()
+command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v curl >/dev/null || need+=(curl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod exit;
 pub mod fs;
 pub mod fs_store;
+pub mod fuse;
 pub mod meta;
 pub mod mkfs;
 pub mod mount;

@@ -44,6 +44,11 @@ pub struct LogArgs {
 impl LogArgs {
     /// Set up logging to stderr at the chosen level.
     pub fn init(&self) {
+        self.init_to(None);
+    }
+
+    /// Set up logging to `target` (a file, appended to), or stderr if `None`.
+    pub fn init_to(&self, target: Option<Box<dyn std::io::Write + Send>>) {
         let level = if self.debug {
             log::LevelFilter::Debug
         } else if self.quiet {
@@ -51,12 +56,18 @@ impl LogArgs {
         } else {
             log::LevelFilter::Info
         };
-        let _ = env_logger::Builder::new()
+        let mut builder = env_logger::Builder::new();
+        builder
             .filter_level(log::LevelFilter::Warn)
             .filter_module("s3fs", level)
-            .format_target(false)
-            .format_timestamp(None)
-            .try_init();
+            // fuser warns about its own second unmount attempt after an external unmount.
+            .filter_module("fuser", log::LevelFilter::Error)
+            .format_target(false);
+        match target {
+            Some(w) => builder.target(env_logger::Target::Pipe(w)).format_timestamp_millis(),
+            None => builder.format_timestamp(None),
+        };
+        let _ = builder.try_init();
     }
 }
 
@@ -159,9 +170,120 @@ pub enum AdmAction {
     },
 }
 
+fn mount_help() -> String {
+    store_tool_help(&[
+        (
+            ExitCode::NeedsFsck,
+            "the filesystem was not unmounted cleanly or needs a check: run fsck.s3fs",
+        ),
+        (
+            ExitCode::MountedElsewhere,
+            "the filesystem is mounted elsewhere (the message names the host)",
+        ),
+        (ExitCode::ReadOnly, "a read-only mount was requested (not supported)"),
+        (
+            ExitCode::NoMountpoint,
+            "the mountpoint does not exist or is not a directory",
+        ),
+        (ExitCode::MountFailed, "the FUSE mount failed"),
+        (ExitCode::MountedHere, "the mountpoint is already in use by a mount"),
+    ])
+}
+
+/// mount.s3fs: mount a filesystem.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mount.s3fs",
+    version,
+    about = "Mount an s3fs filesystem",
+    long_about = "Mount an s3fs filesystem.\n\nRuns in the background by default and exits 0 only once the mount is up; otherwise it prints the reason and exits with one of the codes below. Also works as a mount(8) helper: `mount.s3fs STORAGE_URL MOUNTPOINT -o opt,opt=val` (as used by `mount -t s3fs` and /etc/fstab), where each option is a long option without the dashes (`cachedir=/var/cache/s3fs,allow_other`) and the generic fstab words (_netdev, noauto, x-systemd.*, ...) are ignored. SIGINT and SIGTERM unmount cleanly: everything is uploaded before the process ends.",
+    after_long_help = mount_help()
+)]
+pub struct MountArgs {
+    /// The filesystem (see STORAGE URLS below)
+    #[arg(value_name = "STORAGE_URL")]
+    pub storage_url: String,
+    /// Where to mount it
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Maximum size of the block cache in KiB [default: from the free space of the cache disk]
+    #[arg(long, value_name = "KIB")]
+    pub cachesize: Option<u64>,
+    /// Maximum number of cached blocks [default: from the open-file limit]
+    #[arg(long, value_name = "N")]
+    pub max_cache_entries: Option<usize>,
+    /// Keep the cached blocks at unmount, for the next mount on this machine
+    #[arg(long)]
+    pub keep_cache: bool,
+    /// Let every user access the filesystem (with permission checks by the kernel)
+    #[arg(long, conflicts_with = "allow_root")]
+    pub allow_other: bool,
+    /// Let root access the filesystem too (with permission checks by the kernel)
+    #[arg(long)]
+    pub allow_root: bool,
+    /// Stay in the foreground
+    #[arg(long)]
+    pub fg: bool,
+    /// Name in the first column of `mount` [default: the storage URL]
+    #[arg(long, value_name = "NAME")]
+    pub fs_name: Option<String>,
+    /// Run as a systemd Type=notify service: stay in the foreground and send READY=1
+    #[arg(long)]
+    pub systemd: bool,
+    /// Upload the metadata at least this often, in seconds; 0 = only at unmount and on request
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub metadata_backup_interval: u64,
+    /// Compression of new objects: none, zlib[-0..9], zstd[-1..19] [default: zstd-3]
+    #[arg(long, value_name = "ALG[-LEVEL]")]
+    pub compress: Option<String>,
+    /// Threads for hashing, compression and encryption [default: number of cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_threads: Option<u16>,
+    /// Upload a dirty block once it has not been written for this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub dirty_block_upload_delay: u64,
+    /// Write the log to this file, or `syslog`, or `none` [default: CACHEDIR/mount.log]
+    #[arg(long, value_name = "TARGET")]
+    pub log: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+fn umount_help() -> String {
+    // 1 also covers "busy": the message lists the processes using the filesystem.
+    exit_codes_help(&[(ExitCode::MountFailed, "the unmount failed")])
+}
+
+/// umount.s3fs: unmount and wait until everything is in the store.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "umount.s3fs",
+    version,
+    about = "Unmount an s3fs filesystem and wait until all data and metadata are in the store",
+    long_about = "Unmount an s3fs filesystem. Refuses if the filesystem is busy and lists the processes using it; otherwise unmounts and waits until every dirty block and the metadata are in the store and the mount process has exited, with a progress display on a terminal. Exits 0 only then.",
+    after_long_help = umount_help()
+)]
+pub struct UmountArgs {
+    /// The mountpoint
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Detach now and let the upload finish in the background
+    #[arg(short = 'z', long)]
+    pub lazy: bool,
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
 /// Every tool's clap command, for the man pages.
 pub fn commands() -> Vec<clap::Command> {
-    vec![MkfsArgs::command(), AdmArgs::command()]
+    vec![
+        MkfsArgs::command(),
+        MountArgs::command(),
+        UmountArgs::command(),
+        AdmArgs::command(),
+    ]
 }
 
 #[cfg(test)]

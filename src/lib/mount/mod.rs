@@ -2,4 +2,6 @@
 //! ([`state`]).
 
 pub mod guard;
+pub mod run;
 pub mod state;
+pub mod umount;

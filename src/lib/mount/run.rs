@@ -1,0 +1,387 @@
+//! mount.s3fs from start to clean exit.
+//!
+//! 1. Check the mountpoint and that this URL is not mounted here; open the store, the
+//!    key and the superblock.
+//! 2. Decide between the local DB and the store's version ([`super::state::decide`]),
+//!    take the lock ([`super::guard`]), download the DB if needed.
+//! 3. Mark the filesystem mounted (new seq, `is_mounted`) in the store and locally.
+//! 4. Serve FUSE requests; upload the metadata every `--metadata-backup-interval`.
+//! 5. On SIGINT/SIGTERM or an external unmount: unmount, upload every dirty block, upload
+//!    the metadata, mark the filesystem clean, release the lock.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{BlockCache, CacheConfig};
+use crate::cli::MountArgs;
+use crate::config::{self, SecretSource};
+use crate::daemon::Reporter;
+use crate::exit::{Error, ExitCode};
+use crate::fs::Filesystem;
+use crate::fs_store::{self, ConnectOptions, FsStore};
+use crate::meta::chunks::{self, ChunkHashes};
+use crate::mount::guard;
+use crate::mount::state::{self, LocalFiles, Start};
+use crate::params::{Params, unix_now};
+use crate::runtime::block_on;
+
+/// Metadata versions kept in the store.
+pub const KEEP_VERSIONS: usize = 32;
+
+/// Signals that end the mount cleanly. They are blocked in every thread (call
+/// [`block_exit_signals`] before any thread starts) and taken synchronously by the main
+/// thread, so a worker thread never dies of them.
+const EXIT_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in EXIT_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Block the exit signals in the calling thread and every thread started after.
+pub fn block_exit_signals() {
+    let set = signal_set();
+    // SAFETY: changes the calling thread's signal mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Wait up to `timeout` for an exit signal; returns it if one came.
+fn wait_signal(timeout: Duration) -> Option<i32> {
+    let set = signal_set();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait with a valid set and timeout.
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// Everything a mounted filesystem consists of.
+struct Mounted {
+    fs_store: FsStore,
+    files: LocalFiles,
+    params: Params,
+    hashes: ChunkHashes,
+    fs: Arc<Filesystem>,
+    cache: Arc<BlockCache>,
+    parallel: usize,
+}
+
+impl Mounted {
+    /// Upload a new metadata version; `mounted` is what its params say.
+    fn backup_metadata(&mut self, mounted: bool) -> Result<(), Error> {
+        self.fs
+            .sync_metadata()
+            .map_err(|e| Error::new(ExitCode::Failure, format!("metadata database: {e}")))?;
+        let snap = self.files.db.with_extension("snapshot");
+        chunks::snapshot(&self.files.db, &snap)?;
+        let seq = self.params.seq + 1;
+        let up = block_on(chunks::upload_version(
+            &self.fs_store,
+            &snap,
+            seq,
+            self.params.metadata_block_size,
+            &self.hashes,
+            self.parallel,
+        ));
+        let _ = std::fs::remove_file(&snap);
+        let up = up?;
+        let mut next = self.params.clone();
+        next.seq = seq;
+        next.db_size = up.digest.size;
+        next.db_sha256 = up.digest.sha256;
+        next.is_mounted = mounted;
+        next.last_modified = unix_now();
+        // Local first: if the store write fails, the local copy is "newer", which makes
+        // the next mount insist on fsck instead of silently using older metadata.
+        self.files.write_params(&next)?;
+        block_on(self.fs_store.write_params(&next))?;
+        up.hashes.save(&self.files.chunks)?;
+        self.hashes = up.hashes;
+        self.params = next;
+        log::info!(
+            "metadata version {seq} uploaded ({} of {} chunks changed)",
+            up.chunks_sent,
+            up.chunks_total
+        );
+        if let Err(e) = block_on(chunks::expire(&self.fs_store, KEEP_VERSIONS)) {
+            log::warn!("cannot expire old metadata versions: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// Where a mount logs: `--log FILE`, `none` (stderr, for --fg/--systemd), or by default
+/// `mount.log` in the cache directory when running in the background.
+pub fn log_target(args: &MountArgs) -> Option<Box<dyn std::io::Write + Send>> {
+    let path = match args.log.as_deref() {
+        Some("none") => return None,
+        Some(p) => std::path::PathBuf::from(p),
+        None if args.fg || args.systemd => return None,
+        None => args
+            .store
+            .cachedir
+            .clone()
+            .unwrap_or_else(config::default_dir)
+            .join("mount.log"),
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(f) => Some(Box::new(f)),
+        Err(e) => {
+            eprintln!("mount.s3fs: warning: cannot open log file {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn check_mountpoint(path: &Path) -> Result<(), Error> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::new(
+            ExitCode::NoMountpoint,
+            format!("{} is not a directory", path.display()),
+        )),
+        Err(e) => Err(Error::new(
+            ExitCode::NoMountpoint,
+            format!("mountpoint {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Mount and serve until unmounted. Reports readiness through `reporter`.
+pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSource) -> Result<(), Error> {
+    check_mountpoint(&args.mountpoint)?;
+    if is_mountpoint(&args.mountpoint) {
+        return Err(Error::new(
+            ExitCode::MountedHere,
+            format!("{} is already a mountpoint", args.mountpoint.display()),
+        ));
+    }
+    let opts = ConnectOptions {
+        authfile: args.store.authfile.as_deref(),
+        backend_options: args.store.backend_options.as_deref(),
+    };
+    let conn = fs_store::connect(&args.storage_url, &opts, secrets)?;
+    let compression = crate::mkfs::compression(args.compress.as_deref(), conn.auth.compress.as_deref())?;
+    let opened = block_on(fs_store::open_filesystem(&conn, compression, secrets))?;
+    let cachedir = config::cache_dir(args.store.cachedir.as_deref(), &conn.auth)?;
+    let files = LocalFiles::new(&cachedir, &conn.url);
+    let parallel = args
+        .store
+        .max_connections
+        .map(usize::from)
+        .or(conn.auth.max_connections)
+        .unwrap_or(32);
+    let mut params = opened.params.clone();
+
+    // A live mount on this machine (any cache directory) is "mounted elsewhere"; a dead
+    // one left a crash behind, which decide() turns into "run fsck".
+    if let Some(holder) = block_on(guard::read_lock(&opened.fs))?
+        && holder.host == guard::hostname()
+        && holder.fs_uuid == params.uuid
+        && process_alive(holder.pid)
+    {
+        return Err(Error::new(
+            ExitCode::MountedElsewhere,
+            format!(
+                "the filesystem is already mounted on this machine by {}",
+                holder.describe()
+            ),
+        ));
+    }
+    let start = state::decide(&params, files.read_params().as_ref())?;
+    let guard_kind = block_on(guard::acquire(&opened.fs, &params.uuid))?;
+    log::info!("single-writer guard: {}", guard_kind.describe());
+    let result = (|| {
+        let mut hashes = ChunkHashes::load(&files.chunks);
+        if start == Start::Download {
+            log::info!("downloading metadata version {}", params.seq);
+            let _ = std::fs::remove_dir_all(&files.cache);
+            for stale in [
+                &files.chunks,
+                &files.db.with_extension("db-wal"),
+                &files.db.with_extension("db-shm"),
+            ] {
+                let _ = std::fs::remove_file(stale);
+            }
+            block_on(chunks::download(&opened.fs, &params, &files.db, parallel))?;
+            hashes = ChunkHashes::default();
+        }
+        params.seq += 1;
+        params.is_mounted = true;
+        params.last_modified = unix_now();
+        files.write_params(&params)?;
+        block_on(opened.fs.write_params(&params))?;
+        let fs = Arc::new(Filesystem::open(&files.db, params.data_block_size)?);
+        let cache = open_cache(args, &files, &params, &opened.fs, &fs, parallel)?;
+        serve(
+            args,
+            reporter,
+            Mounted {
+                fs_store: opened.fs.clone(),
+                files: files.clone(),
+                params: params.clone(),
+                hashes,
+                fs,
+                cache,
+                parallel,
+            },
+        )
+    })();
+    match &result {
+        // Unmounted cleanly: the metadata in the store is current.
+        Ok(()) => block_on(guard::release(&opened.fs))?,
+        // Failed before anything was changed: let the next mount try again.
+        Err(_)
+            if !files
+                .read_params()
+                .is_some_and(|p| p.is_mounted && p.seq > opened.params.seq) =>
+        {
+            let _ = block_on(guard::release(&opened.fs));
+        }
+        // Failed while mounted: keep the lock, the next mount must run fsck.
+        Err(_) => {}
+    }
+    result
+}
+
+fn open_cache(
+    args: &MountArgs,
+    files: &LocalFiles,
+    params: &Params,
+    fs_store: &FsStore,
+    fs: &Filesystem,
+    parallel: usize,
+) -> Result<Arc<BlockCache>, Error> {
+    let mut config = CacheConfig::new(files.cache.clone(), params.data_block_size);
+    if let Some(kib) = args.cachesize {
+        config.max_bytes = kib * 1024;
+    }
+    if let Some(n) = args.max_cache_entries {
+        config.max_entries = n;
+    }
+    if let Some(n) = args.max_threads {
+        config.max_threads = usize::from(n);
+    }
+    config.max_connections = parallel;
+    config.dirty_upload_delay = Duration::from_secs(args.dirty_block_upload_delay);
+    // The cache and the namespace share one connection: see the cache's lock order.
+    BlockCache::open(config, fs.db(), files.db.clone(), fs_store.clone())
+}
+
+fn serve(args: &MountArgs, reporter: &mut Reporter, mut m: Mounted) -> Result<(), Error> {
+    m.fs.attach_cache(m.cache.clone());
+    let mut options = vec![
+        fuser::MountOption::FSName(args.fs_name.clone().unwrap_or_else(|| args.storage_url.clone())),
+        fuser::MountOption::Subtype("s3fs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    let acl = if args.allow_other {
+        fuser::SessionACL::All
+    } else if args.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        options.retain(|o| *o != fuser::MountOption::DefaultPermissions);
+        fuser::SessionACL::Owner
+    };
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = acl;
+    config.n_threads = Some(std::thread::available_parallelism().map_or(4, |n| n.get() * 2).max(4));
+    config.clone_fd = true;
+    let session =
+        fuser::spawn_mount(crate::fuse::Adapter::new(m.fs.clone()), &args.mountpoint, &config).map_err(|e| {
+            Error::new(
+                ExitCode::MountFailed,
+                format!("cannot mount {}: {e}", args.mountpoint.display()),
+            )
+        })?;
+    log::info!("mounted {} on {}", args.storage_url, args.mountpoint.display());
+    reporter.ready();
+
+    // Wait for a signal or an external unmount; back up metadata on schedule.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut session = Some(session);
+    let interval = Duration::from_secs(args.metadata_backup_interval);
+    let mut last_backup = Instant::now();
+    let joiner = {
+        let mountpoint = args.mountpoint.clone();
+        std::thread::spawn(move || {
+            // Poll /proc/mounts: the session ends when someone runs fusermount -u / umount.
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                if !is_mountpoint(&mountpoint) {
+                    let _ = done_tx.send(());
+                    return;
+                }
+            }
+        })
+    };
+    loop {
+        if let Some(sig) = wait_signal(Duration::from_millis(500)) {
+            log::info!("signal {sig}: unmounting");
+            if let Some(s) = session.take()
+                && let Err(e) = s.umount_and_join()
+            {
+                log::warn!("unmount: {e}");
+            }
+            break;
+        }
+        if done_rx.try_recv().is_ok() {
+            log::info!("unmounted externally");
+            if let Some(s) = session.take() {
+                let _ = s.join();
+            }
+            break;
+        }
+        if !interval.is_zero() && last_backup.elapsed() >= interval {
+            if let Err(e) = m.backup_metadata(true) {
+                log::error!("metadata backup failed (will retry): {e}");
+            }
+            last_backup = Instant::now();
+        }
+    }
+    drop(joiner);
+
+    // Everything into the store, then the final metadata version.
+    log::info!("uploading dirty blocks");
+    m.cache
+        .upload_all()
+        .map_err(|e| Error::new(ExitCode::Failure, format!("uploading dirty blocks: {e}")))?;
+    m.cache.shutdown();
+    m.backup_metadata(false)?;
+    if !args.keep_cache {
+        let _ = std::fs::remove_dir_all(&m.files.cache);
+    }
+    log::info!("unmounted cleanly; metadata version {} is in the store", m.params.seq);
+    Ok(())
+}
+
+/// Whether process `pid` exists and is a mount.s3fs (not a reused PID).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(5).any(|w| w == b"mount"))
+}
+
+/// Whether `path` is currently a mountpoint (listed in /proc/mounts).
+pub fn is_mountpoint(path: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(path).or_else(|_| Ok::<_, ()>(path.to_path_buf())) else {
+        return false;
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    mounts.lines().any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+}

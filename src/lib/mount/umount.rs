@@ -1,0 +1,166 @@
+//! umount.s3fs: refuse while busy (listing who uses the mount), unmount, and wait until
+//! the mount process has uploaded everything and exited.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::UmountArgs;
+use crate::exit::{Error, ExitCode};
+
+/// The xattr of the mount root through which the mount process tells its PID.
+pub const PID_XATTR: &str = "s3fs.pid";
+
+/// The mountpoint as listed in /proc/mounts with its filesystem type.
+fn mount_entry(mountpoint: &Path) -> Option<String> {
+    let want = mountpoint.to_string_lossy().replace(' ', "\\040");
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split(' ');
+        let (_src, mp, fstype) = (f.next()?, f.next()?, f.next()?);
+        (mp == want).then(|| fstype.to_owned())
+    })
+}
+
+/// PIDs (with command names) of processes using anything under `mountpoint`.
+pub fn users_of(mountpoint: &Path, except: &[u32]) -> Vec<(u32, String)> {
+    let prefix = mountpoint.to_path_buf();
+    let under = |p: &Path| p == prefix || p.starts_with(&prefix);
+    let mut users = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return users;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if except.contains(&pid) {
+            continue;
+        }
+        let base = p.path();
+        let mut using = ["cwd", "root", "exe"]
+            .iter()
+            .any(|l| std::fs::read_link(base.join(l)).is_ok_and(|t| under(&t)));
+        if !using && let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            using = fds
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| under(&t)));
+        }
+        if !using && let Ok(maps) = std::fs::read_to_string(base.join("maps")) {
+            using = maps
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(5))
+                .any(|f| under(Path::new(f)));
+        }
+        if using {
+            let name = std::fs::read_to_string(base.join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            users.push((pid, name));
+        }
+    }
+    users
+}
+
+/// The mount process's PID, asked through the control xattr.
+fn daemon_pid(mountpoint: &Path) -> Option<u32> {
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).ok()?;
+    let name = std::ffi::CString::new(PID_XATTR).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: getxattr writes at most buf.len() bytes.
+    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n as usize]).ok()?.trim().parse().ok()
+}
+
+/// A process's start time (field 22 of /proc/PID/stat), to notice PID reuse.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split(' ').nth(19).map(str::to_owned)
+}
+
+fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), Error> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::new(ExitCode::BadArgument, "mountpoint contains NUL"))?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: umount2 on a NUL-terminated path.
+        if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        return Err(Error::new(
+            ExitCode::MountFailed,
+            format!("cannot unmount {}: {e}", mountpoint.display()),
+        ));
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg(if lazy { "-uz" } else { "-u" })
+        .arg(mountpoint)
+        .status()
+        .map_err(|e| Error::new(ExitCode::MountFailed, format!("cannot run fusermount3: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ExitCode::MountFailed,
+            format!("fusermount3 could not unmount {}", mountpoint.display()),
+        ))
+    }
+}
+
+pub fn run(args: &UmountArgs) -> Result<(), Error> {
+    let mountpoint: PathBuf = std::fs::canonicalize(&args.mountpoint)
+        .map_err(|e| Error::new(ExitCode::BadArgument, format!("{}: {e}", args.mountpoint.display())))?;
+    // fuser mounts as type "fuse" when it calls mount(2) itself and "fuse.s3fs" through
+    // fusermount3; only an s3fs mount answers the PID question.
+    let pid = match mount_entry(&mountpoint) {
+        Some(t) if t == "fuse" || t == "fuse.s3fs" => daemon_pid(&mountpoint),
+        Some(t) => {
+            return Err(Error::new(
+                ExitCode::BadArgument,
+                format!("{} is a {t} mount, not s3fs", mountpoint.display()),
+            ));
+        }
+        None => {
+            return Err(Error::new(
+                ExitCode::BadArgument,
+                format!("{} is not a mountpoint", mountpoint.display()),
+            ));
+        }
+    };
+    if pid.is_none() {
+        return Err(Error::new(
+            ExitCode::BadArgument,
+            format!("{} is not an s3fs mount", mountpoint.display()),
+        ));
+    }
+    if args.lazy {
+        return unmount(&mountpoint, true);
+    }
+    let users = users_of(&mountpoint, &[std::process::id(), pid.unwrap_or(0)]);
+    if !users.is_empty() {
+        let list: Vec<String> = users.iter().map(|(p, n)| format!("{p} ({n})")).collect();
+        return Err(Error::new(
+            ExitCode::Failure,
+            format!("{} is busy, used by: {}", mountpoint.display(), list.join(", ")),
+        ));
+    }
+    let started = pid.and_then(start_time);
+    unmount(&mountpoint, false)?;
+    let Some(pid) = pid else { return Ok(()) };
+    // The mount process uploads dirty blocks and metadata, then exits.
+    let bar = crate::cli::progress::counter("waiting for the upload of dirty blocks and metadata (seconds)");
+    let mut waited = 0;
+    while start_time(pid).is_some() && start_time(pid) == started {
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+        bar.set_position(waited / 10);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! Real FUSE mounts through the real binaries: what is written survives unmounting and
+//! mounting again from an empty cache directory, exit codes, signals and dedup.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MKFS: &str = env!("CARGO_BIN_EXE_mkfs-s3fs");
+const MOUNT: &str = env!("CARGO_BIN_EXE_mount-s3fs");
+const UMOUNT: &str = env!("CARGO_BIN_EXE_umount-s3fs");
+
+/// A filesystem on a store, with a mountpoint; unmounts whatever is left at drop.
+struct Fixture {
+    dir: tempfile::TempDir,
+    url: String,
+    mnt: PathBuf,
+}
+
+impl Fixture {
+    fn local() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("local://{}/store", dir.path().display());
+        Fixture::new(dir, url, "")
+    }
+
+    fn s3(server: &common::S3Server) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = format!(
+            "[s3]\nstorage-url: {}\nbackend-login: {}\nbackend-password: {}\nbackend-options: {}\n",
+            server.url, server.login, server.password, server.options
+        );
+        Fixture::new(dir, server.url_with_prefix("mount"), &auth)
+    }
+
+    fn new(dir: tempfile::TempDir, url: String, authinfo: &str) -> Fixture {
+        let auth = dir.path().join("authinfo2");
+        std::fs::write(&auth, authinfo).unwrap();
+        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let f = Fixture { dir, url, mnt };
+        let o = f.tool(MKFS, &["--plain", &f.url.clone()]);
+        assert!(o.status.success(), "mkfs: {}", String::from_utf8_lossy(&o.stderr));
+        f
+    }
+
+    fn tool(&self, bin: &str, args: &[&str]) -> Output {
+        Command::new(bin)
+            .env("HOME", self.dir.path())
+            .arg("--authfile")
+            .arg(self.dir.path().join("authinfo2"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn cachedir(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// mount.s3fs in the background; returns its output (it exits once mounted).
+    fn mount_with(&self, cache: &str, mnt: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["--cachedir", cache, "--log", "none"];
+        args.extend_from_slice(extra);
+        let (url, mnt) = (self.url.clone(), mnt.display().to_string());
+        args.push(&url);
+        args.push(&mnt);
+        let log = self.dir.path().join("mount.log").display().to_string();
+        args[3] = &log;
+        self.tool(MOUNT, &args)
+    }
+
+    fn mount(&self, cache: &str) {
+        let o = self.mount_with(&self.cachedir(cache), &self.mnt, &[]);
+        assert!(o.status.success(), "mount: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(is_mounted(&self.mnt));
+    }
+
+    fn umount(&self) {
+        let o = Command::new(UMOUNT).arg(&self.mnt).output().unwrap();
+        assert!(o.status.success(), "umount: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(!is_mounted(&self.mnt));
+    }
+
+    fn data_objects(&self) -> usize {
+        let store = self.dir.path().join("store");
+        fn count(p: &Path) -> usize {
+            std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| {
+                            let path = e.path();
+                            if path.is_dir() {
+                                count(&path)
+                            } else {
+                                usize::from(e.file_name().to_string_lossy().starts_with("s3fs_data_"))
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&store)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for mnt in [self.mnt.clone(), self.dir.path().join("mnt2")] {
+            if is_mounted(&mnt) {
+                let _ = Command::new("fusermount3").arg("-uz").arg(&mnt).status();
+            }
+        }
+    }
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    let want = mnt.display().to_string();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+}
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::lsetxattr(c(p).as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut names = vec![0u8; 65536];
+    // SAFETY: buffers are large enough and lengths passed.
+    let n = unsafe { libc::llistxattr(c(p).as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "listxattr {}", p.display());
+    for name in names[..n as usize].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cn = CString::new(name).unwrap();
+        let mut v = vec![0u8; 65536];
+        let m = unsafe { libc::lgetxattr(c(p).as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        assert!(m >= 0);
+        v.truncate(m as usize);
+        out.insert(name.to_vec(), v);
+    }
+    out
+}
+
+fn set_times(p: &Path, atime_ns: i64, mtime_ns: i64) {
+    let ts = [
+        libc::timespec {
+            tv_sec: atime_ns / 1_000_000_000,
+            tv_nsec: atime_ns % 1_000_000_000,
+        },
+        libc::timespec {
+            tv_sec: mtime_ns / 1_000_000_000,
+            tv_nsec: mtime_ns % 1_000_000_000,
+        },
+    ];
+    // SAFETY: valid path and two timespecs.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c(p).as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0);
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Build a tree with every kind of thing a backup holds.
+fn populate(root: &Path) {
+    let long = "n".repeat(255);
+    for d in 0..6 {
+        let dir = root.join(format!("dir{d}/sub"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..40 {
+            std::fs::write(dir.join(format!("f{f}")), format!("file {d}/{f}\n").repeat(f + 1)).unwrap();
+        }
+    }
+    std::fs::write(root.join("big"), random_bytes(9 << 20, 1)).unwrap();
+    let mut sparse = std::fs::File::create(root.join("sparse")).unwrap();
+    use std::io::Seek;
+    sparse.seek(std::io::SeekFrom::Start(50 << 20)).unwrap();
+    sparse.write_all(b"end").unwrap();
+    drop(sparse);
+    std::fs::write(root.join("with space ü ☃"), b"odd name").unwrap();
+    std::fs::write(root.join(&long), b"255-byte name").unwrap();
+    std::os::unix::fs::symlink("dir0/sub/f1", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    std::fs::hard_link(root.join("dir1/sub/f2"), root.join("hard")).unwrap();
+    // SAFETY: mkfifo on a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c(&root.join("fifo")).as_ptr(), 0o640) }, 0);
+    set_xattr(&root.join("big"), "user.origin", b"test");
+    set_xattr(&root.join("dir2"), "user.binary", &[0, 1, 2, 255]);
+    set_xattr(&root.join("dir2"), "trusted.x", b"t");
+    std::fs::set_permissions(root.join("dir3"), std::fs::Permissions::from_mode(0o2750)).unwrap();
+    std::fs::set_permissions(root.join("big"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::lchown(root.join("dir4/sub/f3"), Some(1234), Some(5678)).unwrap();
+    set_times(&root.join("dir5/sub/f7"), 1_000_000_123, 1_500_000_000_987_654_321);
+}
+
+/// Everything about a tree that must survive: per path, kind, mode, owner, size, mtime
+/// (ns), link count, content digest, symlink target and xattrs.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    use sha2::Digest;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let path = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let ft = m.file_type();
+            let content = if ft.is_file() {
+                hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()))
+            } else if ft.is_symlink() {
+                std::fs::read_link(&path).unwrap().display().to_string()
+            } else {
+                String::new()
+            };
+            if ft.is_dir() {
+                stack.push(path.clone());
+            }
+            let size = if ft.is_dir() { 0 } else { m.size() };
+            let desc = format!(
+                "mode={:o} uid={} gid={} size={size} mtime={}.{:09} nlink={} content={content} xattrs={:?}",
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.nlink(),
+                xattrs(&path)
+            );
+            out.insert(path.strip_prefix(root).unwrap().to_path_buf(), desc);
+        }
+    }
+    out
+}
+
+fn round_trip(f: &Fixture) {
+    f.mount("cache1");
+    populate(&f.mnt);
+    let before = snapshot(&f.mnt);
+    assert!(before.len() > 250, "{} entries", before.len());
+    f.umount();
+    // A new, empty cache directory: everything comes from the store.
+    f.mount("cache2");
+    let after = snapshot(&f.mnt);
+    for (k, v) in &before {
+        assert_eq!(after.get(k), Some(v), "{} differs after remount", k.display());
+    }
+    assert_eq!(before.len(), after.len());
+    f.umount();
+}
+
+#[test]
+fn tree_survives_remount_with_empty_cache_on_local() {
+    round_trip(&Fixture::local());
+}
+
+#[test]
+fn tree_survives_remount_with_empty_cache_on_garage() {
+    round_trip(&Fixture::s3(&common::s3_server("GARAGE")));
+}
+
+#[test]
+fn mount_refusals_have_documented_exit_codes() {
+    let f = Fixture::local();
+    let code = |o: &Output| o.status.code().unwrap();
+    let missing = f.dir.path().join("nope");
+    assert_eq!(
+        code(&f.mount_with(&f.cachedir("c"), &missing, &[])),
+        36,
+        "missing mountpoint"
+    );
+    f.mount("cache1");
+    assert_eq!(
+        code(&f.mount_with(&f.cachedir("c"), &f.mnt, &[])),
+        40,
+        "mountpoint in use"
+    );
+    let mnt2 = f.dir.path().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let second = f.mount_with(&f.cachedir("other"), &mnt2, &[]);
+    assert_eq!(
+        code(&second),
+        31,
+        "second mount: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("pid"),
+        "names the holder"
+    );
+    assert!(!is_mounted(&mnt2));
+    f.umount();
+}
+
+fn mount_pid(mnt: &Path) -> i32 {
+    let name = CString::new("s3fs.pid").unwrap();
+    let mut buf = [0u8; 32];
+    // SAFETY: valid buffers.
+    let n = unsafe { libc::getxattr(c(mnt).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n > 0);
+    std::str::from_utf8(&buf[..n as usize]).unwrap().parse().unwrap()
+}
+
+fn wait_gone(pid: i32) {
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "mount process {pid} did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_unmounts_cleanly_and_kill_9_needs_fsck() {
+    let f = Fixture::local();
+    f.mount("cache1");
+    std::fs::write(f.mnt.join("kept"), b"written before SIGTERM").unwrap();
+    let pid = mount_pid(&f.mnt);
+    // SAFETY: signalling our own child's daemon.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_gone(pid);
+    assert!(!is_mounted(&f.mnt), "SIGTERM unmounts");
+    f.mount("cache2");
+    assert_eq!(std::fs::read(f.mnt.join("kept")).unwrap(), b"written before SIGTERM");
+
+    let pid = mount_pid(&f.mnt);
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_gone(pid);
+    let _ = Command::new("fusermount3").arg("-uz").arg(&f.mnt).status();
+    let o = f.mount_with(&f.cachedir("cache2"), &f.mnt, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(30),
+        "after kill -9: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("fsck.s3fs"),
+        "says what to do"
+    );
+}
+
+#[test]
+fn copies_add_no_data_objects() {
+    let f = Fixture::local();
+    f.mount("cache1");
+    std::fs::write(f.mnt.join("orig"), random_bytes(8 << 20, 9)).unwrap();
+    f.umount();
+    let objects = f.data_objects();
+    assert!(objects >= 8, "{objects} data objects for an 8 MiB file");
+    f.mount("cache1");
+    std::fs::copy(f.mnt.join("orig"), f.mnt.join("copy")).unwrap();
+    let st = Command::new("cp")
+        .arg("--reflink=auto")
+        .arg(f.mnt.join("orig"))
+        .arg(f.mnt.join("copy2"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    f.umount();
+    assert_eq!(f.data_objects(), objects, "copies are deduplicated");
+    f.mount("cache2");
+    assert_eq!(std::fs::read(f.mnt.join("copy")).unwrap(), random_bytes(8 << 20, 9));
+    f.umount();
+}
