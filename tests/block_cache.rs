@@ -1,6 +1,8 @@
 //! The write-back block cache against a local store (no FUSE): round trips, upload and
 //! dedup bookkeeping, eviction and back-pressure, crash recovery, faults, concurrency.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -129,15 +131,7 @@ impl Fixture {
 }
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::random_bytes(len, seed)
 }
 
 fn dirty_files(dir: &Path) -> Vec<String> {

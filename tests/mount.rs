@@ -180,18 +180,6 @@ fn set_times(p: &Path, atime_ns: i64, mtime_ns: i64) {
     assert_eq!(r, 0);
 }
 
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Build a tree with every kind of thing a backup holds.
 fn populate(root: &Path) {
     let long = "n".repeat(255);
@@ -202,7 +190,7 @@ fn populate(root: &Path) {
             std::fs::write(dir.join(format!("f{f}")), format!("file {d}/{f}\n").repeat(f + 1)).unwrap();
         }
     }
-    std::fs::write(root.join("big"), random_bytes(9 << 20, 1)).unwrap();
+    std::fs::write(root.join("big"), common::random_bytes(9 << 20, 1)).unwrap();
     let mut sparse = std::fs::File::create(root.join("sparse")).unwrap();
     use std::io::Seek;
     sparse.seek(std::io::SeekFrom::Start(50 << 20)).unwrap();
@@ -375,7 +363,7 @@ fn sigterm_unmounts_cleanly_and_kill_9_needs_fsck() {
 fn copies_add_no_data_objects() {
     let f = Fixture::local();
     f.mount("cache1");
-    std::fs::write(f.mnt.join("orig"), random_bytes(8 << 20, 9)).unwrap();
+    std::fs::write(f.mnt.join("orig"), common::random_bytes(8 << 20, 9)).unwrap();
     f.umount();
     let objects = f.data_objects();
     assert!(objects >= 8, "{objects} data objects for an 8 MiB file");
@@ -391,6 +379,9 @@ fn copies_add_no_data_objects() {
     f.umount();
     assert_eq!(f.data_objects(), objects, "copies are deduplicated");
     f.mount("cache2");
-    assert_eq!(std::fs::read(f.mnt.join("copy")).unwrap(), random_bytes(8 << 20, 9));
+    assert_eq!(
+        std::fs::read(f.mnt.join("copy")).unwrap(),
+        common::random_bytes(8 << 20, 9)
+    );
     f.umount();
 }

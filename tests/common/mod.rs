@@ -59,3 +59,17 @@ impl S3Server {
         }
     }
 }
+
+/// Deterministic pseudo-random bytes (xorshift): incompressible, and different for every
+/// seed, so deduplication never merges test blocks by accident.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
