@@ -33,3 +33,7 @@ set -a
 set +a
 
 cargo test "$@"
+# pjdfstest and fsx on real mounts; only in the full run (no arguments selecting tests).
+if [ $# -eq 0 ]; then
+    bash tests/posix.sh
+fi
