@@ -47,7 +47,9 @@ fn setup() -> Setup {
 
 /// Bytes that differ from block to block (so deduplication does not merge them).
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed) ^ ((i / BS as usize) as u8).wrapping_mul(31)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed) ^ ((i / BS as usize) as u8).wrapping_mul(31))
+        .collect()
 }
 
 fn data_objects(dir: &std::path::Path) -> usize {
