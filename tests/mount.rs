@@ -385,3 +385,99 @@ fn copies_add_no_data_objects() {
     );
     f.umount();
 }
+
+/// Files with the content that `big_tree` writes.
+fn small_file(i: usize) -> Vec<u8> {
+    format!("small file {i}\n").repeat(i % 7 + 1).into_bytes()
+}
+
+/// 10,000 small files in 100 directories and a 1 GiB file survive a remount from an
+/// empty cache; renaming the directory that holds the 10,000 files writes nothing to
+/// the store (it is one metadata row; uploads are held back and backups off here).
+fn big_tree(f: &Fixture, store_dir: Option<&Path>) {
+    f.mount("cache1");
+    let top = f.mnt.join("tree");
+    for d in 0..100 {
+        let dir = top.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..100 {
+            std::fs::write(dir.join(format!("f{i:03}")), small_file(d * 100 + i)).unwrap();
+        }
+    }
+    let chunk = common::random_bytes(1 << 20, 77);
+    let mut big = std::fs::File::create(f.mnt.join("big")).unwrap();
+    for i in 0..1024u32 {
+        let mut c = chunk.clone();
+        c[..4].copy_from_slice(&i.to_le_bytes()); // every MiB differs
+        big.write_all(&c).unwrap();
+    }
+    big.sync_all().unwrap();
+    drop(big);
+    f.umount();
+
+    // Rename with uploads held back: the store must not change.
+    let extra = ["--dirty-block-upload-delay", "3600", "--metadata-backup-interval", "0"];
+    let o = f.mount_with(&f.cachedir("cache1"), &f.mnt, &extra);
+    assert!(o.status.success(), "mount: {}", String::from_utf8_lossy(&o.stderr));
+    let before = store_dir.map(store_state);
+    std::fs::rename(&top, f.mnt.join("renamed")).unwrap();
+    assert!(f.mnt.join("renamed/d42/f042").exists());
+    if let (Some(dir), Some(before)) = (store_dir, before) {
+        assert_eq!(
+            store_state(dir),
+            before,
+            "renaming a 10,000-file directory wrote to the store"
+        );
+    }
+    f.umount();
+
+    f.mount("cache2");
+    for d in 0..100 {
+        for i in 0..100 {
+            let p = f.mnt.join(format!("renamed/d{d:02}/f{i:03}"));
+            assert_eq!(std::fs::read(&p).unwrap(), small_file(d * 100 + i), "{}", p.display());
+        }
+    }
+    use std::io::Read;
+    let mut big = std::fs::File::open(f.mnt.join("big")).unwrap();
+    assert_eq!(big.metadata().unwrap().len(), 1 << 30);
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..1024u32 {
+        big.read_exact(&mut buf).unwrap();
+        let mut c = chunk.clone();
+        c[..4].copy_from_slice(&i.to_le_bytes());
+        assert!(buf == c, "MiB {i} of the 1 GiB file differs");
+    }
+    drop(big);
+    f.umount();
+}
+
+/// Names, sizes and modification times of every object file of a local store.
+fn store_state(dir: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
+                out.insert(e.path(), (m.len(), m.mtime(), m.mtime_nsec()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn ten_thousand_files_and_a_gib_on_local() {
+    let f = Fixture::local();
+    let store = f.dir.path().join("store");
+    big_tree(&f, Some(&store));
+}
+
+#[test]
+fn ten_thousand_files_and_a_gib_on_garage() {
+    big_tree(&Fixture::s3(&common::s3_server("GARAGE")), None);
+}

@@ -21,10 +21,10 @@ fn mount_entry(mountpoint: &Path) -> Option<String> {
     })
 }
 
-/// PIDs (with command names) of processes using anything under `mountpoint`.
-pub fn users_of(mountpoint: &Path, except: &[u32]) -> Vec<(u32, String)> {
-    let prefix = mountpoint.to_path_buf();
-    let under = |p: &Path| p == prefix || p.starts_with(&prefix);
+/// Processes using anything under `mountpoint`: PID, command name, and one path they
+/// hold there (working directory, root, executable, open file or mapped file).
+pub fn users_of(mountpoint: &Path, except: &[u32]) -> Vec<(u32, String, PathBuf)> {
+    let under = |p: &Path| p == mountpoint || p.starts_with(mountpoint);
     let mut users = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return users;
@@ -37,26 +37,31 @@ pub fn users_of(mountpoint: &Path, except: &[u32]) -> Vec<(u32, String)> {
             continue;
         }
         let base = p.path();
-        let mut using = ["cwd", "root", "exe"]
-            .iter()
-            .any(|l| std::fs::read_link(base.join(l)).is_ok_and(|t| under(&t)));
-        if !using && let Ok(fds) = std::fs::read_dir(base.join("fd")) {
-            using = fds
-                .flatten()
-                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| under(&t)));
-        }
-        if !using && let Ok(maps) = std::fs::read_to_string(base.join("maps")) {
-            using = maps
+        let links = ["cwd", "root", "exe"].iter().map(|l| base.join(l));
+        let fds = std::fs::read_dir(base.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|fd| fd.path());
+        let mut held = links
+            .chain(fds)
+            .filter_map(|l| std::fs::read_link(l).ok())
+            .find(|t| under(t));
+        if held.is_none()
+            && let Ok(maps) = std::fs::read_to_string(base.join("maps"))
+        {
+            held = maps
                 .lines()
                 .filter_map(|l| l.split_whitespace().nth(5))
-                .any(|f| under(Path::new(f)));
+                .map(PathBuf::from)
+                .find(|f| under(f));
         }
-        if using {
+        if let Some(path) = held {
             let name = std::fs::read_to_string(base.join("comm"))
                 .unwrap_or_default()
                 .trim()
                 .to_owned();
-            users.push((pid, name));
+            users.push((pid, name, path));
         }
     }
     users
@@ -144,7 +149,10 @@ pub fn run(args: &UmountArgs) -> Result<(), Error> {
     }
     let users = users_of(&mountpoint, &[std::process::id(), pid.unwrap_or(0)]);
     if !users.is_empty() {
-        let list: Vec<String> = users.iter().map(|(p, n)| format!("{p} ({n})")).collect();
+        let list: Vec<String> = users
+            .iter()
+            .map(|(p, n, path)| format!("{p} ({n}: {})", path.display()))
+            .collect();
         return Err(Error::new(
             ExitCode::Failure,
             format!("{} is busy, used by: {}", mountpoint.display(), list.join(", ")),
