@@ -659,6 +659,50 @@ impl BlockCache {
         let key = (inode, blockno);
         let end = u64::from(offset) + data.len() as u64;
         let whole = offset == 0 && end == self.cfg.block_size;
+        self.modify_block(key, end, |e, f| {
+            if !f.present && (whole || !self.load(e, f)?) {
+                self.ensure_space(end, true);
+                self.create_dirty(e, f)?;
+            }
+            self.make_dirty(e, f)?;
+            self.fd(key, f)?.write_all_at(data, u64::from(offset))?;
+            f.size = f.size.max(end);
+            Ok(())
+        })
+    }
+
+    /// Cut or extend (with zeros) block `blockno` of `inode` to `len` bytes.
+    pub fn truncate_block(&self, inode: u64, blockno: u64, len: u32) -> Result<(), CacheError> {
+        self.check_range(len, 0)?;
+        let key = (inode, blockno);
+        let len = u64::from(len);
+        self.modify_block(key, len, |e, f| {
+            if !f.present && !self.load(e, f)? {
+                if len == 0 {
+                    return Ok(());
+                }
+                self.ensure_space(len, true);
+                self.create_dirty(e, f)?;
+            }
+            if f.size == len {
+                return Ok(());
+            }
+            self.make_dirty(e, f)?;
+            self.fd(key, f)?.set_len(len)?;
+            f.size = len;
+            Ok(())
+        })
+    }
+
+    /// Run `change` on block `key` under its entry lock, after making room for it to grow
+    /// to `end` bytes; start over if the entry was removed meanwhile, retry after freeing
+    /// space if the disk is full, and settle the entry (dirty, accounting) afterwards.
+    fn modify_block(
+        &self,
+        key: Key,
+        end: u64,
+        change: impl Fn(&Arc<Entry>, &mut EntryFile) -> Result<(), CacheError>,
+    ) -> Result<(), CacheError> {
         self.with_space_retry(|| {
             loop {
                 let (e, present, size) = self.entry(key);
@@ -669,59 +713,13 @@ impl BlockCache {
                 if e.removed.load(Ordering::Acquire) {
                     continue;
                 }
-                let r = (|| {
-                    if !f.present && (whole || !self.load(&e, &mut f)?) {
-                        self.ensure_space(end, true);
-                        self.create_dirty(&e, &mut f)?;
-                    }
-                    self.make_dirty(&e, &mut f)?;
-                    self.fd(key, &mut f)?.write_all_at(data, u64::from(offset))?;
-                    f.size = f.size.max(end);
-                    Ok(())
-                })();
+                let r = change(&e, &mut f);
                 if r.is_err()
                     && let Some(fd) = &f.fd
                 {
-                    // Keep the accounting right after a short write.
+                    // Keep the accounting right after a short write or a failed resize.
                     f.size = fd.metadata().map_or(f.size, |m| m.len());
                 }
-                self.settle(&e, &mut f, true);
-                return r;
-            }
-        })
-    }
-
-    /// Cut or extend (with zeros) block `blockno` of `inode` to `len` bytes.
-    pub fn truncate_block(&self, inode: u64, blockno: u64, len: u32) -> Result<(), CacheError> {
-        self.check_range(len, 0)?;
-        let key = (inode, blockno);
-        let len = u64::from(len);
-        self.with_space_retry(|| {
-            loop {
-                let (e, present, size) = self.entry(key);
-                if present && len > size {
-                    self.ensure_space(len - size, false);
-                }
-                let mut f = lock(&e.file);
-                if e.removed.load(Ordering::Acquire) {
-                    continue;
-                }
-                let r = (|| {
-                    if !f.present && !self.load(&e, &mut f)? {
-                        if len == 0 {
-                            return Ok(());
-                        }
-                        self.ensure_space(len, true);
-                        self.create_dirty(&e, &mut f)?;
-                    }
-                    if f.size == len {
-                        return Ok(());
-                    }
-                    self.make_dirty(&e, &mut f)?;
-                    self.fd(key, &mut f)?.set_len(len)?;
-                    f.size = len;
-                    Ok(())
-                })();
                 self.settle(&e, &mut f, true);
                 return r;
             }
