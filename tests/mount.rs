@@ -68,13 +68,12 @@ impl Fixture {
 
     /// mount.s3fs in the background; returns its output (it exits once mounted).
     fn mount_with(&self, cache: &str, mnt: &Path, extra: &[&str]) -> Output {
-        let mut args = vec!["--cachedir", cache, "--log", "none"];
-        args.extend_from_slice(extra);
+        let log = self.dir.path().join("mount.log").display().to_string();
         let (url, mnt) = (self.url.clone(), mnt.display().to_string());
+        let mut args = vec!["--cachedir", cache, "--log", &log];
+        args.extend_from_slice(extra);
         args.push(&url);
         args.push(&mnt);
-        let log = self.dir.path().join("mount.log").display().to_string();
-        args[3] = &log;
         self.tool(MOUNT, &args)
     }
 
@@ -306,6 +305,15 @@ fn mount_refusals_have_documented_exit_codes() {
         "names the holder"
     );
     assert!(!is_mounted(&mnt2));
+    // Administrative tools refuse a mounted filesystem (the mount table names it by its
+    // canonical URL).
+    let adm = f.tool(env!("CARGO_BIN_EXE_s3fsadm"), &["passphrase", &f.url]);
+    assert_eq!(
+        code(&adm),
+        40,
+        "s3fsadm on a mounted filesystem: {}",
+        String::from_utf8_lossy(&adm.stderr)
+    );
     f.umount();
 }
 

@@ -134,17 +134,11 @@ fn remove_local_cache(cachedir: &std::path::Path, url: &StorageUrl) -> Result<()
 /// Administrative actions need the filesystem unmounted (exit 40 otherwise).
 pub fn refuse_if_mounted_here(url: &StorageUrl) -> Result<(), Error> {
     let canonical = url.to_string();
-    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
-        return Ok(());
-    };
-    for line in mounts.lines() {
-        let source = line.split(' ').next().unwrap_or("").replace("\\040", " ");
-        if source == canonical || source.trim_end_matches('/') == canonical.trim_end_matches('/') {
-            return Err(Error::new(
-                ExitCode::MountedHere,
-                format!("{canonical} is mounted on this machine; unmount it first"),
-            ));
-        }
+    if crate::mount::mounts::entries().iter().any(|m| m.source == canonical) {
+        return Err(Error::new(
+            ExitCode::MountedHere,
+            format!("{canonical} is mounted on this machine; unmount it first"),
+        ));
     }
     Ok(())
 }

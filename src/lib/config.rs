@@ -217,6 +217,16 @@ pub fn ask_new_passphrase(source: &mut dyn SecretSource) -> Result<String, Error
     Ok(first)
 }
 
+/// Pick the compression: command line, else authinfo2, else the default. Bad → exit 2.
+pub fn compression(cli: Option<&str>, auth: Option<&str>) -> Result<crate::codec::Compression, Error> {
+    match cli.or(auth) {
+        None => Ok(crate::codec::Compression::default()),
+        Some(text) => text
+            .parse()
+            .map_err(|e| Error::new(ExitCode::BadArgument, format!("invalid compression {text:?}: {e}"))),
+    }
+}
+
 /// The cache directory: command line, else authinfo2, else `~/.s3fs`. Created with
 /// mode 0700 if missing; exit 45 if unusable.
 pub fn cache_dir(cli: Option<&Path>, auth: &AuthInfo) -> Result<PathBuf, Error> {

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use crate::cli::MkfsArgs;
-use crate::codec::{Codec, Compression};
+use crate::codec::Codec;
 use crate::config::{self, SecretSource};
 use crate::crypto::MasterKey;
 use crate::exit::{Error, ExitCode};
@@ -12,16 +12,6 @@ use crate::meta::{chunks, schema};
 use crate::params::{FS_REVISION, Params, unix_now};
 use crate::runtime::block_on;
 use crate::store::{PutMode, StorageUrl};
-
-/// Pick the compression: command line, else authinfo2, else the default. Bad → exit 2.
-pub fn compression(cli: Option<&str>, auth: Option<&str>) -> Result<Compression, Error> {
-    match cli.or(auth) {
-        None => Ok(Compression::default()),
-        Some(text) => text
-            .parse()
-            .map_err(|e| Error::new(ExitCode::BadArgument, format!("invalid compression {text:?}: {e}"))),
-    }
-}
 
 /// Create the filesystem; progress and the master key go to `out`.
 pub fn run(args: &MkfsArgs, secrets: &mut dyn SecretSource, out: &mut dyn Write) -> Result<(), Error> {
@@ -39,7 +29,7 @@ pub fn run(args: &MkfsArgs, secrets: &mut dyn SecretSource, out: &mut dyn Write)
         backend_options: args.store.backend_options.as_deref(),
     };
     let conn = fs_store::connect(&args.storage_url, &opts, secrets)?;
-    let compression = compression(args.compress.as_deref(), conn.auth.compress.as_deref())?;
+    let compression = config::compression(args.compress.as_deref(), conn.auth.compress.as_deref())?;
     let cachedir = config::cache_dir(args.store.cachedir.as_deref(), &conn.auth)?;
     let parallel = args
         .store

@@ -932,15 +932,21 @@ impl BlockCache {
             if st.shutdown || (st.dirty.is_empty() && st.in_flight == 0) {
                 return;
             }
-            st.pressure += 1;
-            self.work_cv.notify_all();
-            st = self
-                .space_cv
-                .wait_timeout(st, POLL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            st.pressure -= 1;
+            st = self.wait_for_uploads(st);
         }
+    }
+
+    /// Ask the uploader to hurry (pressure) and wait up to [`POLL`] for it to free space.
+    fn wait_for_uploads<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.pressure += 1;
+        self.work_cv.notify_all();
+        st = self
+            .space_cv
+            .wait_timeout(st, POLL)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        st.pressure -= 1;
+        st
     }
 
     /// Run `op`; when the cache disk is full, evict clean entries and retry, or wait for
@@ -959,14 +965,7 @@ impl BlockCache {
                         return Err(CacheError::NoSpace);
                     }
                     log::warn!("cache disk full; waiting for uploads to free space");
-                    st.pressure += 1;
-                    self.work_cv.notify_all();
-                    st = self
-                        .space_cv
-                        .wait_timeout(st, POLL)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                    st.pressure -= 1;
+                    st = self.wait_for_uploads(st);
                 }
                 r => return r,
             }

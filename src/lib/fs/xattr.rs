@@ -57,13 +57,7 @@ impl Filesystem {
             return err(libc::E2BIG);
         }
         self.transact(|op| {
-            let row = load_inode(&op.tx, id)?;
-            if user && !user_xattrs_allowed(&row) {
-                return err(libc::EPERM);
-            }
-            if row.locked {
-                return err(libc::EPERM);
-            }
+            check_xattr_writable(&load_inode(&op.tx, id)?, user)?;
             match find(&op.tx, id, name)? {
                 Some(_) if flags & libc::XATTR_CREATE != 0 => return err(libc::EEXIST),
                 Some((name_id, _)) => {
@@ -115,13 +109,7 @@ impl Filesystem {
         let id = ino_id(ino)?;
         let user = check_xattr_name(name)?;
         self.transact(|op| {
-            let row = load_inode(&op.tx, id)?;
-            if user && !user_xattrs_allowed(&row) {
-                return err(libc::EPERM);
-            }
-            if row.locked {
-                return err(libc::EPERM);
-            }
+            check_xattr_writable(&load_inode(&op.tx, id)?, user)?;
             let (name_id, _) = find(&op.tx, id, name)?.ok_or(FsError::new(libc::ENODATA))?;
             op.tx
                 .prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1 AND name_id = ?2")?
@@ -130,6 +118,15 @@ impl Filesystem {
             touch_ctime(&op.tx, id, op.now)
         })
     }
+}
+
+/// Changing xattrs: EPERM for user.* on anything but regular files and directories (as
+/// Linux does) and for locked inodes.
+fn check_xattr_writable(row: &super::db::InodeRow, user: bool) -> FsResult<()> {
+    if (user && !user_xattrs_allowed(row)) || row.locked {
+        return err(libc::EPERM);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -178,18 +178,23 @@ pub async fn upload_all(
     )
 }
 
-/// For each chunk of version `params`, the seq of the object that holds it.
-fn chunks_of(params: &Params, available: &BTreeMap<u64, BTreeSet<u64>>) -> Result<BTreeMap<u64, u64>, u64> {
+/// For each chunk of version `params` that exists, the seq of the object holding it;
+/// and the first chunk that does not exist, if any.
+fn chunks_of(params: &Params, available: &BTreeMap<u64, BTreeSet<u64>>) -> (BTreeMap<u64, u64>, Option<u64>) {
     let chunks = params.db_size.div_ceil(params.metadata_block_size);
-    (0..chunks)
-        .map(|c| {
-            available
-                .get(&c)
-                .and_then(|seqs| seqs.range(..=params.seq).next_back().copied())
-                .map(|s| (c, s))
-                .ok_or(c)
-        })
-        .collect()
+    let mut plan = BTreeMap::new();
+    let mut missing = None;
+    for c in 0..chunks {
+        match available.get(&c).and_then(|seqs| seqs.range(..=params.seq).next_back()) {
+            Some(&s) => {
+                plan.insert(c, s);
+            }
+            None => {
+                missing.get_or_insert(c);
+            }
+        }
+    }
+    (plan, missing)
 }
 
 /// Every metadata chunk object in the store: chunk → seqs.
@@ -206,15 +211,16 @@ async fn list_chunks(fs: &FsStore) -> Result<BTreeMap<u64, BTreeSet<u64>>, Error
 /// Rebuild the DB of `params.seq` into `dest`, checking its size and SHA-256.
 pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usize) -> Result<(), Error> {
     let chunk_size = params.metadata_block_size;
-    let plan = chunks_of(params, &list_chunks(fs).await?).map_err(|missing| {
-        Error::new(
+    let (plan, missing) = chunks_of(params, &list_chunks(fs).await?);
+    if let Some(missing) = missing {
+        return Err(Error::new(
             ExitCode::Failure,
             format!(
                 "metadata version {} is incomplete: chunk {missing} is missing",
                 params.seq
             ),
-        )
-    })?;
+        ));
+    }
     let mut db = vec![0u8; params.db_size as usize];
     let mut tasks = tokio::task::JoinSet::new();
     let mut pending = plan.into_iter();
@@ -284,12 +290,7 @@ pub async fn expire(fs: &FsStore, keep: usize) -> Result<Expired, Error> {
     let mut needed: BTreeSet<(u64, u64)> = BTreeSet::new();
     for p in kept {
         // A retained version with a missing chunk keeps what it has; fsck reports it.
-        let plan = chunks_of(p, &available).unwrap_or_else(|_| {
-            let chunks = p.db_size.div_ceil(p.metadata_block_size);
-            (0..chunks)
-                .filter_map(|c| available.get(&c)?.range(..=p.seq).next_back().map(|s| (c, *s)))
-                .collect()
-        });
+        let (plan, _) = chunks_of(p, &available);
         needed.extend(plan);
     }
     let newest_kept = kept.first().map(|p| p.seq).unwrap_or(0);

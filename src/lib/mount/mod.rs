@@ -2,6 +2,7 @@
 //! ([`state`]).
 
 pub mod guard;
+pub mod mounts;
 pub mod run;
 pub mod state;
 pub mod umount;

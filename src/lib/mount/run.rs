@@ -174,7 +174,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
         backend_options: args.store.backend_options.as_deref(),
     };
     let conn = fs_store::connect(&args.storage_url, &opts, secrets)?;
-    let compression = crate::mkfs::compression(args.compress.as_deref(), conn.auth.compress.as_deref())?;
+    let compression = config::compression(args.compress.as_deref(), conn.auth.compress.as_deref())?;
     let opened = block_on(fs_store::open_filesystem(&conn, compression, secrets))?;
     let cachedir = config::cache_dir(args.store.cachedir.as_deref(), &conn.auth)?;
     let files = LocalFiles::new(&cachedir, &conn.url);
@@ -228,6 +228,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
         let cache = open_cache(args, &files, &params, &opened.fs, &fs, parallel)?;
         serve(
             args,
+            &conn.url.to_string(),
             reporter,
             Mounted {
                 fs_store: opened.fs.clone(),
@@ -281,10 +282,11 @@ fn open_cache(
     BlockCache::open(config, fs.db(), files.db.clone(), fs_store.clone())
 }
 
-fn serve(args: &MountArgs, reporter: &mut Reporter, mut m: Mounted) -> Result<(), Error> {
+fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: Mounted) -> Result<(), Error> {
     m.fs.attach_cache(m.cache.clone());
     let mut options = vec![
-        fuser::MountOption::FSName(args.fs_name.clone().unwrap_or_else(|| args.storage_url.clone())),
+        // The canonical URL, which s3fsadm looks for in the mount table.
+        fuser::MountOption::FSName(args.fs_name.clone().unwrap_or_else(|| canonical_url.to_owned())),
         fuser::MountOption::Subtype("s3fs".into()),
         fuser::MountOption::DefaultPermissions,
     ];
@@ -308,7 +310,7 @@ fn serve(args: &MountArgs, reporter: &mut Reporter, mut m: Mounted) -> Result<()
                 format!("cannot mount {}: {e}", args.mountpoint.display()),
             )
         })?;
-    log::info!("mounted {} on {}", args.storage_url, args.mountpoint.display());
+    log::info!("mounted {canonical_url} on {}", args.mountpoint.display());
     reporter.ready();
 
     // Wait for a signal or an external unmount; back up metadata on schedule.
@@ -374,14 +376,7 @@ fn process_alive(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(5).any(|w| w == b"mount"))
 }
 
-/// Whether `path` is currently a mountpoint (listed in /proc/mounts).
+/// Whether `path` is currently a mountpoint.
 pub fn is_mountpoint(path: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(path).or_else(|_| Ok::<_, ()>(path.to_path_buf())) else {
-        return false;
-    };
-    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
-        return false;
-    };
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    mounts.lines().any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+    super::mounts::at(path).is_some()
 }

@@ -10,17 +10,6 @@ use crate::exit::{Error, ExitCode};
 /// The xattr of the mount root through which the mount process tells its PID.
 pub const PID_XATTR: &str = "s3fs.pid";
 
-/// The mountpoint as listed in /proc/mounts with its filesystem type.
-fn mount_entry(mountpoint: &Path) -> Option<String> {
-    let want = mountpoint.to_string_lossy().replace(' ', "\\040");
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split(' ');
-        let (_src, mp, fstype) = (f.next()?, f.next()?, f.next()?);
-        (mp == want).then(|| fstype.to_owned())
-    })
-}
-
 /// Processes using anything under `mountpoint`: PID, command name, and one path they
 /// hold there (working directory, root, executable, open file or mapped file).
 pub fn users_of(mountpoint: &Path, except: &[u32]) -> Vec<(u32, String, PathBuf)> {
@@ -123,7 +112,7 @@ pub fn run(args: &UmountArgs) -> Result<(), Error> {
         .map_err(|e| Error::new(ExitCode::BadArgument, format!("{}: {e}", args.mountpoint.display())))?;
     // fuser mounts as type "fuse" when it calls mount(2) itself and "fuse.s3fs" through
     // fusermount3; only an s3fs mount answers the PID question.
-    let pid = match mount_entry(&mountpoint) {
+    let pid = match super::mounts::at(&mountpoint).map(|e| e.fstype) {
         Some(t) if t == "fuse" || t == "fuse.s3fs" => daemon_pid(&mountpoint),
         Some(t) => {
             return Err(Error::new(
