@@ -3,7 +3,7 @@
 #
 # 1. pjdfstest (as root, on a mount with --allow-other so the kernel checks permissions):
 #    the set of failing cases must equal tests/posix/known-failures.txt exactly.
-# 2. fsx: S3FS_FSX_SEEDS seeds (default 5) x S3FS_FSX_OPS operations (default 4000) in
+# 2. fsx: S3FS_FSX_SEEDS seeds (default 5) x S3FS_FSX_OPS operations (default 20000) in
 #    parallel on a filesystem with 64 KiB blocks and a 16-block cache, uploading dirty
 #    blocks at once; then the files must read back the same after unmounting and
 #    mounting again from an empty cache directory.
@@ -17,7 +17,7 @@ repo=$PWD
 CACHE=${S3FS_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/s3fs-tests}
 TOOLS="$CACHE/posix-tools/bin"
 FSX_SEEDS=${S3FS_FSX_SEEDS:-5}
-FSX_OPS=${S3FS_FSX_OPS:-4000}
+FSX_OPS=${S3FS_FSX_OPS:-20000}
 
 for t in pjdfstest fsx; do
     [ -x "$TOOLS/$t" ] || { echo "posix.sh: $TOOLS/$t missing: run bash tests/servers/install.sh" >&2; exit 1; }

@@ -111,6 +111,80 @@ impl CacheConfig {
     }
 }
 
+/// File descriptors kept for everything but cached blocks (DB, store, FUSE, logs).
+const RESERVED_FDS: u64 = 64;
+
+/// S3QL's automatic cache limits, for the options the user did not give.
+///
+/// Entries: the open-file limit (soft limit first raised to the hard limit; 4096 if the
+/// hard limit is unlimited) minus what the rest of the process needs, since every cached
+/// block holds one descriptor. Bytes: half a block per entry, but at most 80 % of the
+/// free space of the cache disk. Exit 37 when fewer than 64 entries would remain.
+pub fn auto_limits(
+    dir: &Path,
+    block_size: u64,
+    max_connections: usize,
+    max_bytes: Option<u64>,
+    max_entries: Option<usize>,
+) -> Result<(u64, usize), Error> {
+    let entries = match max_entries {
+        Some(n) => n,
+        None => {
+            let fds = raise_fd_limit();
+            let need = RESERVED_FDS + 3 * max_connections as u64;
+            let n = fds.saturating_sub(need);
+            if n <= 64 {
+                return Err(Error::new(
+                    ExitCode::NotEnoughFds,
+                    format!("only {fds} file descriptors available: raise the open-file limit (ulimit -n)"),
+                ));
+            }
+            n as usize
+        }
+    };
+    let bytes = match max_bytes {
+        Some(b) => b,
+        None => {
+            // The cache directory itself may not exist yet.
+            let free = files::disk_space(dir)
+                .or_else(|_| files::disk_space(dir.parent().unwrap_or(dir)))
+                .map(|(_, avail)| avail)
+                .unwrap_or(u64::MAX);
+            (entries as u64).saturating_mul(block_size / 2).min(free / 10 * 8)
+        }
+    };
+    Ok((bytes, entries))
+}
+
+/// Raise the soft open-file limit to the hard one; returns the limit now in force.
+fn raise_fd_limit() -> u64 {
+    // SAFETY: plain getrlimit/setrlimit on a properly sized struct.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    let hard = if lim.rlim_max == libc::RLIM_INFINITY {
+        4096
+    } else {
+        lim.rlim_max
+    };
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < hard {
+        let want = libc::rlimit {
+            rlim_cur: hard,
+            rlim_max: lim.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return hard;
+        }
+        return lim.rlim_cur;
+    }
+    hard.min(if lim.rlim_cur == libc::RLIM_INFINITY {
+        hard
+    } else {
+        lim.rlim_cur
+    })
+}
+
 /// Failure of a cache operation.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -231,7 +305,9 @@ struct State {
     slots: BTreeMap<Key, Slot>,
     /// Clean present entries by LRU stamp.
     lru: BTreeMap<u64, Key>,
-    dirty: BTreeSet<Key>,
+    /// Dirty present entries, oldest last write first: the scheduler reads only the due
+    /// front of it, so a round costs O(due), not O(dirty).
+    dirty: BTreeSet<(Instant, Key)>,
     stamp: u64,
     bytes: u64,
     entries: usize,
@@ -263,7 +339,7 @@ impl State {
             self.bytes -= s.size;
             self.entries -= 1;
             if s.dirty {
-                self.dirty.remove(&entry.key);
+                self.dirty.remove(&(s.last_write, entry.key));
                 self.dirty_bytes -= s.size;
             } else {
                 self.lru.remove(&s.stamp);
@@ -279,7 +355,7 @@ impl State {
             self.bytes += s.size;
             self.entries += 1;
             if s.dirty {
-                self.dirty.insert(key);
+                self.dirty.insert((s.last_write, key));
                 self.dirty_bytes += s.size;
             } else {
                 self.stamp += 1;
@@ -494,9 +570,13 @@ impl BlockCache {
             s.last_write = Instant::now();
             s.eager = false;
         }
+        // The scheduler wakes at least every second and a new dirty block is due only
+        // after the upload delay, so it is woken here only when that cannot wait: waking
+        // it for every new small file made a tar extraction quadratic.
+        let hurry = st.pressure > 0 || st.flushing > 0 || self.cfg.dirty_upload_delay < POLL * 4;
         st.attach(s);
         drop(st);
-        if became_dirty {
+        if became_dirty && hurry {
             self.work_cv.notify_all();
         }
     }

@@ -123,9 +123,16 @@ impl BlockCache {
         let now = Instant::now();
         let urgent = st.pressure > 0 || st.flushing > 0;
         let mut wake = now + POLL * 4;
-        let mut due: Vec<(Instant, Key)> = Vec::new();
-        for key in &st.dirty {
-            let s = &st.slots[key];
+        let cap = (self.cfg.max_connections + self.cfg.max_threads).max(1);
+        let room = cap.saturating_sub(st.in_flight);
+        let mut due: Vec<Key> = Vec::new();
+        // Oldest write first; entries uploading or backing off are skipped, and the scan
+        // stops at the first entry not yet due (all later ones were written later).
+        for &(last_write, key) in &st.dirty {
+            if due.len() >= room {
+                break;
+            }
+            let s = &st.slots[&key];
             if s.in_flight {
                 continue;
             }
@@ -135,17 +142,15 @@ impl BlockCache {
                 wake = wake.min(at);
                 continue;
             }
-            let at = s.last_write + self.cfg.dirty_upload_delay;
+            let at = last_write + self.cfg.dirty_upload_delay;
             if urgent || s.eager || at <= now {
-                due.push((s.last_write, *key));
+                due.push(key);
             } else {
                 wake = wake.min(at);
+                break;
             }
         }
-        due.sort();
-        let cap = (self.cfg.max_connections + self.cfg.max_threads).max(1);
-        due.truncate(cap.saturating_sub(st.in_flight));
-        for (_, key) in due {
+        for key in due {
             let s = st.slots.get_mut(&key).expect("dirty key is indexed");
             s.in_flight = true;
             let entry = s.entry.clone();

@@ -113,7 +113,7 @@ impl Filesystem {
                      WHERE id = ?1",
                 )?
                 .execute(params![id, end as i64, op.now, kill, libc::S_IXGRP, libc::S_ISGID])?;
-            Ok(())
+            super::xattr::kill_capability(&op.tx, id)
         })
     }
 

@@ -135,7 +135,13 @@ impl Filesystem {
             if let Some(gid) = set.gid {
                 row.gid = gid;
             }
-            if chown && ctx.uid != 0 && !row.is_dir() {
+            if (chown || set.size.is_some()) && row.fmt() == libc::S_IFREG {
+                super::xattr::kill_capability(&op.tx, id)?;
+            }
+            // A truncate by an unprivileged process clears them too (the kernel leaves
+            // it to us under FUSE_HANDLE_KILLPRIV_V2), unless it sets the mode itself.
+            let truncate = set.size.is_some() && set.mode.is_none();
+            if (chown || truncate) && ctx.uid != 0 && !row.is_dir() {
                 row.mode &= !libc::S_ISUID;
                 if row.mode & libc::S_IXGRP != 0 {
                     row.mode &= !libc::S_ISGID;

@@ -120,6 +120,18 @@ impl Filesystem {
     }
 }
 
+/// Remove the `security.capability` xattr of `ino`, if any, as the kernel does on a
+/// write, truncate or chown. The mount asks for `FUSE_HANDLE_KILLPRIV_V2`, which leaves
+/// this to the filesystem and in exchange spares a getxattr round trip per write.
+pub(crate) fn kill_capability(c: &Connection, ino: i64) -> FsResult<()> {
+    if let Some((name_id, _)) = find(c, ino, b"security.capability")? {
+        c.prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1 AND name_id = ?2")?
+            .execute(params![ino, name_id])?;
+        del_name(c, name_id)?;
+    }
+    Ok(())
+}
+
 /// Changing xattrs: EPERM for user.* on anything but regular files and directories (as
 /// Linux does) and for locked inodes.
 fn check_xattr_writable(row: &super::db::InodeRow, user: bool) -> FsResult<()> {

@@ -97,10 +97,18 @@ pub fn snapshot(db: &Path, dest: &Path) -> Result<(), Error> {
     let mut dst = rusqlite::Connection::open(dest).map_err(|e| db_err("creating the metadata snapshot", e))?;
     {
         let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| db_err("snapshot", e))?;
-        // All pages in one step: one read transaction, so one consistent state.
+        // All pages in one step: one read transaction, so one consistent state. A DB
+        // locked by another process for a minute is an error, not a reason to hang.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             match backup.step(-1).map_err(|e| db_err("snapshot", e))? {
                 rusqlite::backup::StepResult::Done => break,
+                _ if std::time::Instant::now() >= deadline => {
+                    return Err(Error::new(
+                        ExitCode::Failure,
+                        "snapshot: the metadata database stays locked",
+                    ));
+                }
                 _ => std::thread::sleep(std::time::Duration::from_millis(10)),
             }
         }

@@ -267,12 +267,16 @@ fn open_cache(
     parallel: usize,
 ) -> Result<Arc<BlockCache>, Error> {
     let mut config = CacheConfig::new(files.cache.clone(), params.data_block_size);
-    if let Some(kib) = args.cachesize {
-        config.max_bytes = kib * 1024;
-    }
-    if let Some(n) = args.max_cache_entries {
-        config.max_entries = n;
-    }
+    let (max_bytes, max_entries) = crate::cache::auto_limits(
+        &files.cache,
+        params.data_block_size,
+        parallel,
+        args.cachesize.map(|kib| kib.saturating_mul(1024)),
+        args.max_cache_entries,
+    )?;
+    log::info!("cache limits: {} MiB, {max_entries} entries", max_bytes >> 20);
+    config.max_bytes = max_bytes;
+    config.max_entries = max_entries;
     if let Some(n) = args.max_threads {
         config.max_threads = usize::from(n);
     }
