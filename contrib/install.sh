@@ -13,6 +13,7 @@ declare -A names=(
     [mkfs-s3fs]=mkfs.s3fs
     [mount-s3fs]=mount.s3fs
     [umount-s3fs]=umount.s3fs
+    [fsck-s3fs]=fsck.s3fs
     [s3fsadm]=s3fsadm
 )
 install -d "$PREFIX/bin" "$PREFIX/share/man/man8"

@@ -9,125 +9,9 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-const MKFS: &str = env!("CARGO_BIN_EXE_mkfs-s3fs");
-const MOUNT: &str = env!("CARGO_BIN_EXE_mount-s3fs");
-const UMOUNT: &str = env!("CARGO_BIN_EXE_umount-s3fs");
-
-/// A filesystem on a store, with a mountpoint; unmounts whatever is left at drop.
-struct Fixture {
-    dir: tempfile::TempDir,
-    url: String,
-    mnt: PathBuf,
-}
-
-impl Fixture {
-    fn local() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("local://{}/store", dir.path().display());
-        Fixture::new(dir, url, "")
-    }
-
-    fn s3(server: &common::S3Server) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let auth = format!(
-            "[s3]\nstorage-url: {}\nbackend-login: {}\nbackend-password: {}\nbackend-options: {}\n",
-            server.url, server.login, server.password, server.options
-        );
-        Fixture::new(dir, server.url_with_prefix("mount"), &auth)
-    }
-
-    fn new(dir: tempfile::TempDir, url: String, authinfo: &str) -> Fixture {
-        let auth = dir.path().join("authinfo2");
-        std::fs::write(&auth, authinfo).unwrap();
-        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let f = Fixture { dir, url, mnt };
-        let o = f.tool(MKFS, &["--plain", &f.url.clone()]);
-        assert!(o.status.success(), "mkfs: {}", String::from_utf8_lossy(&o.stderr));
-        f
-    }
-
-    fn tool(&self, bin: &str, args: &[&str]) -> Output {
-        Command::new(bin)
-            .env("HOME", self.dir.path())
-            .arg("--authfile")
-            .arg(self.dir.path().join("authinfo2"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn cachedir(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    /// mount.s3fs in the background; returns its output (it exits once mounted).
-    fn mount_with(&self, cache: &str, mnt: &Path, extra: &[&str]) -> Output {
-        let log = self.dir.path().join("mount.log").display().to_string();
-        let (url, mnt) = (self.url.clone(), mnt.display().to_string());
-        let mut args = vec!["--cachedir", cache, "--log", &log];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        args.push(&mnt);
-        self.tool(MOUNT, &args)
-    }
-
-    fn mount(&self, cache: &str) {
-        let o = self.mount_with(&self.cachedir(cache), &self.mnt, &[]);
-        assert!(o.status.success(), "mount: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(is_mounted(&self.mnt));
-    }
-
-    fn umount(&self) {
-        let o = Command::new(UMOUNT).arg(&self.mnt).output().unwrap();
-        assert!(o.status.success(), "umount: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(!is_mounted(&self.mnt));
-    }
-
-    fn data_objects(&self) -> usize {
-        let store = self.dir.path().join("store");
-        fn count(p: &Path) -> usize {
-            std::fs::read_dir(p)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| {
-                            let path = e.path();
-                            if path.is_dir() {
-                                count(&path)
-                            } else {
-                                usize::from(e.file_name().to_string_lossy().starts_with("s3fs_data_"))
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        count(&store)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        for mnt in [self.mnt.clone(), self.dir.path().join("mnt2")] {
-            if is_mounted(&mnt) {
-                let _ = Command::new("fusermount3").arg("-uz").arg(&mnt).status();
-            }
-        }
-    }
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    let want = mnt.display().to_string();
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
-}
+use common::mount::{Fixture, is_mounted, mount_pid, wait_gone};
 
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -315,26 +199,6 @@ fn mount_refusals_have_documented_exit_codes() {
         String::from_utf8_lossy(&adm.stderr)
     );
     f.umount();
-}
-
-fn mount_pid(mnt: &Path) -> i32 {
-    let name = CString::new("s3fs.pid").unwrap();
-    let mut buf = [0u8; 32];
-    // SAFETY: valid buffers.
-    let n = unsafe { libc::getxattr(c(mnt).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(n > 0);
-    std::str::from_utf8(&buf[..n as usize]).unwrap().parse().unwrap()
-}
-
-fn wait_gone(pid: i32) {
-    let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "mount process {pid} did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

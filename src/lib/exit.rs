@@ -38,6 +38,10 @@ pub enum ExitCode {
     Uncorrectable = 44,
     CacheDirInaccessible = 45,
     VerifyFoundProblems = 46,
+    /// fsck.s3fs: errors were found (and repaired): 128 + 0.
+    ErrorsFound = 128,
+    /// fsck.s3fs: errors were found and some could not be repaired: 128 + 44.
+    UncorrectableFound = 172,
 }
 
 impl ExitCode {

@@ -124,6 +124,12 @@ impl FsStore {
             .await?;
         self.put(names::PARAMS, &json, PutMode::Overwrite).await
     }
+
+    /// Store `params` as the current superblock only, creating no version: for states
+    /// that must never be restored (fsck in progress).
+    pub async fn write_current_params(&self, params: &Params) -> Result<(), Error> {
+        self.put(names::PARAMS, &params.to_json(), PutMode::Overwrite).await
+    }
 }
 
 /// A store opened from a storage URL and its authinfo2 settings.

@@ -9,7 +9,8 @@
 //! [`fs`] is the filesystem core (POSIX semantics, no FUSE types) and [`fuse`] the thin
 //! adapter to the kernel; [`mount`] runs a mount from start to clean exit; [`config`]
 //! reads authinfo2 and prompts for secrets; [`cli`] holds the clap definitions shared by
-//! the binaries and the man pages; [`mkfs`] and [`adm`] are tool entry points.
+//! the binaries and the man pages; [`mkfs`], [`fsck`] and [`adm`] are tool entry points
+//! ([`fsck`] also holds crash recovery and the consistency checks).
 
 pub mod adm;
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod exit;
 pub mod fs;
 pub mod fs_store;
+pub mod fsck;
 pub mod fuse;
 pub mod meta;
 pub mod mkfs;

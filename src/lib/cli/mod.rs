@@ -185,6 +185,10 @@ fn mount_help() -> String {
             ExitCode::NoMountpoint,
             "the mountpoint does not exist or is not a directory",
         ),
+        (
+            ExitCode::NotEnoughFds,
+            "the open-file limit leaves fewer than 64 cache entries (raise ulimit -n)",
+        ),
         (ExitCode::MountFailed, "the FUSE mount failed"),
         (ExitCode::MountedHere, "the mountpoint is already in use by a mount"),
     ])
@@ -251,6 +255,65 @@ pub struct MountArgs {
     pub logging: LogArgs,
 }
 
+fn fsck_help() -> String {
+    store_tool_help(&[
+        (
+            ExitCode::MountedElsewhere,
+            "the filesystem is mounted on another machine",
+        ),
+        (ExitCode::MountedHere, "the filesystem is mounted on this machine"),
+        (
+            ExitCode::BatchNeedsInput,
+            "--batch, but going on needs a confirmation (use --force-remote to accept the loss)",
+        ),
+        (ExitCode::LocalDbCorrupt, "the local metadata database is corrupt"),
+        (ExitCode::ErrorsFound, "errors were found and repaired"),
+        (
+            ExitCode::UncorrectableFound,
+            "errors were found and some could not be repaired",
+        ),
+    ])
+}
+
+/// fsck.s3fs: check and repair a filesystem.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "fsck.s3fs",
+    version,
+    about = "Check and repair an s3fs filesystem",
+    long_about = "Check and repair an s3fs filesystem that is not mounted.\n\nAfter a crash of the mount on this machine (kill -9, power cut), run it here with the same cache directory: it uploads every block that was dirty in the cache, repairs the metadata and marks the filesystem clean, so that every fsync'ed file reads back exactly. It then runs every consistency check (names, entries, inodes, blocks, objects and their reference counts, orphans into /lost+found, objects missing from or unknown to the store, sizes, directory loops, xattrs, symlinks, POSIX sanity, DB integrity, recent metadata versions) and names damaged files by their path. A filesystem marked clean and checked in the last 31 days is not checked again unless --force is given, so running it before every mount is cheap. Safe to interrupt: the next run starts over.",
+    after_long_help = fsck_help()
+)]
+pub struct FsckArgs {
+    /// The filesystem (see STORAGE URLS below)
+    #[arg(value_name = "STORAGE_URL")]
+    pub storage_url: String,
+    /// Never ask: exit 41 where going on would need a confirmation
+    #[arg(long)]
+    pub batch: bool,
+    /// Check even if the filesystem is marked clean
+    #[arg(long)]
+    pub force: bool,
+    /// Use the metadata in the store although the filesystem is marked as mounted elsewhere
+    /// (whatever that host had not uploaded is lost); without it a terminal asks you to type
+    /// "continue, I know what I am doing"
+    #[arg(long)]
+    pub force_remote: bool,
+    /// Keep the cached blocks after the check
+    #[arg(long)]
+    pub keep_cache: bool,
+    /// Skip the verification of the retained metadata versions in the store
+    #[arg(long)]
+    pub fast: bool,
+    /// Append the log to this file as well as to standard error
+    #[arg(long, value_name = "PATH")]
+    pub log: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
 fn umount_help() -> String {
     // 1 also covers "busy": the message lists the processes using the filesystem.
     exit_codes_help(&[(ExitCode::MountFailed, "the unmount failed")])
@@ -282,6 +345,7 @@ pub fn commands() -> Vec<clap::Command> {
         MkfsArgs::command(),
         MountArgs::command(),
         UmountArgs::command(),
+        FsckArgs::command(),
         AdmArgs::command(),
     ]
 }

@@ -165,6 +165,13 @@ pub async fn acquire(fs: &FsStore, fs_uuid: &str) -> Result<Guard, Error> {
     Ok(Guard::CheckThenWrite)
 }
 
+/// Take the lock whoever holds it (fsck after a crash, or with `--force-remote`): the
+/// caller has established that the holder is gone or its loss is accepted.
+pub fn take_over(fs: &FsStore, fs_uuid: &str) -> Result<(), Error> {
+    let body = serde_json::to_vec(&LockInfo::for_this_process(fs_uuid)).expect("lock serializes");
+    crate::runtime::block_on(fs.put(LOCK, &body, PutMode::Overwrite))
+}
+
 /// Give the lock up at a clean unmount (or after fsck repaired a crashed mount).
 pub async fn release(fs: &FsStore) -> Result<(), Error> {
     Ok(fs.store().delete(LOCK).await?)

@@ -39,5 +39,42 @@ pub fn open_store(
             Arc::new(crate::runtime::block_on(S3Store::connect(url, &options, credentials))?)
         }
     };
+    let raw = match std::env::var(FAULT_ENV) {
+        Ok(spec) => inject_faults(raw, &spec)?,
+        Err(_) => raw,
+    };
     Ok(Arc::new(RetryStore::new(raw, RetryPolicy::default())))
+}
+
+/// For crash and fault tests of the real binaries only: `S3FS_TEST_FAULTS=RATE[,SEED]`
+/// makes that share of store requests fail with a temporary error (half of them after
+/// the request was carried out, as when a reply is lost), below the retry layer.
+pub const FAULT_ENV: &str = "S3FS_TEST_FAULTS";
+
+fn inject_faults(raw: Arc<dyn Store>, spec: &str) -> Result<Arc<dyn Store>, Error> {
+    let bad = || {
+        Error::new(
+            crate::exit::ExitCode::BadArgument,
+            format!("{FAULT_ENV}={spec}: expected RATE[,SEED]"),
+        )
+    };
+    let (rate, seed) = spec.split_once(',').unwrap_or((spec, "1"));
+    let error_rate: f64 = rate.trim().parse().map_err(|_| bad())?;
+    let seed: u64 = seed.trim().parse().map_err(|_| bad())?;
+    if !(0.0..1.0).contains(&error_rate) {
+        return Err(bad());
+    }
+    log::warn!(
+        "{FAULT_ENV}: failing {:.0} % of store requests (testing only)",
+        error_rate * 100.0
+    );
+    Ok(Arc::new(crate::store::fault::FaultStore::new(
+        raw,
+        crate::store::fault::FaultConfig {
+            error_rate,
+            lost_reply_share: 0.5,
+            seed,
+            ..Default::default()
+        },
+    )))
 }

@@ -1,0 +1,681 @@
+//! fsck.s3fs: bring a filesystem that is not mounted back to a consistent, clean state.
+//!
+//! 1. Refuse if it is mounted here (40) or by a live process on this machine.
+//! 2. Pick the metadata: the local DB when it is at least as new as the store's (after a
+//!    crash here it is the only copy of the newest changes), else the store's newest
+//!    intact version. If the store says the filesystem is mounted elsewhere, using its
+//!    metadata loses what that host had not uploaded: only with `--force-remote` or a
+//!    typed confirmation (exit 41 in `--batch` mode).
+//! 3. Skip a filesystem that is marked clean and was checked in the last 31 days.
+//! 4. Take the lock, mark the filesystem in check (`needs_fsck`, current params only, so
+//!    an interrupted fsck leaves no half-made metadata version and the next run starts
+//!    over).
+//! 5. Crash recovery: open the DB (purging inodes left without entries), upload every
+//!    `.dirty` cache block with the normal pipeline ([`crate::cache::recover_dirty`]).
+//! 6. DB integrity check, every consistency check ([`checks`]), the store listing
+//!    compared with the DB (streamed), verification of the retained metadata versions.
+//! 7. Upload the metadata as a new version (in full after a crash or repairs), mark the
+//!    filesystem clean, expire old versions, release the lock.
+//!
+//! Nothing is deleted from the store that a retained metadata version still references:
+//! objects unknown to the current DB are kept when a retained version names them.
+
+pub mod checks;
+pub mod paths;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rusqlite::Connection;
+
+use crate::cache::{self, CacheConfig};
+use crate::cli::FsckArgs;
+use crate::config::{self, SecretSource};
+use crate::exit::{Error, ExitCode};
+use crate::fs::Filesystem;
+use crate::fs_store::{self, ConnectOptions, FsStore, names};
+use crate::meta::chunks::{self, ChunkHashes};
+use crate::mount::guard;
+use crate::mount::run::KEEP_VERSIONS;
+use crate::mount::state::LocalFiles;
+use crate::params::{Params, unix_now};
+use crate::runtime::block_on;
+use checks::Findings;
+
+/// A filesystem checked this recently and marked clean is not checked again without
+/// `--force` (S3QL's rule).
+const RECHECK_AFTER_SECS: i64 = 31 * 86_400;
+/// Retained metadata versions verified unless `--fast`.
+const VERIFY_VERSIONS: usize = 5;
+/// The sentence a user types to accept losing what another host had not uploaded.
+pub const FORCE_REMOTE_PHRASE: &str = "continue, I know what I am doing";
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Checked, nothing wrong.
+    Clean,
+    /// Marked clean and checked recently: not checked again.
+    Skipped,
+    /// Errors were found and repaired (exit 128).
+    Repaired,
+    /// Some errors could not be repaired (exit 172).
+    Uncorrectable,
+}
+
+/// Asks the user to accept a loss. Tests answer it; the tool reads standard input.
+pub trait Confirm {
+    /// Show `warning` and return whether the user typed `phrase`.
+    fn confirm(&mut self, warning: &str, phrase: &str) -> Result<bool, Error>;
+}
+
+/// Standard input: one line.
+pub struct StdinConfirm;
+
+impl Confirm for StdinConfirm {
+    fn confirm(&mut self, warning: &str, phrase: &str) -> Result<bool, Error> {
+        let mut err = std::io::stderr();
+        let _ = writeln!(err, "{warning}");
+        let _ = write!(err, "Type \"{phrase}\" to go on: ");
+        let _ = err.flush();
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::new(ExitCode::Failure, format!("cannot read the answer: {e}")))?;
+        Ok(line.trim_end_matches(['\r', '\n']) == phrase)
+    }
+}
+
+/// The tool: run the check, log to `--log` (or `<cachedir>/fsck.log`) and stderr, and map
+/// the outcome to S3QL's exit codes.
+pub fn main(args: &FsckArgs, secrets: &mut dyn SecretSource) -> Result<(), Error> {
+    match &args.log {
+        None => args.logging.init(),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Error::new(ExitCode::LogFile, format!("log file {}: {e}", path.display())))?;
+            args.logging.init_to(Some(Box::new(Tee(file))));
+        }
+    }
+    match run(args, secrets, &mut StdinConfirm)? {
+        Outcome::Clean | Outcome::Skipped => Ok(()),
+        Outcome::Repaired => Err(Error::new(ExitCode::ErrorsFound, "errors were found and repaired")),
+        Outcome::Uncorrectable => Err(Error::new(
+            ExitCode::UncorrectableFound,
+            "errors were found and some could not be repaired (see above)",
+        )),
+    }
+}
+
+/// Log lines to a file and to standard error.
+struct Tee(std::fs::File);
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        self.0.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// One phase of the check: a progress bar on a terminal, one log line at its end.
+struct Phase {
+    name: &'static str,
+    started: Instant,
+    bar: ProgressBar,
+}
+
+impl Phase {
+    fn start(name: &'static str) -> Phase {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{msg:<28} {wide_bar} {pos}/{len} [{elapsed_precise}, ETA {eta}]")
+                    .expect("valid template"),
+            );
+            bar.set_message(name);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Phase {
+            name,
+            started: Instant::now(),
+            bar,
+        }
+    }
+
+    fn set(&self, done: u64, total: u64) {
+        self.bar.set_length(total.max(done));
+        self.bar.set_position(done);
+    }
+
+    fn finish(self, what: &str) {
+        self.bar.finish_and_clear();
+        log::info!("{}: {what} ({:.1} s)", self.name, self.started.elapsed().as_secs_f64());
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::new(ExitCode::LocalDbCorrupt, format!("{what}: {e}"))
+}
+
+/// Check the filesystem at `args.storage_url`. See the module documentation.
+pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Confirm) -> Result<Outcome, Error> {
+    let opts = ConnectOptions {
+        authfile: args.store.authfile.as_deref(),
+        backend_options: args.store.backend_options.as_deref(),
+    };
+    let conn = fs_store::connect(&args.storage_url, &opts, secrets)?;
+    crate::adm::refuse_if_mounted_here(&conn.url)?;
+    let compression = config::compression(None, conn.auth.compress.as_deref())?;
+    let opened = block_on(fs_store::open_filesystem(&conn, compression, secrets))?;
+    let store = opened.fs.clone();
+    let cachedir = config::cache_dir(args.store.cachedir.as_deref(), &conn.auth)?;
+    std::fs::create_dir_all(&cachedir).map_err(|e| {
+        Error::new(
+            ExitCode::CacheDirInaccessible,
+            format!("cache directory {}: {e}", cachedir.display()),
+        )
+    })?;
+    let files = LocalFiles::new(&cachedir, &conn.url);
+    let parallel = args
+        .store
+        .max_connections
+        .map(usize::from)
+        .or(conn.auth.max_connections)
+        .unwrap_or(32);
+    let remote = opened.params.clone();
+    let local = files
+        .read_params()
+        .filter(|l| l.uuid == remote.uuid && files.db.exists());
+
+    let holder = block_on(guard::read_lock(&store))?.filter(|h| h.fs_uuid == remote.uuid);
+    if let Some(h) = &holder
+        && h.host == guard::hostname()
+        && h.pid != std::process::id()
+        && process_alive(h.pid)
+    {
+        return Err(Error::new(
+            ExitCode::MountedHere,
+            format!("the filesystem is in use on this machine by {}", h.describe()),
+        ));
+    }
+
+    // Which metadata, and why a check is needed.
+    let mut reasons: Vec<String> = Vec::new();
+    let use_local = local.as_ref().is_some_and(|l| l.seq >= remote.seq);
+    let mut crashed_here = false;
+    if let Some(l) = local.as_ref().filter(|_| use_local) {
+        if l.is_mounted || l.needs_fsck {
+            crashed_here = true;
+            reasons.push("the filesystem was not unmounted cleanly on this machine".into());
+        }
+        if l.seq > remote.seq {
+            reasons.push("the local metadata is newer than the store's".into());
+        }
+    } else {
+        let elsewhere = holder.as_ref().filter(|h| h.host != guard::hostname());
+        if remote.is_mounted || elsewhere.is_some() {
+            let who = elsewhere.map_or_else(|| "another machine".to_owned(), |h| h.describe());
+            let warning = format!(
+                "The filesystem is marked as mounted by {who}. If it is still mounted there, or stopped \
+                 without unmounting, using the metadata in the store loses every change that host had \
+                 not uploaded: run fsck.s3fs on that host instead if you can."
+            );
+            if !args.force_remote {
+                if args.batch {
+                    return Err(Error::new(
+                        ExitCode::BatchNeedsInput,
+                        format!(
+                            "the filesystem is marked as mounted by {who}: run fsck.s3fs there, or use --force-remote to accept losing what it had not uploaded"
+                        ),
+                    ));
+                }
+                if !confirm.confirm(&warning, FORCE_REMOTE_PHRASE)? {
+                    return Err(Error::new(ExitCode::Aborted, "aborted: nothing was changed"));
+                }
+            }
+            log::warn!("using the store's metadata although the filesystem is marked as mounted by {who}");
+            reasons.push(format!("the filesystem was in use by {who}"));
+        }
+    }
+    if remote.needs_fsck {
+        reasons.push("the filesystem is marked as needing a check".into());
+    }
+    if reasons.is_empty() && !args.force && unix_now() - remote.last_fsck < RECHECK_AFTER_SECS {
+        log::info!("the filesystem is marked clean and was checked recently: not checking (use --force)");
+        return Ok(Outcome::Skipped);
+    }
+    for r in &reasons {
+        log::warn!("{r}");
+    }
+
+    guard::take_over(&store, &remote.uuid)?;
+    let mut findings = Findings::new();
+
+    // The metadata to check, in files.db.
+    let mut params = if use_local {
+        local.clone().expect("use_local implies a local copy")
+    } else {
+        retire_local_cache(&files)?;
+        download_newest(&store, &remote, &files, parallel, &mut findings)?
+    };
+    integrity_check(&files.db)?;
+
+    // In check from now on: an interruption leaves needs_fsck behind. Only the current
+    // superblock is written, so no metadata version exists that lacks its chunks.
+    let newest_chunk = newest_chunk_seq(&store)?;
+    params.seq = params.seq.max(remote.seq).max(newest_chunk) + 1;
+    params.is_mounted = true;
+    params.needs_fsck = true;
+    files.write_params(&params)?;
+    block_on(store.write_current_params(&params))?;
+
+    if use_local {
+        recover_cache(&files, &params, &store, parallel, &mut findings)?;
+    }
+
+    let db = Connection::open(&files.db).map_err(db_err("opening the metadata"))?;
+    db.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -262144;")
+        .map_err(db_err("opening the metadata"))?;
+    {
+        let mut phase: Option<Phase> = None;
+        let mut progress = |name: &str, done: u64, total: u64| {
+            if name == "done" {
+                return;
+            }
+            if phase.as_ref().is_none_or(|p| p.name != name) {
+                if let Some(p) = phase.take() {
+                    p.finish("done");
+                }
+                phase = Some(Phase::start(leak_name(name)));
+            }
+            if let Some(p) = &phase {
+                p.set(done, total);
+            }
+        };
+        checks::check_db(&db, params.data_block_size, &mut progress, &mut findings)
+            .map_err(db_err("checking the metadata"))?;
+        if let Some(p) = phase.take() {
+            p.finish("done");
+        }
+    }
+    compare_with_store(&db, &store, &cachedir, parallel, &mut findings)?;
+    delete_objects(&store, &findings.objects_to_delete)?;
+    if !args.fast {
+        verify_versions(&store, &files, parallel, &mut findings)?;
+    }
+    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .map_err(db_err("checkpointing the metadata"))?;
+    drop(db);
+
+    for f in &findings.items {
+        log::warn!("{f}");
+    }
+
+    // A new version, in full when anything was wrong (older chunk objects may come from
+    // an interrupted upload), incrementally otherwise.
+    let full = crashed_here || !reasons.is_empty() || !findings.is_clean() || !use_local;
+    let phase = Phase::start("uploading metadata");
+    let previous = if full {
+        ChunkHashes::default()
+    } else {
+        ChunkHashes::load(&files.chunks)
+    };
+    params.seq += 1;
+    let up = block_on(chunks::upload_version(
+        &store,
+        &files.db,
+        params.seq,
+        params.metadata_block_size,
+        &previous,
+        parallel,
+    ))?;
+    phase.finish(&format!("{} of {} chunks sent", up.chunks_sent, up.chunks_total));
+    params.db_size = up.digest.size;
+    params.db_sha256 = up.digest.sha256.clone();
+    params.is_mounted = false;
+    params.needs_fsck = findings.uncorrectable;
+    params.last_fsck = unix_now();
+    params.last_modified = unix_now();
+    files.write_params(&params)?;
+    block_on(store.write_params(&params))?;
+    up.hashes.save(&files.chunks)?;
+    if let Err(e) = block_on(chunks::expire(&store, KEEP_VERSIONS)) {
+        log::warn!("cannot expire old metadata versions: {e}");
+    }
+    if !args.keep_cache {
+        remove_clean_cache_files(&files);
+    }
+    block_on(guard::release(&store))?;
+
+    Ok(if findings.uncorrectable {
+        Outcome::Uncorrectable
+    } else if !findings.is_clean() {
+        Outcome::Repaired
+    } else {
+        Outcome::Clean
+    })
+}
+
+/// Phase names come from the checks module as `&str`; the progress display keeps a few
+/// of them for its lifetime.
+fn leak_name(name: &str) -> &'static str {
+    Box::leak(name.to_owned().into_boxed_str())
+}
+
+/// `PRAGMA integrity_check`: a damaged local DB cannot be repaired here (exit 43).
+fn integrity_check(db: &Path) -> Result<(), Error> {
+    let phase = Phase::start("database integrity");
+    let conn = Connection::open(db).map_err(db_err("opening the metadata"))?;
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA integrity_check(20)")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(db_err("checking the metadata database"))?;
+    if problems != ["ok"] {
+        return Err(Error::new(
+            ExitCode::LocalDbCorrupt,
+            format!(
+                "the metadata database {} is corrupt ({}); restore a metadata version with s3fsadm restore-metadata",
+                db.display(),
+                problems.join("; ")
+            ),
+        ));
+    }
+    phase.finish("ok");
+    Ok(())
+}
+
+/// Highest seq of any metadata chunk object in the store (an interrupted upload can
+/// leave chunks newer than every superblock).
+fn newest_chunk_seq(store: &FsStore) -> Result<u64, Error> {
+    let listed = block_on(crate::store::list_all(store.store().as_ref(), names::META_PREFIX))?;
+    Ok(listed
+        .iter()
+        .filter_map(|o| names::parse_meta_chunk(&o.key).map(|(_, seq)| seq))
+        .max()
+        .unwrap_or(0))
+}
+
+/// The local cache belongs to older metadata: keep it aside if it holds dirty blocks
+/// (the user may want them), delete it otherwise, and forget the local DB's files.
+fn retire_local_cache(files: &LocalFiles) -> Result<(), Error> {
+    let dirty = std::fs::read_dir(&files.cache)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with(".dirty"))
+        })
+        .unwrap_or(false);
+    if dirty {
+        let aside = files.cache.with_extension(format!("bak-{}", unix_now()));
+        std::fs::rename(&files.cache, &aside).map_err(|e| {
+            Error::new(
+                ExitCode::CacheDirInaccessible,
+                format!("cannot move {} aside: {e}", files.cache.display()),
+            )
+        })?;
+        log::warn!(
+            "the local cache held blocks newer than the store's metadata; they were moved to {} (delete it when you no longer need them)",
+            aside.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&files.cache);
+    }
+    for stale in [
+        files.chunks.clone(),
+        files.db.with_extension("db-wal"),
+        files.db.with_extension("db-shm"),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
+    Ok(())
+}
+
+/// Download the store's current metadata; if it is damaged, the newest intact retained
+/// version (reported: the changes after it are lost).
+fn download_newest(
+    store: &FsStore,
+    remote: &Params,
+    files: &LocalFiles,
+    parallel: usize,
+    findings: &mut Findings,
+) -> Result<Params, Error> {
+    let phase = Phase::start("downloading metadata");
+    match block_on(chunks::download(store, remote, &files.db, parallel)) {
+        Ok(()) => {
+            phase.finish(&format!("version {}", remote.seq));
+            return Ok(remote.clone());
+        }
+        Err(e) => log::warn!("the store's current metadata (version {}) is damaged: {e}", remote.seq),
+    }
+    for v in block_on(chunks::versions(store))? {
+        if v.seq >= remote.seq {
+            continue;
+        }
+        if block_on(chunks::download(store, &v, &files.db, parallel)).is_ok() {
+            findings.add_repaired(
+                "metadata",
+                format!(
+                    "metadata version {} was damaged; using version {} instead (later changes are lost)",
+                    remote.seq, v.seq
+                ),
+            );
+            phase.finish(&format!("version {}", v.seq));
+            let mut p = v.clone();
+            p.seq = remote.seq;
+            return Ok(p);
+        }
+    }
+    Err(Error::new(
+        ExitCode::Uncorrectable,
+        "no intact metadata version in the store; nothing can be recovered without a local copy",
+    ))
+}
+
+/// After a crash here: purge inodes left without entries, then upload every dirty cache
+/// block with the normal pipeline (dedup included) and commit it to the DB.
+fn recover_cache(
+    files: &LocalFiles,
+    params: &Params,
+    store: &FsStore,
+    parallel: usize,
+    findings: &mut Findings,
+) -> Result<(), Error> {
+    let phase = Phase::start("uploading dirty blocks");
+    let fs = Filesystem::open(&files.db, params.data_block_size)?;
+    let released = fs.take_deleted_objects();
+    let mut config = CacheConfig::new(files.cache.clone(), params.data_block_size);
+    let (max_bytes, max_entries) = cache::auto_limits(&files.cache, params.data_block_size, parallel, None, None)?;
+    config.max_bytes = max_bytes;
+    config.max_entries = max_entries;
+    config.max_connections = parallel;
+    config.dirty_upload_delay = std::time::Duration::ZERO;
+    let db: Arc<Mutex<Connection>> = fs.db();
+    let report = cache::recover_dirty(config, db, files.db.clone(), store.clone())?;
+    fs.sync_metadata()
+        .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("syncing the metadata: {e}")))?;
+    drop(fs);
+    delete_objects(store, &released)?;
+    if report.uploaded_blocks > 0 {
+        findings.add_repaired(
+            "cache",
+            format!(
+                "{} blocks were dirty in the cache after the crash; uploaded",
+                report.uploaded_blocks
+            ),
+        );
+    }
+    phase.finish(&format!(
+        "{} dirty blocks uploaded, {} stale cache files dropped",
+        report.uploaded_blocks, report.discarded_files
+    ));
+    Ok(())
+}
+
+/// Stream the store's listing of data objects into the DB and compare. Objects unknown
+/// to the DB are deleted, except those a retained metadata version still names.
+fn compare_with_store(
+    db: &Connection,
+    store: &FsStore,
+    scratch: &Path,
+    parallel: usize,
+    findings: &mut Findings,
+) -> Result<(), Error> {
+    let phase = Phase::start("listing the store");
+    checks::begin_listing(db).map_err(db_err("listing the store"))?;
+    let prefix = "s3fs_data_";
+    let mut next = None;
+    let mut listed = 0u64;
+    loop {
+        let page = block_on(store.store().list(prefix, next))?;
+        let mut ids = Vec::with_capacity(page.objects.len());
+        for o in &page.objects {
+            match o.key.strip_prefix(prefix).and_then(|s| s.parse::<i64>().ok()) {
+                Some(id) if id > 0 && !o.key.ends_with(".tmp") => ids.push((id, o.size)),
+                _ => log::warn!("ignoring unexpected object {} in the store", o.key),
+            }
+        }
+        checks::record_listed(db, &ids).map_err(db_err("listing the store"))?;
+        listed += ids.len() as u64;
+        phase.set(listed, listed);
+        match page.next {
+            Some(n) => next = Some(n),
+            None => break,
+        }
+    }
+    let spurious = checks::compare_with_store(db, findings).map_err(db_err("comparing with the store"))?;
+    phase.finish(&format!("{listed} data objects"));
+    if spurious.is_empty() {
+        return Ok(());
+    }
+    let needed = referenced_by_versions(store, scratch, &spurious, parallel)?;
+    let mut delete = Vec::new();
+    for id in spurious {
+        match needed.iter().find(|(i, _)| *i == id) {
+            Some((_, seq)) => {
+                // Not damage: an object released since version `seq` (its deletion was
+                // lost in a crash) that restoring that version would need.
+                let prefix = format!("object {id} is ");
+                findings
+                    .items
+                    .retain(|f| !(f.check == checks::check_id::STORE_SPURIOUS && f.message.starts_with(&prefix)));
+                log::info!(
+                    "object {} is unknown to the current metadata but metadata version {seq} still needs it: kept",
+                    names::data(id as u64)
+                );
+            }
+            None => delete.push(id),
+        }
+    }
+    delete_objects(store, &delete)
+}
+
+/// Which of `ids` the retained metadata versions reference, with one such version each.
+fn referenced_by_versions(
+    store: &FsStore,
+    scratch: &Path,
+    ids: &[i64],
+    parallel: usize,
+) -> Result<Vec<(i64, u64)>, Error> {
+    let wanted: BTreeSet<i64> = ids.iter().copied().collect();
+    let mut found: Vec<(i64, u64)> = Vec::new();
+    for v in block_on(chunks::versions(store))? {
+        let path = scratch.join(format!(".fsck-version-{}.db", v.seq));
+        if block_on(chunks::download(store, &v, &path, parallel)).is_err() {
+            continue; // a damaged version is reported by verify_versions
+        }
+        let c = Connection::open(&path).map_err(db_err("reading a metadata version"))?;
+        let mut st = c
+            .prepare("SELECT id FROM objects")
+            .map_err(db_err("reading a metadata version"))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, i64>(0))
+            .map_err(db_err("reading a metadata version"))?;
+        for id in rows.flatten() {
+            if wanted.contains(&id) && !found.iter().any(|(i, _)| *i == id) {
+                found.push((id, v.seq));
+            }
+        }
+        drop(st);
+        drop(c);
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(found)
+}
+
+fn delete_objects(store: &FsStore, ids: &[i64]) -> Result<(), Error> {
+    let names: Vec<String> = ids.iter().map(|&id| names::data(id as u64)).collect();
+    for batch in names.chunks(1000) {
+        block_on(store.store().delete_many(batch))?;
+    }
+    Ok(())
+}
+
+/// Download the newest retained metadata versions and check each (size, SHA-256, SQLite
+/// integrity). A damaged version's superblock copy is deleted so that it is never offered
+/// for restoring; then every other retained version is checked too, since they may share
+/// the damaged chunk.
+fn verify_versions(store: &FsStore, files: &LocalFiles, parallel: usize, findings: &mut Findings) -> Result<(), Error> {
+    let phase = Phase::start("verifying metadata versions");
+    let versions = block_on(chunks::versions(store))?;
+    let dir = files.db.parent().unwrap_or(Path::new("."));
+    let mut limit = VERIFY_VERSIONS.min(versions.len());
+    let mut i = 0;
+    let mut damaged = 0;
+    while i < limit {
+        let v = &versions[i];
+        phase.set(i as u64, limit as u64);
+        let path = dir.join(format!(".fsck-verify-{}.db", v.seq));
+        let r = block_on(chunks::download(store, v, &path, parallel)).and_then(|()| integrity_check_quiet(&path));
+        let _ = std::fs::remove_file(&path);
+        if let Err(e) = r {
+            damaged += 1;
+            block_on(store.store().delete(&names::params_version(v.seq)))?;
+            findings.add_repaired(
+                "metadata versions",
+                format!(
+                    "metadata version {} is damaged ({}); removed from the retained versions",
+                    v.seq, e.message
+                ),
+            );
+            limit = versions.len();
+        }
+        i += 1;
+    }
+    phase.finish(&format!("{i} checked, {damaged} damaged"));
+    Ok(())
+}
+
+fn integrity_check_quiet(db: &Path) -> Result<(), Error> {
+    let conn = Connection::open(db).map_err(db_err("opening a metadata version"))?;
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
+        .map_err(db_err("checking a metadata version"))?;
+    if ok == "ok" {
+        Ok(())
+    } else {
+        Err(Error::new(ExitCode::LocalDbCorrupt, format!("integrity check: {ok}")))
+    }
+}
+
+/// Delete the clean block files (their content is in the store); dirty ones were uploaded.
+fn remove_clean_cache_files(files: &LocalFiles) {
+    let _ = std::fs::remove_dir_all(&files.cache);
+}
