@@ -168,10 +168,6 @@ impl Phase {
     }
 }
 
-fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::new(ExitCode::LocalDbCorrupt, format!("{what}: {e}"))
 }
@@ -210,7 +206,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     if let Some(h) = &holder
         && h.host == guard::hostname()
         && h.pid != std::process::id()
-        && process_alive(h.pid)
+        && crate::mount::umount::process_running(h.pid)
     {
         return Err(Error::new(
             ExitCode::MountedHere,
