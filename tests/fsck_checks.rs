@@ -286,13 +286,25 @@ fn check_invariants(c: &Connection) {
     assert_eq!(lof_mode & libc::S_IFMT, libc::S_IFDIR, "/lost+found is a directory");
 }
 
-/// Feed the listing `objects` (ids with size 77) to the store comparison.
+/// Feed the listing `objects` to the store comparison: each with the size the DB
+/// recorded at upload, or 77 where it recorded none (or does not know the object).
 fn compare(c: &Connection, listed: &[i64], out: &mut Findings) -> Vec<i64> {
+    let size = |id: i64| -> u64 {
+        c.query_row("SELECT phys_size FROM objects WHERE id = ?1", [id], |r| {
+            r.get::<_, i64>(0)
+        })
+        .ok()
+        .filter(|&s| s >= 0)
+        .map_or(77, |s| s as u64)
+    };
+    let listed: Vec<(i64, u64)> = listed.iter().map(|&id| (id, size(id))).collect();
+    compare_sized(c, &listed, out)
+}
+
+/// Feed a listing of `(id, stored size)` to the store comparison, two per page.
+fn compare_sized(c: &Connection, listed: &[(i64, u64)], out: &mut Findings) -> Vec<i64> {
     begin_listing(c).unwrap();
-    let pages: Vec<Vec<(i64, u64)>> = listed
-        .chunks(2)
-        .map(|p| p.iter().map(|&id| (id, 77)).collect())
-        .collect();
+    let pages: Vec<Vec<(i64, u64)>> = listed.chunks(2).map(|p| p.to_vec()).collect();
     for page in pages {
         record_listed(c, &page).unwrap();
     }
@@ -983,6 +995,35 @@ fn store_comparison() {
     let mut again = Findings::new();
     assert!(compare(&c, &[1, 2], &mut again).is_empty());
     assert!(again.is_clean(), "{:#?}", again.items);
+}
+
+#[test]
+fn object_stored_with_another_size_is_damage() {
+    let t = T::new();
+    let c = t.db();
+    let ids = object_ids(&c);
+    let phys: i64 = c
+        .query_row("SELECT phys_size FROM objects WHERE id = ?1", [ids[0]], |r| r.get(0))
+        .unwrap();
+    let mut listed: Vec<(i64, u64)> = Vec::new();
+    for &id in &ids {
+        let p: i64 = c
+            .query_row("SELECT phys_size FROM objects WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap();
+        listed.push((id, p.max(0) as u64));
+    }
+    // The first object was truncated in the store.
+    listed[0].1 = (phys / 2) as u64;
+    let mut out = Findings::new();
+    // It leaves the metadata, so the damaged copy in the store is garbage to delete.
+    assert_eq!(compare_sized(&c, &listed, &mut out), [ids[0]]);
+    assert_has(&out, check_id::STORE_MISSING, &format!("object {} (holding", ids[0]));
+    assert!(
+        !object_ids(&c).contains(&ids[0]),
+        "the damaged object left the metadata"
+    );
+    drop(c);
+    t.assert_clean();
 }
 
 #[test]
