@@ -24,7 +24,7 @@ for t in pjdfstest fsx; do
 done
 
 cargo build --bins --quiet
-BIN="$repo/target/debug"
+BIN="${CARGO_TARGET_DIR:-$repo/target}/debug"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/s3fs-posix.XXXXXX")
 # pjdfstest's unprivileged users must be able to reach the mountpoint.
