@@ -227,6 +227,12 @@ pub fn compression(cli: Option<&str>, auth: Option<&str>) -> Result<crate::codec
     }
 }
 
+/// Concurrent store requests: `--max-connections`, else authinfo2's `max-connections`,
+/// else 32.
+pub fn max_connections(cli: Option<u16>, auth: &AuthInfo) -> usize {
+    cli.map(usize::from).or(auth.max_connections).unwrap_or(32)
+}
+
 /// The cache directory: command line, else authinfo2, else `~/.s3fs`. Created with
 /// mode 0700 if missing; exit 45 if unusable.
 pub fn cache_dir(cli: Option<&Path>, auth: &AuthInfo) -> Result<PathBuf, Error> {

@@ -191,12 +191,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
         )
     })?;
     let files = LocalFiles::new(&cachedir, &conn.url);
-    let parallel = args
-        .store
-        .max_connections
-        .map(usize::from)
-        .or(conn.auth.max_connections)
-        .unwrap_or(32);
+    let parallel = config::max_connections(args.store.max_connections, &conn.auth);
     let remote = opened.params.clone();
     let local = files
         .read_params()

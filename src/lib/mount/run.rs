@@ -178,12 +178,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     let opened = block_on(fs_store::open_filesystem(&conn, compression, secrets))?;
     let cachedir = config::cache_dir(args.store.cachedir.as_deref(), &conn.auth)?;
     let files = LocalFiles::new(&cachedir, &conn.url);
-    let parallel = args
-        .store
-        .max_connections
-        .map(usize::from)
-        .or(conn.auth.max_connections)
-        .unwrap_or(32);
+    let parallel = config::max_connections(args.store.max_connections, &conn.auth);
     let mut params = opened.params.clone();
 
     // A live mount on this machine (any cache directory) is "mounted elsewhere"; a dead
