@@ -1,5 +1,7 @@
 //! The filesystem core's metadata operations, driven directly (no FUSE, no store).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -165,30 +167,8 @@ fn lost_found(t: &T) -> u64 {
 /// Give `ino` the blocks `blocks[i]` (block id, object id) at blockno i, creating the
 /// block and object rows as needed with the right refcounts.
 fn add_blocks(c: &Connection, ino: u64, blocks: &[(i64, i64)]) {
-    for (blockno, &(block, obj)) in blocks.iter().enumerate() {
-        c.execute(
-            "INSERT INTO objects (id, refcount, phys_size, length) VALUES (?1, 0, 10, 10) ON CONFLICT DO NOTHING",
-            [obj],
-        )
-        .unwrap();
-        let new: usize = c
-            .execute(
-                "INSERT INTO blocks (id, hash, refcount, size, obj_id) VALUES (?1, randomblob(32), 0, 4096, ?2)
-                 ON CONFLICT DO NOTHING",
-                params![block, obj],
-            )
-            .unwrap();
-        if new == 1 {
-            c.execute("UPDATE objects SET refcount = refcount + 1 WHERE id = ?1", [obj])
-                .unwrap();
-        }
-        c.execute(
-            "INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)",
-            params![ino as i64, blockno as i64, block],
-        )
-        .unwrap();
-        c.execute("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1", [block])
-            .unwrap();
+    for (blockno, &ids) in blocks.iter().enumerate() {
+        common::map_block(c, ino as i64, blockno as i64, ids, 10, 4096);
     }
 }
 

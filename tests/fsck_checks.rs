@@ -1,6 +1,8 @@
 //! The metadata checks of fsck.s3fs on deliberately damaged filesystems: every damage is
 //! reported under its check, repaired, and a second run finds nothing.
 
+mod common;
+
 use std::path::PathBuf;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -149,29 +151,7 @@ fn add_blocks(c: &Connection, ino: i64, blocks: &[(i64, i64)], last_len: i64) {
         } else {
             BS as i64
         };
-        c.execute(
-            "INSERT INTO objects (id, refcount, phys_size, length) VALUES (?1, 0, ?2, ?2) ON CONFLICT DO NOTHING",
-            params![obj, len],
-        )
-        .unwrap();
-        let new = c
-            .execute(
-                "INSERT INTO blocks (id, hash, refcount, size, obj_id) VALUES (?1, randomblob(32), 0, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-                params![block, len, obj],
-            )
-            .unwrap();
-        if new == 1 {
-            c.execute("UPDATE objects SET refcount = refcount + 1 WHERE id = ?1", [obj])
-                .unwrap();
-        }
-        c.execute(
-            "INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)",
-            params![ino, blockno as i64, block],
-        )
-        .unwrap();
-        c.execute("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1", [block])
-            .unwrap();
+        common::map_block(c, ino, blockno as i64, (block, obj), len, len);
     }
     let size = (blocks.len() as i64 - 1) * BS as i64 + last_len;
     c.execute("UPDATE inodes SET size = ?2 WHERE id = ?1", params![ino, size])

@@ -74,3 +74,40 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Map block `blockno` of inode `ino` to block `block` stored in object `obj`, creating
+/// the object (`obj_len` bytes) and block (`block_len` bytes) rows if needed and keeping
+/// every refcount right: the tests' way to give a file data without the block cache.
+pub fn map_block(
+    c: &rusqlite::Connection,
+    ino: i64,
+    blockno: i64,
+    (block, obj): (i64, i64),
+    obj_len: i64,
+    block_len: i64,
+) {
+    use rusqlite::params;
+    c.execute(
+        "INSERT INTO objects (id, refcount, phys_size, length) VALUES (?1, 0, ?2, ?2) ON CONFLICT DO NOTHING",
+        params![obj, obj_len],
+    )
+    .unwrap();
+    let new = c
+        .execute(
+            "INSERT INTO blocks (id, hash, refcount, size, obj_id) VALUES (?1, randomblob(32), 0, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![block, block_len, obj],
+        )
+        .unwrap();
+    if new == 1 {
+        c.execute("UPDATE objects SET refcount = refcount + 1 WHERE id = ?1", [obj])
+            .unwrap();
+    }
+    c.execute(
+        "INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)",
+        params![ino, blockno, block],
+    )
+    .unwrap();
+    c.execute("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1", [block])
+        .unwrap();
+}
