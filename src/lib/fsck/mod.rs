@@ -132,26 +132,26 @@ impl Write for Tee {
 
 /// One phase of the check: a progress bar on a terminal, one log line at its end.
 struct Phase {
-    name: &'static str,
+    name: String,
     started: Instant,
     bar: ProgressBar,
 }
 
 impl Phase {
-    fn start(name: &'static str) -> Phase {
+    fn start(name: &str) -> Phase {
         let bar = if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template("{msg:<28} {wide_bar} {pos}/{len} [{elapsed_precise}, ETA {eta}]")
                     .expect("valid template"),
             );
-            bar.set_message(name);
+            bar.set_message(name.to_owned());
             bar
         } else {
             ProgressBar::hidden()
         };
         Phase {
-            name,
+            name: name.to_owned(),
             started: Instant::now(),
             bar,
         }
@@ -268,7 +268,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
         retire_local_cache(&files)?;
         download_newest(&store, &remote, &files, parallel, &mut findings)?
     };
-    integrity_check(&files.db)?;
+    check_local_db(&files.db)?;
 
     // In check from now on: an interruption leaves needs_fsck behind. Only the current
     // superblock is written, so no metadata version exists that lacks its chunks.
@@ -296,7 +296,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
                 if let Some(p) = phase.take() {
                     p.finish("done");
                 }
-                phase = Some(Phase::start(leak_name(name)));
+                phase = Some(Phase::start(name));
             }
             if let Some(p) = &phase {
                 p.set(done, total);
@@ -366,30 +366,33 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     })
 }
 
-/// Phase names come from the checks module as `&str`; the progress display keeps a few
-/// of them for its lifetime.
-fn leak_name(name: &str) -> &'static str {
-    Box::leak(name.to_owned().into_boxed_str())
-}
-
-/// `PRAGMA integrity_check`: a damaged local DB cannot be repaired here (exit 43).
+/// `PRAGMA integrity_check` of the SQLite file `db`; the error lists what it found.
 fn integrity_check(db: &Path) -> Result<(), Error> {
-    let phase = Phase::start("database integrity");
     let conn = Connection::open(db).map_err(db_err("opening the metadata"))?;
     let problems: Vec<String> = conn
         .prepare("PRAGMA integrity_check(20)")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .map_err(db_err("checking the metadata database"))?;
-    if problems != ["ok"] {
-        return Err(Error::new(
+    if problems == ["ok"] {
+        Ok(())
+    } else {
+        Err(Error::new(ExitCode::LocalDbCorrupt, problems.join("; ")))
+    }
+}
+
+/// The local DB must pass [`integrity_check`]: it cannot be repaired here (exit 43).
+fn check_local_db(db: &Path) -> Result<(), Error> {
+    let phase = Phase::start("database integrity");
+    integrity_check(db).map_err(|e| {
+        Error::new(
             ExitCode::LocalDbCorrupt,
             format!(
                 "the metadata database {} is corrupt ({}); restore a metadata version with s3fsadm restore-metadata",
                 db.display(),
-                problems.join("; ")
+                e.message
             ),
-        ));
-    }
+        )
+    })?;
     phase.finish("ok");
     Ok(())
 }
@@ -634,7 +637,7 @@ fn verify_versions(store: &FsStore, files: &LocalFiles, parallel: usize, finding
         let v = &versions[i];
         phase.set(i as u64, limit as u64);
         let path = dir.join(format!(".fsck-verify-{}.db", v.seq));
-        let r = block_on(chunks::download(store, v, &path, parallel)).and_then(|()| integrity_check_quiet(&path));
+        let r = block_on(chunks::download(store, v, &path, parallel)).and_then(|()| integrity_check(&path));
         let _ = std::fs::remove_file(&path);
         if let Err(e) = r {
             damaged += 1;
@@ -652,18 +655,6 @@ fn verify_versions(store: &FsStore, files: &LocalFiles, parallel: usize, finding
     }
     phase.finish(&format!("{i} checked, {damaged} damaged"));
     Ok(())
-}
-
-fn integrity_check_quiet(db: &Path) -> Result<(), Error> {
-    let conn = Connection::open(db).map_err(db_err("opening a metadata version"))?;
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
-        .map_err(db_err("checking a metadata version"))?;
-    if ok == "ok" {
-        Ok(())
-    } else {
-        Err(Error::new(ExitCode::LocalDbCorrupt, format!("integrity check: {ok}")))
-    }
 }
 
 /// Delete the clean block files (their content is in the store); dirty ones were uploaded.
