@@ -267,6 +267,10 @@ fn fsck_help() -> String {
             "--batch, but going on needs a confirmation (use --force-remote to accept the loss)",
         ),
         (ExitCode::LocalDbCorrupt, "the local metadata database is corrupt"),
+        (
+            ExitCode::Uncorrectable,
+            "no local metadata and no intact metadata version in the store",
+        ),
         (ExitCode::ErrorsFound, "errors were found and repaired"),
         (
             ExitCode::UncorrectableFound,
