@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::mount::{Fixture, is_mounted, mount_pid, wait_gone};
-use s3fs::store::Store;
 use s3fs::store::local::LocalStore;
+use s3fs::store::{PutMode, Store};
 use sha2::{Digest, Sha256};
 
 const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");
@@ -232,6 +232,33 @@ fn crash_during_metadata_upload_and_during_fsck() {
     assert!(present > 0, "the local DB and cache survived the crash");
     f.umount();
     assert_clean(&f, "cache");
+}
+
+#[test]
+fn lock_left_by_a_killed_unmount_is_released_by_fsck() {
+    // The unmount is killed after marking the filesystem clean but before giving the
+    // lock up: reproduced by putting the mount's own lock object back after it exited.
+    let f = Fixture::local();
+    f.mount("cache");
+    let store = LocalStore::open(&f.dir.path().join("store")).unwrap();
+    let lock = s3fs::runtime::block_on(store.get(s3fs::mount::guard::LOCK)).unwrap();
+    std::fs::write(f.mnt.join("kept"), b"kept").unwrap();
+    f.umount();
+    s3fs::runtime::block_on(store.put(s3fs::mount::guard::LOCK, lock, PutMode::Overwrite)).unwrap();
+
+    let o = f.mount_with(&f.cachedir("cache"), &f.mnt, &[]);
+    assert_eq!(code(&o), 30, "mount with a dead holder's lock: {}", text(&o));
+    assert!(text(&o).contains("stopped without releasing"), "{}", text(&o));
+    let o = fsck(&f, "cache", &[]);
+    assert_eq!(
+        code(&o),
+        0,
+        "fsck of a clean filesystem with a stale lock: {}",
+        text(&o)
+    );
+    f.mount("cache");
+    assert_eq!(std::fs::read(f.mnt.join("kept")).unwrap(), b"kept");
+    f.umount();
 }
 
 /// A filesystem with data, unmounted cleanly, and its local store.

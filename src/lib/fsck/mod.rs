@@ -252,6 +252,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     }
     if reasons.is_empty() && !args.force && unix_now() - remote.last_fsck < RECHECK_AFTER_SECS {
         log::info!("the filesystem is marked clean and was checked recently: not checking (use --force)");
+        release_stale_lock(&store, holder.as_ref())?;
         return Ok(Outcome::Skipped);
     }
     for r in &reasons {
@@ -406,6 +407,21 @@ fn newest_chunk_seq(store: &FsStore) -> Result<u64, Error> {
         .filter_map(|o| names::parse_meta_chunk(&o.key).map(|(_, seq)| seq))
         .max()
         .unwrap_or(0))
+}
+
+/// A clean filesystem whose lock is still held by a dead process on this machine: the
+/// unmount (or an fsck) was killed after the metadata was marked clean but before the
+/// lock was given up. Nothing needs checking; only the lock must go, or every mount
+/// would be refused.
+fn release_stale_lock(store: &FsStore, holder: Option<&guard::LockInfo>) -> Result<(), Error> {
+    if let Some(h) = holder.filter(|h| h.host == guard::hostname()) {
+        log::warn!(
+            "releasing the lock left by {}, which is no longer running",
+            h.describe()
+        );
+        block_on(guard::release(store))?;
+    }
+    Ok(())
 }
 
 /// The local cache belongs to older metadata: keep it aside if it holds dirty blocks

@@ -183,20 +183,28 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
 
     // A live mount on this machine (any cache directory) is "mounted elsewhere"; a dead
     // one left a crash behind, which decide() turns into "run fsck".
-    if let Some(holder) = block_on(guard::read_lock(&opened.fs))?
-        && holder.host == guard::hostname()
-        && holder.fs_uuid == params.uuid
-        && process_alive(holder.pid)
+    let holder =
+        block_on(guard::read_lock(&opened.fs))?.filter(|h| h.host == guard::hostname() && h.fs_uuid == params.uuid);
+    if let Some(h) = &holder
+        && process_alive(h.pid)
     {
         return Err(Error::new(
             ExitCode::MountedElsewhere,
-            format!(
-                "the filesystem is already mounted on this machine by {}",
-                holder.describe()
-            ),
+            format!("the filesystem is already mounted on this machine by {}", h.describe()),
         ));
     }
     let start = state::decide(&params, files.read_params().as_ref())?;
+    // Marked clean, yet a dead process here still holds the lock: it was killed between
+    // marking the filesystem clean and giving the lock up. fsck releases such a lock.
+    if let Some(h) = &holder {
+        return Err(Error::new(
+            ExitCode::NeedsFsck,
+            format!(
+                "{} stopped without releasing the filesystem's lock; run fsck.s3fs on this machine first",
+                h.describe()
+            ),
+        ));
+    }
     let guard_kind = block_on(guard::acquire(&opened.fs, &params.uuid))?;
     log::info!("single-writer guard: {}", guard_kind.describe());
     let result = (|| {
