@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -14,6 +14,7 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
+use crate::control::{CTRL_INO, CTRL_NAME, Control, Invalidate};
 use crate::fs::{Attr, Ctx, FileKind, Filesystem, FsError, SetAttr, TimeSet};
 
 /// Attributes and entries only change through this mount, so the kernel may cache them
@@ -23,11 +24,44 @@ const TTL: Duration = Duration::from_secs(3600);
 /// The adapter handed to fuser.
 pub struct Adapter {
     fs: Arc<Filesystem>,
+    /// The control file; absent in tests that mount only the namespace.
+    control: Option<Arc<Control>>,
+    /// Set once the session runs: tells the kernel about changes made by commands.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl Adapter {
-    pub fn new(fs: Arc<Filesystem>) -> Adapter {
-        Adapter { fs }
+    pub fn new(fs: Arc<Filesystem>, control: Option<Arc<Control>>) -> Adapter {
+        Adapter {
+            fs,
+            control,
+            notifier: Arc::default(),
+        }
+    }
+
+    /// Where to put the session's notifier once it is mounted.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// The control file, if `ino` is it.
+    fn ctrl(&self, ino: INodeNo) -> Option<&Control> {
+        self.control.as_deref().filter(|_| ino.0 == CTRL_INO)
+    }
+
+    fn invalidate(&self, what: Invalidate) {
+        let Some(n) = self.notifier.get() else { return };
+        let r = match &what {
+            Invalidate::Nothing => Ok(()),
+            Invalidate::Entry { parent, name } => n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name)),
+            Invalidate::Inode(ino) => n.inval_inode(INodeNo(*ino), -1, 0),
+        };
+        // ENOENT: the kernel did not have it cached; nothing to drop.
+        if let Err(e) = r
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            log::warn!("cannot invalidate the kernel's cache ({what:?}): {e}");
+        }
     }
 }
 
@@ -144,14 +178,26 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let Some(c) = &self.control
+            && name.as_bytes() == CTRL_NAME.as_bytes()
+        {
+            // In every directory, listed in none.
+            let r = self.fs.opendir(parent.0).map(|()| c.attr());
+            return entry(reply, r);
+        }
         entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        if self.ctrl(ino).is_none() {
+            self.fs.forget(ino.0, nlookup);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(c) = self.ctrl(ino) {
+            return reply.attr(&TTL, &file_attr(&c.attr()));
+        }
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
@@ -176,6 +222,9 @@ impl fuser::Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.ctrl(ino).is_some() {
+            return reply.error(Errno::EPERM);
+        }
         let set = SetAttr {
             mode,
             uid,
@@ -249,8 +298,15 @@ impl fuser::Filesystem for Adapter {
         entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if self.ctrl(ino).is_some() {
+            return match write {
+                true => reply.error(Errno::EPERM),
+                false => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            };
+        }
+        match self.fs.open_file(ino.0, write) {
             // Keep the kernel's page cache across opens: only this mount changes data.
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
@@ -268,6 +324,9 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if self.ctrl(ino).is_some() {
+            return reply.data(&[]);
+        }
         match self.fs.read(ino.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -362,7 +421,7 @@ impl fuser::Filesystem for Adapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -370,10 +429,17 @@ impl fuser::Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if let Some(c) = self.ctrl(ino) {
+            let r = c.set(req.uid(), name.as_bytes(), value);
+            return empty(reply, r.map(|what| self.invalidate(what)));
+        }
         empty(reply, self.fs.setxattr(ino.0, name.as_bytes(), value, flags));
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if let Some(c) = self.ctrl(ino) {
+            return xattr(reply, size, c.get(req.uid(), name.as_bytes()));
+        }
         if ino.0 == 1 && name.as_bytes() == crate::mount::umount::PID_XATTR.as_bytes() {
             // umount.s3fs asks the mount process for its PID to wait for its exit.
             return xattr(reply, size, Ok(std::process::id().to_string().into_bytes()));
@@ -382,6 +448,9 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if self.ctrl(ino).is_some() {
+            return xattr(reply, size, Ok(Vec::new()));
+        }
         let list = self.fs.listxattr(ino.0).map(|names| {
             names
                 .into_iter()
@@ -395,10 +464,16 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.ctrl(ino).is_some() {
+            return reply.error(Errno::EPERM);
+        }
         empty(reply, self.fs.removexattr(ino.0, name.as_bytes()));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if self.ctrl(ino).is_some() {
+            return reply.ok();
+        }
         empty(reply, self.fs.access(ino.0, mask.bits()));
     }
 

@@ -252,6 +252,10 @@ pub struct CacheStats {
     pub misses: u64,
     /// Object deletions queued or running.
     pub pending_deletions: usize,
+    /// Time since the least recent write of a block still dirty.
+    pub oldest_dirty: Option<Duration>,
+    /// The byte limit in force (see [`BlockCache::set_max_bytes`]).
+    pub max_bytes: u64,
 }
 
 /// What [`recover_dirty`] did.
@@ -400,6 +404,8 @@ pub struct BlockCache {
     connections: Arc<Semaphore>,
     counters: Counters,
     discarded_at_open: usize,
+    /// The byte limit; starts as `cfg.max_bytes`, changed at run time by `s3fsctrl cachesize`.
+    max_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -506,6 +512,7 @@ impl BlockCache {
             connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
             counters: Counters::default(),
             discarded_at_open: stale.len(),
+            max_bytes: AtomicU64::new(config.max_bytes),
             cfg: config,
         });
         upload::start_scheduler(&cache).map_err(inaccessible)?;
@@ -910,7 +917,17 @@ impl BlockCache {
             hits: self.counters.hits.load(Ordering::Relaxed),
             misses: self.counters.misses.load(Ordering::Relaxed),
             pending_deletions: st.deletions.len() + usize::from(st.deleting),
+            oldest_dirty: st.dirty.first().map(|(t, _)| t.elapsed()),
+            max_bytes: self.max_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Change the byte limit of the cache; a smaller one takes effect as blocks are
+    /// evicted (clean ones at once, dirty ones once uploaded).
+    pub fn set_max_bytes(&self, bytes: u64) {
+        self.max_bytes.store(bytes, Ordering::Relaxed);
+        self.evict(0, false, false);
+        self.work_cv.notify_all();
     }
 
     /// Stop background work: no new upload or deletion starts; waits for those in
@@ -931,7 +948,7 @@ impl BlockCache {
     }
 
     fn over(&self, st: &State, need: u64, new_entry: bool, free: u64) -> bool {
-        st.bytes + need > self.cfg.max_bytes
+        st.bytes + need > self.max_bytes.load(Ordering::Relaxed)
             || st.entries + usize::from(new_entry) > self.cfg.max_entries
             || free < self.min_free.saturating_add(need)
     }

@@ -12,6 +12,9 @@ use crate::store::url::URL_GRAMMAR;
 
 pub mod mount_helper;
 pub mod progress;
+pub mod tools;
+
+pub use tools::{CpArgs, CtrlAction, CtrlArgs, LockArgs, RmArgs, StatArgs};
 
 /// Options of every tool that opens a store.
 #[derive(Debug, Clone, Default, Args)]
@@ -56,18 +59,7 @@ impl LogArgs {
         } else {
             log::LevelFilter::Info
         };
-        let mut builder = env_logger::Builder::new();
-        builder
-            .filter_level(log::LevelFilter::Warn)
-            .filter_module("s3fs", level)
-            // fuser warns about its own second unmount attempt after an external unmount.
-            .filter_module("fuser", log::LevelFilter::Error)
-            .format_target(false);
-        match target {
-            Some(w) => builder.target(env_logger::Target::Pipe(w)).format_timestamp_millis(),
-            None => builder.format_timestamp(None),
-        };
-        let _ = builder.try_init();
+        crate::logging::init(level, target);
     }
 }
 
@@ -351,6 +343,11 @@ pub fn commands() -> Vec<clap::Command> {
         UmountArgs::command(),
         FsckArgs::command(),
         AdmArgs::command(),
+        StatArgs::command(),
+        CtrlArgs::command(),
+        CpArgs::command(),
+        LockArgs::command(),
+        RmArgs::command(),
     ]
 }
 

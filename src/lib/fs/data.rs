@@ -39,6 +39,18 @@ impl Filesystem {
         })
     }
 
+    /// open(2) of an existing inode; `write` if it may change the file (EPERM if locked).
+    pub fn open_file(&self, ino: u64, write: bool) -> FsResult<()> {
+        let id = ino_id(ino)?;
+        self.query(|c| {
+            let row = load_inode(c, id)?;
+            if write && row.locked {
+                return err(libc::EPERM);
+            }
+            Ok(())
+        })
+    }
+
     /// Split `[offset, offset + len)` at block boundaries: `(blockno, offset in block,
     /// length, position in the request)`.
     fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = (u64, u32, u32, usize)> + '_ {

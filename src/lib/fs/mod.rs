@@ -35,6 +35,8 @@ mod data;
 mod db;
 mod dir;
 mod namespace;
+mod stats;
+mod tree;
 mod xattr;
 
 use std::collections::HashMap;
@@ -50,6 +52,8 @@ use crate::exit::{Error, ExitCode};
 use crate::meta::schema::SCHEMA_VERSION;
 
 pub use db::{Released, release_blocks};
+pub use stats::DbStats;
+pub use tree::{CopyReport, RemoveReport};
 
 /// `st_blksize` reported for every inode.
 pub const BLKSIZE: u32 = 128 << 10;

@@ -10,12 +10,13 @@
 //!    the metadata, mark the filesystem clean, release the lock.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::{BlockCache, CacheConfig};
 use crate::cli::MountArgs;
 use crate::config::{self, SecretSource};
+use crate::control::{Control, MountRequest, MountShared};
 use crate::daemon::Reporter;
 use crate::exit::{Error, ExitCode};
 use crate::fs::Filesystem;
@@ -291,6 +292,14 @@ fn open_cache(
 
 fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: Mounted) -> Result<(), Error> {
     m.fs.attach_cache(m.cache.clone());
+    // Totals for s3fsstat: one scan now, kept current by triggers from here on.
+    m.fs.enable_stats()
+        .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}")))?;
+    let (requests_tx, requests) = std::sync::mpsc::channel();
+    let shared = Arc::new(Mutex::new(MountShared::new(m.params.seq)));
+    let control = Arc::new(Control::new(m.fs.clone(), m.cache.clone(), requests_tx, shared.clone()));
+    let adapter = crate::fuse::Adapter::new(m.fs.clone(), Some(control));
+    let notifier = adapter.notifier_slot();
     let mut options = vec![
         // The canonical URL, which s3fsadm looks for in the mount table.
         fuser::MountOption::FSName(args.fs_name.clone().unwrap_or_else(|| canonical_url.to_owned())),
@@ -310,13 +319,13 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
     config.acl = acl;
     config.n_threads = Some(std::thread::available_parallelism().map_or(4, |n| n.get() * 2).max(4));
     config.clone_fd = true;
-    let session =
-        fuser::spawn_mount(crate::fuse::Adapter::new(m.fs.clone()), &args.mountpoint, &config).map_err(|e| {
-            Error::new(
-                ExitCode::MountFailed,
-                format!("cannot mount {}: {e}", args.mountpoint.display()),
-            )
-        })?;
+    let session = fuser::spawn_mount(adapter, &args.mountpoint, &config).map_err(|e| {
+        Error::new(
+            ExitCode::MountFailed,
+            format!("cannot mount {}: {e}", args.mountpoint.display()),
+        )
+    })?;
+    let _ = notifier.set(session.notifier());
     log::info!("mounted {canonical_url} on {}", args.mountpoint.display());
     reporter.ready();
 
@@ -339,7 +348,7 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
         })
     };
     loop {
-        if let Some(sig) = wait_signal(Duration::from_millis(500)) {
+        if let Some(sig) = wait_signal(Duration::from_millis(200)) {
             log::info!("signal {sig}: unmounting");
             if let Some(s) = session.take()
                 && let Err(e) = s.umount_and_join()
@@ -355,8 +364,20 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
             }
             break;
         }
+        lock_shared(&shared).sample_uploads(m.cache.stats().uploaded_bytes);
+        // Asked through the control file (s3fsctrl backup-metadata / sync).
+        while let Ok(MountRequest::BackupMetadata { done }) = requests.try_recv() {
+            let r = m.backup_metadata(true);
+            last_backup = Instant::now();
+            record_backup(&shared, &m, &r);
+            if let Some(done) = done {
+                let _ = done.send(r.map_err(|e| e.to_string()));
+            }
+        }
         if !interval.is_zero() && last_backup.elapsed() >= interval {
-            if let Err(e) = m.backup_metadata(true) {
+            let r = m.backup_metadata(true);
+            record_backup(&shared, &m, &r);
+            if let Err(e) = r {
                 log::error!("metadata backup failed (will retry): {e}");
             }
             last_backup = Instant::now();
@@ -376,6 +397,19 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
     }
     log::info!("unmounted cleanly; metadata version {} is in the store", m.params.seq);
     Ok(())
+}
+
+fn lock_shared(shared: &Mutex<MountShared>) -> std::sync::MutexGuard<'_, MountShared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Tell the control interface about a finished metadata upload.
+fn record_backup(shared: &Mutex<MountShared>, m: &Mounted, r: &Result<(), Error>) {
+    if r.is_ok() {
+        let mut s = lock_shared(shared);
+        s.last_metadata_upload = Some(SystemTime::now());
+        s.metadata_seq = m.params.seq;
+    }
 }
 
 /// Whether process `pid` exists and is a mount.s3fs (not a reused PID).

@@ -17,6 +17,7 @@ use crate::exit::{Error, ExitCode};
 
 pub mod fault;
 pub mod local;
+pub mod metrics;
 pub mod open;
 pub mod options;
 pub mod retry;

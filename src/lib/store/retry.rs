@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::RngExt;
 
+use crate::store::metrics::{Kind, METRICS};
 use crate::store::{ListPage, ObjectInfo, PutMode, Store, StoreError, StoreResult};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +84,9 @@ impl RetryStore {
         self.stats.clone()
     }
 
-    async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> StoreResult<T>
+    /// Run `op` until it succeeds or fails permanently; each attempt is counted as one
+    /// request of `kind` carrying `sent` bytes.
+    async fn retry<T, F, Fut>(&self, what: &str, kind: Kind, sent: u64, mut op: F) -> StoreResult<T>
     where
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = StoreResult<T>> + Send,
@@ -91,7 +94,14 @@ impl RetryStore {
         let start = Instant::now();
         let mut attempt = 0u32;
         loop {
-            match op().await {
+            METRICS.request(kind, sent);
+            let result = op().await;
+            if let Err(e) = &result
+                && !matches!(e, StoreError::NotFound(_) | StoreError::PreconditionFailed(_))
+            {
+                METRICS.error();
+            }
+            match result {
                 Err(StoreError::Temporary { message, retry_after }) => {
                     let delay = self.policy.delay(attempt, retry_after);
                     if start.elapsed() + delay > self.policy.give_up_after {
@@ -107,6 +117,7 @@ impl RetryStore {
                     }
                     log::debug!("{what}: {message}; retrying in {delay:.2?}");
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    METRICS.retry();
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -119,17 +130,26 @@ impl RetryStore {
 #[async_trait]
 impl Store for RetryStore {
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        self.retry(&format!("GET {key}"), || self.inner.get(key)).await
+        let body = self
+            .retry(&format!("GET {key}"), Kind::Get, 0, || self.inner.get(key))
+            .await?;
+        METRICS.received(Kind::Get, body.len() as u64);
+        Ok(body)
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
-        self.retry(&format!("GET {key}"), || self.inner.get_range(key, range.clone()))
-            .await
+        let body = self
+            .retry(&format!("GET {key}"), Kind::Get, 0, || {
+                self.inner.get_range(key, range.clone())
+            })
+            .await?;
+        METRICS.received(Kind::Get, body.len() as u64);
+        Ok(body)
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()> {
         let mut failed_before = false;
-        self.retry(&format!("PUT {key}"), || {
+        self.retry(&format!("PUT {key}"), Kind::Put, data.len() as u64, || {
             let data = data.clone();
             let mode = mode.clone();
             let first = !failed_before;
@@ -152,22 +172,24 @@ impl Store for RetryStore {
     }
 
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
-        self.retry(&format!("HEAD {key}"), || self.inner.head(key)).await
+        self.retry(&format!("HEAD {key}"), Kind::Head, 0, || self.inner.head(key))
+            .await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.retry(&format!("DELETE {key}"), || self.inner.delete(key)).await
+        self.retry(&format!("DELETE {key}"), Kind::Delete, 0, || self.inner.delete(key))
+            .await
     }
 
     async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
-        self.retry(&format!("DELETE {} objects", keys.len()), || {
+        self.retry(&format!("DELETE {} objects", keys.len()), Kind::Delete, 0, || {
             self.inner.delete_many(keys)
         })
         .await
     }
 
     async fn list(&self, prefix: &str, continuation: Option<String>) -> StoreResult<ListPage> {
-        self.retry(&format!("LIST {prefix}"), || {
+        self.retry(&format!("LIST {prefix}"), Kind::List, 0, || {
             self.inner.list(prefix, continuation.clone())
         })
         .await

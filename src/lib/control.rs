@@ -1,0 +1,383 @@
+//! The control interface of a mounted filesystem, as S3QL has it: a hidden file
+//! [`CTRL_NAME`] that every directory resolves but no directory lists, spoken to with
+//! `setxattr` (commands) and `getxattr` (queries). No socket, no extra permissions
+//! model: the file belongs to the mounting user, and only that user or root may use it.
+//!
+//! The tools (`s3fsstat`, `s3fsctrl`, `s3fscp`, `s3fslock`, `s3fsrm`) live in
+//! [`crate::tools`]; this module is the mount's side. Commands that need the mount's
+//! main loop (a metadata upload) are sent to it as a [`MountRequest`].
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::BlockCache;
+use crate::fs::{Attr, Filesystem, FsError, FsResult};
+use crate::store::metrics::{METRICS, MetricsSnapshot};
+
+/// Name of the control file in every directory.
+pub const CTRL_NAME: &str = ".__s3fs_ctrl__";
+/// Its inode number: far above any id SQLite's AUTOINCREMENT will hand out.
+pub const CTRL_INO: u64 = 1 << 62;
+
+/// `setxattr` names (commands) and `getxattr` names (queries) of the control file.
+pub mod cmd {
+    pub const FLUSHCACHE: &str = "s3fs.flushcache";
+    pub const DROPCACHE: &str = "s3fs.dropcache";
+    pub const BACKUP_METADATA: &str = "s3fs.backup-metadata";
+    pub const SYNC: &str = "s3fs.sync";
+    /// Value: the new limit in bytes, decimal.
+    pub const CACHESIZE: &str = "s3fs.cachesize";
+    /// Value: `LEVEL [MODULE…]`, space-separated.
+    pub const LOG: &str = "s3fs.log";
+    /// Value: `SRC_INO DST_INO`.
+    pub const COPY: &str = "s3fs.copy";
+    /// Value: `INO`.
+    pub const LOCK: &str = "s3fs.lock";
+    /// Value: `PARENT_INO ` followed by the raw name bytes.
+    pub const RMTREE: &str = "s3fs.rmtree";
+    /// Query: the mount process's PID, decimal.
+    pub const PID: &str = "s3fs.pid";
+    /// Query: [`super::MountStats`] as JSON.
+    pub const STAT: &str = "s3fs.stat";
+}
+
+/// What the mount's main loop is asked to do.
+#[derive(Debug)]
+pub enum MountRequest {
+    /// Upload the metadata now; report the outcome on `done` if given.
+    BackupMetadata { done: Option<Sender<Result<(), String>>> },
+}
+
+/// State the main loop shares with the control interface.
+#[derive(Debug, Default)]
+pub struct MountShared {
+    pub last_metadata_upload: Option<SystemTime>,
+    pub metadata_seq: u64,
+    /// (when, bytes uploaded so far) samples for the upload rate.
+    samples: VecDeque<(Instant, u64)>,
+}
+
+/// Window of the upload rate.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+impl MountShared {
+    pub fn new(metadata_seq: u64) -> MountShared {
+        MountShared {
+            metadata_seq,
+            ..Default::default()
+        }
+    }
+
+    /// Record the cache's upload counter (the main loop calls this about twice a
+    /// second).
+    pub fn sample_uploads(&mut self, uploaded_bytes: u64) {
+        let now = Instant::now();
+        self.samples.push_back((now, uploaded_bytes));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    fn upload_rate(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(&(t0, b0)), Some(&(t1, b1))) if t1 > t0 => {
+                b1.saturating_sub(b0) as f64 / t1.duration_since(t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// Everything `s3fsstat` shows. Sizes in bytes, times in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MountStats {
+    pub entries: u64,
+    pub inodes: u64,
+    pub objects: u64,
+    /// Logical size of all files.
+    pub total_bytes: u64,
+    /// After deduplication (distinct blocks).
+    pub dedup_bytes: u64,
+    /// In the store, after compression and encryption.
+    pub stored_bytes: u64,
+    /// The local metadata database, WAL included.
+    pub db_bytes: u64,
+    pub cache_bytes: u64,
+    pub cache_entries: u64,
+    pub cache_max_bytes: u64,
+    pub dirty_bytes: u64,
+    pub dirty_entries: u64,
+    /// Age of the least recently written dirty block.
+    pub oldest_dirty_secs: Option<f64>,
+    /// Blocks waiting for upload or being uploaded.
+    pub upload_queue: u64,
+    pub uploads_in_flight: u64,
+    /// Bytes sent per second over the last few seconds.
+    pub upload_rate: f64,
+    pub uploaded_bytes: u64,
+    pub dedup_hits: u64,
+    /// Object deletions not yet done.
+    pub pending_removals: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_hit_ratio: Option<f64>,
+    pub secs_since_metadata_upload: Option<f64>,
+    pub metadata_seq: u64,
+    pub mounted_secs: f64,
+    pub store: MetricsSnapshot,
+}
+
+/// What the FUSE adapter must tell the kernel after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidate {
+    Nothing,
+    /// Drop the cached entry `name` of directory `parent` (and its subtree).
+    Entry {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    /// Drop the cached attributes of an inode.
+    Inode(u64),
+}
+
+/// The mount's side of the control file.
+pub struct Control {
+    fs: Arc<Filesystem>,
+    cache: Arc<BlockCache>,
+    uid: u32,
+    gid: u32,
+    mounted_at: SystemTime,
+    started: Instant,
+    requests: Mutex<Sender<MountRequest>>,
+    shared: Arc<Mutex<MountShared>>,
+}
+
+fn einval<T>(what: &str) -> FsResult<T> {
+    log::warn!("control: {what}");
+    Err(FsError::new(libc::EINVAL))
+}
+
+fn number(s: &str) -> FsResult<u64> {
+    match s.trim().parse() {
+        Ok(n) => Ok(n),
+        Err(_) => einval(&format!("not a number: {s:?}")),
+    }
+}
+
+impl Control {
+    pub fn new(
+        fs: Arc<Filesystem>,
+        cache: Arc<BlockCache>,
+        requests: Sender<MountRequest>,
+        shared: Arc<Mutex<MountShared>>,
+    ) -> Control {
+        // SAFETY: geteuid/getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Control {
+            fs,
+            cache,
+            uid,
+            gid,
+            mounted_at: SystemTime::now(),
+            started: Instant::now(),
+            requests: Mutex::new(requests),
+            shared,
+        }
+    }
+
+    /// Attributes of the control file: an empty regular file of the mounting user.
+    pub fn attr(&self) -> Attr {
+        let t = self
+            .mounted_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        Attr {
+            ino: CTRL_INO,
+            size: 0,
+            blocks: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            mode: libc::S_IFREG | 0o600,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: crate::fs::BLKSIZE,
+        }
+    }
+
+    /// Only the mounting user and root may use the control file.
+    fn check_caller(&self, uid: u32) -> FsResult<()> {
+        if uid == 0 || uid == self.uid {
+            Ok(())
+        } else {
+            Err(FsError::new(libc::EACCES))
+        }
+    }
+
+    /// A query.
+    pub fn get(&self, uid: u32, name: &[u8]) -> FsResult<Vec<u8>> {
+        self.check_caller(uid)?;
+        match std::str::from_utf8(name).unwrap_or("") {
+            cmd::PID => Ok(std::process::id().to_string().into_bytes()),
+            cmd::STAT => Ok(serde_json::to_vec(&self.stats()?).expect("stats serialize")),
+            _ => Err(FsError::new(libc::ENODATA)),
+        }
+    }
+
+    /// A command. Blocks until it is done (flushcache and sync may take long).
+    pub fn set(&self, uid: u32, name: &[u8], value: &[u8]) -> FsResult<Invalidate> {
+        self.check_caller(uid)?;
+        let text = || std::str::from_utf8(value).map_err(|_| FsError::new(libc::EINVAL));
+        let cache_err = |e: crate::cache::CacheError| {
+            log::error!("control: {e}");
+            FsError::new(e.errno())
+        };
+        match std::str::from_utf8(name).unwrap_or("") {
+            cmd::FLUSHCACHE => {
+                log::info!("control: uploading every dirty block");
+                self.cache.upload_all().map_err(cache_err)?;
+            }
+            cmd::DROPCACHE => {
+                log::info!("control: uploading every dirty block, then emptying the cache");
+                self.cache.upload_all().map_err(cache_err)?;
+                self.cache.drop_clean();
+            }
+            cmd::BACKUP_METADATA => self.request_backup(false)?,
+            cmd::SYNC => {
+                log::info!("control: sync (dirty blocks, then the metadata)");
+                self.cache.upload_all().map_err(cache_err)?;
+                self.request_backup(true)?;
+            }
+            cmd::CACHESIZE => {
+                let bytes = number(text()?)?;
+                log::info!("control: cache limit set to {} MiB", bytes >> 20);
+                self.cache.set_max_bytes(bytes);
+            }
+            cmd::LOG => {
+                let mut words = text()?.split_whitespace();
+                let level = words.next().and_then(crate::logging::parse_level);
+                let Some(level) = level else {
+                    return einval("log: expected LEVEL [MODULE...]");
+                };
+                let modules: Vec<String> = words.map(str::to_owned).collect();
+                crate::logging::set_level(level, &modules);
+                log::warn!("control: log level {level}, debug modules {modules:?}");
+            }
+            cmd::COPY => {
+                let v = text()?;
+                let mut it = v.split_whitespace();
+                let (Some(src), Some(dst), None) = (it.next(), it.next(), it.next()) else {
+                    return einval("copy: expected SRC_INO DST_INO");
+                };
+                let (src, dst) = (number(src)?, number(dst)?);
+                let t = Instant::now();
+                let r = self.fs.copy_tree(src, dst)?;
+                log::info!(
+                    "control: copied inode {src} to {dst}: {} inodes, {} entries in {:.1?}",
+                    r.inodes,
+                    r.entries,
+                    t.elapsed()
+                );
+                return Ok(Invalidate::Inode(dst));
+            }
+            cmd::LOCK => {
+                let ino = number(text()?)?;
+                let n = self.fs.lock_tree(ino)?;
+                log::info!("control: locked inode {ino} and what is below it ({n} inodes)");
+            }
+            cmd::RMTREE => {
+                let Some(space) = value.iter().position(|&b| b == b' ') else {
+                    return einval("rmtree: expected PARENT_INO NAME");
+                };
+                let parent = number(std::str::from_utf8(&value[..space]).unwrap_or(""))?;
+                let name = value[space + 1..].to_vec();
+                let t = Instant::now();
+                let r = self.fs.remove_tree(parent, &name)?;
+                log::info!(
+                    "control: removed {} entries under inode {parent} in {:.1?}",
+                    r.entries,
+                    t.elapsed()
+                );
+                return Ok(Invalidate::Entry { parent, name });
+            }
+            other => return einval(&format!("unknown command {other:?}")),
+        }
+        Ok(Invalidate::Nothing)
+    }
+
+    /// Ask the main loop for a metadata upload; with `wait`, until it is in the store.
+    fn request_backup(&self, wait: bool) -> FsResult<()> {
+        let (tx, rx) = channel();
+        let sent = self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(MountRequest::BackupMetadata {
+                done: wait.then_some(tx),
+            });
+        if sent.is_err() {
+            // The main loop is gone: the filesystem is being unmounted.
+            return Err(FsError::new(libc::ESHUTDOWN));
+        }
+        if !wait {
+            return Ok(());
+        }
+        match rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                log::error!("control: metadata upload failed: {e}");
+                Err(FsError::new(libc::EIO))
+            }
+            Err(_) => Err(FsError::new(libc::ESHUTDOWN)),
+        }
+    }
+
+    /// The numbers for `s3fsstat`: counters only, no table scans.
+    pub fn stats(&self) -> FsResult<MountStats> {
+        let db = self.fs.db_stats()?.unwrap_or_default();
+        let c = self.cache.stats();
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let lookups = c.hits + c.misses;
+        Ok(MountStats {
+            entries: db.entries,
+            inodes: db.inodes,
+            objects: db.objects,
+            total_bytes: db.total_bytes,
+            dedup_bytes: db.dedup_bytes,
+            stored_bytes: db.stored_bytes,
+            db_bytes: self.fs.db_file_bytes(),
+            cache_bytes: c.bytes,
+            cache_entries: c.entries as u64,
+            cache_max_bytes: c.max_bytes,
+            dirty_bytes: c.dirty_bytes,
+            dirty_entries: c.dirty_entries as u64,
+            oldest_dirty_secs: c.oldest_dirty.map(|d| d.as_secs_f64()),
+            upload_queue: (c.dirty_entries + c.uploads_in_flight) as u64,
+            uploads_in_flight: c.uploads_in_flight as u64,
+            upload_rate: shared.upload_rate(),
+            uploaded_bytes: c.uploaded_bytes,
+            dedup_hits: c.dedup_hits,
+            pending_removals: c.pending_deletions as u64,
+            cache_hits: c.hits,
+            cache_misses: c.misses,
+            cache_hit_ratio: (lookups > 0).then(|| c.hits as f64 / lookups as f64),
+            secs_since_metadata_upload: shared
+                .last_metadata_upload
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs_f64()),
+            metadata_seq: shared.metadata_seq,
+            mounted_secs: self.started.elapsed().as_secs_f64(),
+            store: METRICS.snapshot(),
+        })
+    }
+}

@@ -1,0 +1,283 @@
+//! Whole-tree operations behind `s3fscp`, `s3fslock` and `s3fsrm`: metadata only, no
+//! file data is read or written.
+//!
+//! A tree may hold millions of entries, so the work is split into transactions of at
+//! most [`BATCH`] entries: FUSE requests interleave instead of waiting seconds for the
+//! DB lock. Like S3QL's, the operations are therefore not atomic with respect to
+//! concurrent changes inside the tree; every intermediate state is a consistent
+//! filesystem.
+
+use std::collections::{HashMap, VecDeque};
+
+use rusqlite::{Connection, params};
+
+use super::db::{
+    Entry, add_refcount, has_entries, ino_id, is_ancestor_or_self, load_dir, load_inode, remove_entry, touch_dir,
+};
+use super::{Filesystem, FsError, FsResult, err};
+use crate::meta::schema::ROOT_INODE;
+
+/// Entries handled per transaction.
+const BATCH: usize = 1000;
+
+/// What [`Filesystem::copy_tree`] made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Inodes created (a hard-linked file inside the tree counts once).
+    pub inodes: u64,
+    /// Directory entries created.
+    pub entries: u64,
+}
+
+/// What [`Filesystem::remove_tree`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveReport {
+    pub entries: u64,
+}
+
+/// One entry of a directory being copied.
+struct SourceEntry {
+    rowid: i64,
+    name_id: i64,
+    inode: i64,
+    refcount: i64,
+    is_dir: bool,
+}
+
+fn source_entries(c: &Connection, dir: i64, after: i64) -> FsResult<Vec<SourceEntry>> {
+    let mut st = c.prepare_cached(
+        "SELECT contents.rowid, name_id, inode, inodes.refcount, mode FROM contents
+         JOIN inodes ON inodes.id = contents.inode
+         WHERE parent_inode = ?1 AND contents.rowid > ?2 ORDER BY contents.rowid LIMIT ?3",
+    )?;
+    let rows = st.query_map(params![dir, after, BATCH as i64], |r| {
+        Ok(SourceEntry {
+            rowid: r.get(0)?,
+            name_id: r.get(1)?,
+            inode: r.get(2)?,
+            refcount: r.get(3)?,
+            is_dir: r.get::<_, u32>(4)? & libc::S_IFMT == libc::S_IFDIR,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Copy the xattrs of `from` to `to` (which has none), counting the name uses.
+fn copy_xattrs(c: &Connection, from: i64, to: i64) -> FsResult<()> {
+    c.prepare_cached(
+        "UPDATE names SET refcount = refcount + 1 WHERE id IN (SELECT name_id FROM ext_attributes WHERE inode = ?1)",
+    )?
+    .execute([from])?;
+    c.prepare_cached("INSERT INTO ext_attributes (inode, name_id, value) SELECT ?2, name_id, value FROM ext_attributes WHERE inode = ?1")?
+        .execute(params![from, to])?;
+    Ok(())
+}
+
+/// A new inode with the attributes, xattrs, symlink target and data blocks of `from`
+/// (unlocked, one link). The blocks are shared: their refcounts go up, no data moves.
+fn clone_inode(c: &Connection, from: i64) -> FsResult<i64> {
+    c.prepare_cached(
+        "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount, size, rdev, locked)
+         SELECT uid, gid, mode, mtime_ns, atime_ns, ctime_ns, 1, size, rdev, 0 FROM inodes WHERE id = ?1",
+    )?
+    .execute([from])?;
+    let to = c.last_insert_rowid();
+    c.prepare_cached(
+        "INSERT INTO symlink_targets (inode, target) SELECT ?2, target FROM symlink_targets WHERE inode = ?1",
+    )?
+    .execute(params![from, to])?;
+    copy_xattrs(c, from, to)?;
+    c.prepare_cached(
+        "UPDATE blocks SET refcount = refcount
+             + (SELECT count(*) FROM inode_blocks WHERE inode = ?1 AND block_id = blocks.id)
+         WHERE id IN (SELECT block_id FROM inode_blocks WHERE inode = ?1)",
+    )?
+    .execute([from])?;
+    c.prepare_cached(
+        "INSERT INTO inode_blocks (inode, blockno, block_id) SELECT ?2, blockno, block_id FROM inode_blocks WHERE inode = ?1",
+    )?
+    .execute(params![from, to])?;
+    Ok(to)
+}
+
+fn add_entry(c: &Connection, parent: i64, name_id: i64, ino: i64) -> FsResult<()> {
+    c.prepare_cached("UPDATE names SET refcount = refcount + 1 WHERE id = ?1")?
+        .execute([name_id])?;
+    c.prepare_cached("INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, ?2, ?3)")?
+        .execute(params![name_id, ino, parent])?;
+    Ok(())
+}
+
+impl Filesystem {
+    /// Make the empty directory `dst` a copy of the tree under directory `src`: new
+    /// inodes sharing the data blocks, hard links inside the tree kept as hard links.
+    /// Dirty blocks are uploaded first, since only uploaded blocks can be shared.
+    pub fn copy_tree(&self, src: u64, dst: u64) -> FsResult<CopyReport> {
+        let (src, dst) = (ino_id(src)?, ino_id(dst)?);
+        self.transact(|op| {
+            let s = load_dir(&op.tx, src)?;
+            let d = load_dir(&op.tx, dst)?;
+            if s.refcount <= 0 || d.refcount <= 0 {
+                return err(libc::ENOENT);
+            }
+            if d.locked {
+                return err(libc::EPERM);
+            }
+            if is_ancestor_or_self(&op.tx, src, dst)? {
+                return err(libc::EINVAL);
+            }
+            if has_entries(&op.tx, dst)? {
+                return err(libc::ENOTEMPTY);
+            }
+            Ok(())
+        })?;
+        if let Some(cache) = self.cache() {
+            cache.upload_all().map_err(|e| {
+                log::error!("copy: cannot upload dirty blocks first: {e}");
+                FsError::new(e.errno())
+            })?;
+        }
+        let mut report = CopyReport::default();
+        self.transact(|op| {
+            op.tx
+                .prepare_cached(
+                    "UPDATE inodes SET (uid, gid, mode, mtime_ns, atime_ns) =
+                     (SELECT uid, gid, mode, mtime_ns, atime_ns FROM inodes WHERE id = ?1), ctime_ns = ?3
+                     WHERE id = ?2",
+                )?
+                .execute(params![src, dst, op.now])?;
+            copy_xattrs(&op.tx, src, dst)
+        })?;
+        // Inodes with more than one link already copied: source → copy.
+        let mut links: HashMap<i64, i64> = HashMap::new();
+        let mut queue = VecDeque::from([(src, dst, 0i64)]);
+        while let Some((from, to, after)) = queue.pop_front() {
+            let next = self.transact(|op| {
+                let batch = source_entries(&op.tx, from, after)?;
+                let mut last = None;
+                for e in &batch {
+                    last = Some(e.rowid);
+                    if !e.is_dir
+                        && e.refcount > 1
+                        && let Some(&copy) = links.get(&e.inode)
+                    {
+                        add_entry(&op.tx, to, e.name_id, copy)?;
+                        add_refcount(&op.tx, copy, 1, op.now)?;
+                        report.entries += 1;
+                        continue;
+                    }
+                    let copy = clone_inode(&op.tx, e.inode)?;
+                    add_entry(&op.tx, to, e.name_id, copy)?;
+                    report.inodes += 1;
+                    report.entries += 1;
+                    if e.is_dir {
+                        queue.push_back((e.inode, copy, 0));
+                    } else if e.refcount > 1 {
+                        links.insert(e.inode, copy);
+                    }
+                }
+                Ok(last.filter(|_| batch.len() == BATCH))
+            })?;
+            if let Some(rowid) = next {
+                queue.push_front((from, to, rowid));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Make `ino` and everything below it immutable: every change fails with EPERM,
+    /// for root too; only [`Filesystem::remove_tree`] can remove it.
+    pub fn lock_tree(&self, ino: u64) -> FsResult<u64> {
+        let id = ino_id(ino)?;
+        if id == ROOT_INODE {
+            return err(libc::EINVAL);
+        }
+        self.transact(|op| {
+            load_inode(&op.tx, id)?;
+            let n = op
+                .tx
+                .prepare_cached(
+                    "WITH RECURSIVE tree(id) AS (
+                         SELECT ?1 UNION SELECT contents.inode FROM contents JOIN tree ON contents.parent_inode = tree.id)
+                     UPDATE inodes SET locked = 1 WHERE id IN tree",
+                )?
+                .execute([id])?;
+            Ok(n as u64)
+        })
+    }
+
+    /// Remove entry `name` of `parent` and, if it is a directory, everything below it,
+    /// locked or not. The parent itself must not be locked (a locked tree can be
+    /// removed as a whole, not in part).
+    pub fn remove_tree(&self, parent: u64, name: &[u8]) -> FsResult<RemoveReport> {
+        let parent = ino_id(parent)?;
+        let top = self.transact(|op| {
+            let dir = load_dir(&op.tx, parent)?;
+            if dir.locked {
+                return err(libc::EPERM);
+            }
+            super::db::check_name(name)?;
+            super::db::find_entry(&op.tx, parent, name)?.ok_or(FsError::new(libc::ENOENT))
+        })?;
+        let mut report = RemoveReport::default();
+        // Directories being emptied, innermost last.
+        let mut stack = vec![top.inode];
+        while let Some(&dir) = stack.last() {
+            let row = self.query(|c| load_inode(c, dir))?;
+            if !row.is_dir() {
+                break;
+            }
+            let descend = self.transact(|op| {
+                let entries = dir_entries(&op.tx, dir)?;
+                for (e, is_dir) in entries {
+                    if is_dir && has_entries(&op.tx, e.inode)? {
+                        return Ok(Some(e.inode));
+                    }
+                    remove_entry(op, e)?;
+                    report.entries += 1;
+                }
+                Ok(None)
+            })?;
+            match descend {
+                Some(sub) => stack.push(sub),
+                None => {
+                    if self.query(|c| has_entries(c, dir))? {
+                        continue;
+                    }
+                    stack.pop();
+                }
+            }
+        }
+        self.transact(|op| {
+            // Still the same entry? (It may have been renamed meanwhile.)
+            match super::db::find_entry(&op.tx, parent, name)? {
+                Some(e) if e.inode == top.inode => {
+                    remove_entry(op, e)?;
+                    report.entries += 1;
+                    touch_dir(&op.tx, parent, op.now)
+                }
+                _ => Ok(()),
+            }
+        })?;
+        Ok(report)
+    }
+}
+
+/// Up to [`BATCH`] entries of `dir`, and whether each is a directory.
+fn dir_entries(c: &Connection, dir: i64) -> FsResult<Vec<(Entry, bool)>> {
+    let mut st = c.prepare_cached(
+        "SELECT contents.rowid, name_id, inode, mode FROM contents JOIN inodes ON inodes.id = contents.inode
+         WHERE parent_inode = ?1 ORDER BY contents.rowid LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![dir, BATCH as i64], |r| {
+        Ok((
+            Entry {
+                rowid: r.get(0)?,
+                name_id: r.get(1)?,
+                inode: r.get(2)?,
+            },
+            r.get::<_, u32>(3)? & libc::S_IFMT == libc::S_IFDIR,
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
