@@ -12,6 +12,9 @@ use crate::store::url::URL_GRAMMAR;
 
 pub mod mount_helper;
 pub mod progress;
+pub mod verify;
+
+pub use verify::VerifyArgs;
 
 /// Options of every tool that opens a store.
 #[derive(Debug, Clone, Default, Args)]
@@ -351,6 +354,7 @@ pub fn commands() -> Vec<clap::Command> {
         UmountArgs::command(),
         FsckArgs::command(),
         AdmArgs::command(),
+        VerifyArgs::command(),
     ]
 }
 
