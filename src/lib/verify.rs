@@ -71,7 +71,7 @@ pub fn main(args: &VerifyArgs, secrets: &mut dyn SecretSource) -> Result<(), Err
         Err(Error::new(
             ExitCode::VerifyFoundProblems,
             format!(
-                "{} objects are missing or corrupted (listed: {}); run fsck.s3fs to find the files they belong to",
+                "{} objects are missing or corrupted (listed: {})",
                 s.missing + s.corrupted,
                 where_.join(", ")
             ),
