@@ -30,11 +30,14 @@ fn text(o: &Output) -> String {
 }
 
 /// s3fs_verify with `--cachedir <cache>`, run in the fixture's directory, so the report
-/// files (default names) land there.
+/// files (default names) land there, with its temporary files in `<dir>/tmp`.
 fn verify(f: &Fixture, cache: &str, extra: &[&str]) -> Output {
+    let tmp = f.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
     Command::new(VERIFY)
         .current_dir(f.dir.path())
         .env("HOME", f.dir.path())
+        .env("TMPDIR", &tmp)
         .arg("--authfile")
         .arg(f.dir.path().join("authinfo2"))
         .arg("--cachedir")
@@ -159,7 +162,9 @@ fn clean_filesystem_passes_and_nothing_is_changed() {
         // ... and with none (downloaded to a temporary file).
         let o = verify(&f, "fresh", extra);
         assert_eq!(code(&o), 0, "verify {extra:?} without local metadata: {}", text(&o));
+        let tmp = f.dir.path().join("tmp").display().to_string();
         assert!(text(&o).contains("downloading metadata"), "{}", text(&o));
+        assert!(text(&o).contains(&tmp), "downloaded into TMPDIR: {}", text(&o));
         assert_eq!(objects_checked(&o), objects);
         assert_no_reports(&f);
     }
@@ -177,6 +182,8 @@ fn clean_filesystem_passes_and_nothing_is_changed() {
         !f.dir.path().join("fresh").exists(),
         "an empty cache directory was created"
     );
+    let left: Vec<_> = std::fs::read_dir(f.dir.path().join("tmp")).unwrap().flatten().collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
     // Still mountable: nothing was left marked or locked.
     f.mount("cache");
     f.umount();

@@ -5,7 +5,7 @@
 //!    fsck (30), with the same rules as a mount ([`state::decide`]).
 //! 2. Read the metadata: the local DB when it is the current version (opened read-only,
 //!    without even SQLite's shared-memory files), otherwise the newest version downloaded
-//!    to a temporary file that is removed at the end.
+//!    to a temporary file, unlinked as soon as SQLite has it open.
 //! 3. Walk `objects` in id order from `--start-with` with a cursor (no list of millions of
 //!    rows in memory), at most `--max-connections` objects in flight: a HEAD per object
 //!    (present, stored size = `objects.phys_size`), or with `--data` a GET, decoding
@@ -269,6 +269,11 @@ impl MetaDb {
                 ExitCode::Failure,
                 format!("the metadata has schema version {version}, expected {SCHEMA_VERSION}"),
             ));
+        }
+        if self.temporary {
+            // SQLite keeps reading through its open descriptor (immutable: no journal, no
+            // locks), and an interrupted run leaves no copy of the metadata behind.
+            let _ = std::fs::remove_file(&self.path);
         }
         Ok(db)
     }
