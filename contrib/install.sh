@@ -15,6 +15,7 @@ declare -A names=(
     [umount-s3fs]=umount.s3fs
     [fsck-s3fs]=fsck.s3fs
     [s3fsadm]=s3fsadm
+    [s3fs_verify]=s3fs_verify
 )
 install -d "$PREFIX/bin" "$PREFIX/share/man/man8"
 for built in "${!names[@]}"; do

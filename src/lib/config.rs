@@ -233,13 +233,18 @@ pub fn max_connections(cli: Option<u16>, auth: &AuthInfo) -> usize {
     cli.map(usize::from).or(auth.max_connections).unwrap_or(32)
 }
 
+/// Where the cache directory is (command line, else authinfo2, else `~/.s3fs`), without
+/// creating or checking it: for tools that only read it.
+pub fn cache_dir_path(cli: Option<&Path>, auth: &AuthInfo) -> PathBuf {
+    cli.map(Path::to_path_buf)
+        .or_else(|| auth.cachedir.clone())
+        .unwrap_or_else(default_dir)
+}
+
 /// The cache directory: command line, else authinfo2, else `~/.s3fs`. Created with
 /// mode 0700 if missing; exit 45 if unusable.
 pub fn cache_dir(cli: Option<&Path>, auth: &AuthInfo) -> Result<PathBuf, Error> {
-    let dir = cli
-        .map(Path::to_path_buf)
-        .or_else(|| auth.cachedir.clone())
-        .unwrap_or_else(default_dir);
+    let dir = cache_dir_path(cli, auth);
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -47,6 +47,15 @@ pub mod names {
 /// declared corrupt: a truncated or damaged transfer is not damage at rest.
 const CORRUPT_REFETCHES: usize = 2;
 
+/// An object as fetched by [`FsStore::get_decoded`].
+#[derive(Debug)]
+pub struct Fetched {
+    /// Bytes in the store (after compression and encryption).
+    pub stored_size: u64,
+    /// The plaintext, or why the object could not be decoded.
+    pub plaintext: Result<Vec<u8>, CodecError>,
+}
+
 /// A store plus the codec of one filesystem. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -83,6 +92,16 @@ impl FsStore {
 
     /// Fetch and decode `name`, or `None` if there is no such object.
     pub async fn get_if_exists(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self.get_decoded(name).await? {
+            None => Ok(None),
+            Some(fetched) => Ok(Some(fetched.plaintext?)),
+        }
+    }
+
+    /// Fetch and decode `name`, or `None` if there is no such object. Store failures are
+    /// errors; an object that cannot be decoded (checked again after re-fetching it) is
+    /// returned with its [`CodecError`], so that callers can tell damage from failure.
+    pub async fn get_decoded(&self, name: &str) -> Result<Option<Fetched>, Error> {
         let mut attempt = 0;
         loop {
             let raw = match self.store.get(name).await {
@@ -95,7 +114,12 @@ impl FsStore {
                     log::debug!("object {name} failed its integrity check; fetching it again");
                     attempt += 1;
                 }
-                other => return Ok(Some(other?)),
+                plaintext => {
+                    return Ok(Some(Fetched {
+                        stored_size: raw.len() as u64,
+                        plaintext,
+                    }));
+                }
             }
         }
     }

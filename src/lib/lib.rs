@@ -9,8 +9,8 @@
 //! [`fs`] is the filesystem core (POSIX semantics, no FUSE types) and [`fuse`] the thin
 //! adapter to the kernel; [`mount`] runs a mount from start to clean exit; [`config`]
 //! reads authinfo2 and prompts for secrets; [`cli`] holds the clap definitions shared by
-//! the binaries and the man pages; [`mkfs`], [`fsck`] and [`adm`] are tool entry points
-//! ([`fsck`] also holds crash recovery and the consistency checks).
+//! the binaries and the man pages; [`mkfs`], [`fsck`], [`adm`] and [`verify`] are tool
+//! entry points ([`fsck`] also holds crash recovery and the consistency checks).
 
 pub mod adm;
 pub mod cache;
@@ -33,5 +33,6 @@ pub mod params;
 pub mod runtime;
 pub mod store;
 pub mod tools;
+pub mod verify;
 
 pub use exit::{Error, ExitCode, Result};

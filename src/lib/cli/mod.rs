@@ -13,8 +13,10 @@ use crate::store::url::URL_GRAMMAR;
 pub mod mount_helper;
 pub mod progress;
 pub mod tools;
+pub mod verify;
 
 pub use tools::{CpArgs, CtrlAction, CtrlArgs, LockArgs, RmArgs, StatArgs};
+pub use verify::VerifyArgs;
 
 /// Options of every tool that opens a store.
 #[derive(Debug, Clone, Default, Args)]
@@ -348,6 +350,7 @@ pub fn commands() -> Vec<clap::Command> {
         CpArgs::command(),
         LockArgs::command(),
         RmArgs::command(),
+        VerifyArgs::command(),
     ]
 }
 

@@ -115,7 +115,8 @@ pub async fn read_lock(fs: &FsStore) -> Result<Option<LockInfo>, Error> {
     }
 }
 
-fn held_elsewhere(holder: &LockInfo) -> Error {
+/// The refusal (exit 31) that names the lock's holder.
+pub(crate) fn held_elsewhere(holder: &LockInfo) -> Error {
     if holder.host == hostname() {
         Error::new(
             ExitCode::MountedElsewhere,

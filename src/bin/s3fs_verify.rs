@@ -1,0 +1,7 @@
+//! s3fs_verify: verify that the data objects of an s3fs filesystem are in the store and intact.
+use clap::Parser;
+
+fn main() {
+    let args = s3fs::cli::VerifyArgs::parse();
+    s3fs::exit::exit_with(s3fs::verify::main(&args, &mut s3fs::config::Stdin))
+}
