@@ -379,7 +379,7 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
 }
 
 /// Whether process `pid` exists and is a mount.s3fs (not a reused PID).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     crate::mount::umount::process_running(pid)
         && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(5).any(|w| w == b"mount"))
 }
