@@ -72,7 +72,11 @@ fn print_versions(out: &mut dyn Write, versions: &[Params], current: u64) -> Res
     )
     .map_err(write_err)?;
     for (i, v) in versions.iter().enumerate() {
-        let mark = if v.seq == current { "  (current)" } else { "" };
+        let mark = match (v.seq == current, v.is_mounted) {
+            (true, _) => "  (current)",
+            (false, true) => "  (while mounted)",
+            (false, false) => "",
+        };
         writeln!(
             out,
             "{i:>5}  {:>12}  {:<23}  {:>8} bytes{mark}",
