@@ -16,6 +16,11 @@ declare -A names=(
     [fsck-s3fs]=fsck.s3fs
     [s3fsadm]=s3fsadm
     [s3fs_verify]=s3fs_verify
+    [s3fsstat]=s3fsstat
+    [s3fsctrl]=s3fsctrl
+    [s3fscp]=s3fscp
+    [s3fslock]=s3fslock
+    [s3fsrm]=s3fsrm
 )
 install -d "$PREFIX/bin" "$PREFIX/share/man/man8"
 for built in "${!names[@]}"; do

@@ -31,8 +31,8 @@ fn man_pages_document_urls_authinfo_and_exit_codes() {
     for cmd in s3fs::cli::commands() {
         let mut page = Vec::new();
         let name = cmd.get_name().to_owned();
-        if name == "umount.s3fs" {
-            continue; // takes a mountpoint, not a storage URL: checked below
+        if MOUNTPOINT_TOOLS.contains(&name.as_str()) {
+            continue; // take a mountpoint, not a storage URL: checked below
         }
         clap_mangen::Man::new(cmd).render(&mut page).unwrap();
         let text = String::from_utf8(page).unwrap();
@@ -46,6 +46,23 @@ fn man_pages_document_urls_authinfo_and_exit_codes() {
         ] {
             assert!(text.contains(needle), "{name} man page lacks {needle:?}");
         }
+    }
+}
+
+/// Tools that work on a mounted filesystem.
+const MOUNTPOINT_TOOLS: &[&str] = &["umount.s3fs", "s3fsstat", "s3fsctrl", "s3fscp", "s3fslock", "s3fsrm"];
+
+#[test]
+fn mountpoint_tool_pages_document_exit_codes() {
+    for name in MOUNTPOINT_TOOLS {
+        let cmd = s3fs::cli::commands()
+            .into_iter()
+            .find(|c| c.get_name() == *name)
+            .unwrap();
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page).unwrap();
+        let text = String::from_utf8(page).unwrap();
+        assert!(text.contains("EXIT CODES"), "{name} man page lacks exit codes");
     }
 }
 

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v curl >/dev/null || need+=(curl)
+command -v rsync >/dev/null || need+=(rsync)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

@@ -167,6 +167,10 @@ pub trait SecretSource {
     fn ask(&mut self, prompt: &str) -> Result<String, Error>;
     /// Whether the answer can be asked twice to catch typos (a human at a terminal).
     fn is_interactive(&self) -> bool;
+    /// Ask once for something that is not secret (echoed as typed on a terminal).
+    fn ask_visible(&mut self, prompt: &str) -> Result<String, Error> {
+        self.ask(prompt)
+    }
 }
 
 /// The process's terminal or standard input.
@@ -179,26 +183,41 @@ impl SecretSource for Stdin {
             return rpassword::prompt_password(prompt)
                 .map_err(|e| Error::new(ExitCode::Failure, format!("cannot read from the terminal: {e}")));
         }
-        let mut line = String::new();
-        let n = std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Error::new(ExitCode::Failure, format!("cannot read standard input: {e}")))?;
-        if n == 0 {
-            let what = prompt.trim().trim_end_matches(':').trim_start_matches("Enter ");
-            return Err(Error::new(
-                ExitCode::BatchNeedsInput,
-                format!(
-                    "{what} needed, but standard input is not a terminal and gave none (put it in authinfo2 or pipe it in)"
-                ),
-            ));
-        }
-        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+        read_stdin_line(prompt)
     }
 
     fn is_interactive(&self) -> bool {
         std::io::stdin().is_terminal()
     }
+
+    fn ask_visible(&mut self, prompt: &str) -> Result<String, Error> {
+        if self.is_interactive() {
+            use std::io::Write;
+            let mut err = std::io::stderr();
+            let _ = write!(err, "{prompt}");
+            let _ = err.flush();
+        }
+        read_stdin_line(prompt)
+    }
+}
+
+/// One line of standard input; at its end, exit 41 naming what was asked for.
+fn read_stdin_line(prompt: &str) -> Result<String, Error> {
+    let mut line = String::new();
+    let n = std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::new(ExitCode::Failure, format!("cannot read standard input: {e}")))?;
+    if n == 0 {
+        let what = prompt.trim().trim_end_matches(':').trim_start_matches("Enter ");
+        return Err(Error::new(
+            ExitCode::BatchNeedsInput,
+            format!(
+                "{what} needed, but standard input is not a terminal and gave none (put it in authinfo2 or pipe it in)"
+            ),
+        ));
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 /// Ask for a new passphrase: twice on a terminal (they must match), once otherwise.

@@ -89,7 +89,21 @@ fn mkfs_help() -> String {
 }
 
 fn adm_help() -> String {
-    store_tool_help(&[(ExitCode::MountedHere, "the filesystem is mounted on this machine")])
+    store_tool_help(&[
+        (
+            ExitCode::NeedsFsck,
+            "shrink-db: the filesystem was not unmounted cleanly or needs a check: run fsck.s3fs",
+        ),
+        (
+            ExitCode::MountedElsewhere,
+            "restore-metadata, shrink-db: the filesystem is mounted elsewhere (the message names the host)",
+        ),
+        (ExitCode::MountedHere, "the filesystem is mounted on this machine"),
+        (
+            ExitCode::BatchNeedsInput,
+            "restore-metadata: no --seq and no answer on standard input (the versions are listed)",
+        ),
+    ])
 }
 
 /// mkfs.s3fs: create a filesystem.
@@ -131,7 +145,8 @@ pub struct MkfsArgs {
 #[command(
     name = "s3fsadm",
     version,
-    about = "Manage an s3fs filesystem that is not mounted: passphrase, key recovery, deletion",
+    about = "Manage an s3fs filesystem that is not mounted: passphrase, key recovery, deletion, metadata versions",
+    long_about = "Manage an s3fs filesystem that is not mounted: change the passphrase, recover the key, delete the filesystem, restore or download one of the retained metadata versions, or compact the metadata database.\n\nEvery action except download-metadata refuses while the filesystem is mounted on this machine (exit 40).",
     after_long_help = adm_help()
 )]
 pub struct AdmArgs {
@@ -162,6 +177,65 @@ pub enum AdmAction {
         #[arg(value_name = "STORAGE_URL")]
         storage_url: String,
     },
+    /// Make an older metadata version the current one.
+    ///
+    /// Lists the retained metadata versions (index, seq, date, database size) and asks
+    /// for the index of the one to restore (one line of standard input when it is not a
+    /// terminal; exit 41 if there is none); --seq picks one without asking. The version is
+    /// downloaded into the cache directory, replacing the local copy and the cached blocks
+    /// (a local copy with changes the store lacks is kept as `.db.bak-<time>`), and is
+    /// marked as needing a check: mount.s3fs then refuses (exit 30) until fsck.s3fs has
+    /// checked it and uploaded it as the new current version. Files whose data was
+    /// deleted from the store since that version are reported by fsck.s3fs and lose
+    /// their contents (they are moved to /lost+found). Refused while the filesystem is
+    /// mounted (40 here, 31 elsewhere).
+    #[command(verbatim_doc_comment)]
+    RestoreMetadata {
+        #[arg(value_name = "STORAGE_URL")]
+        storage_url: String,
+        /// Restore the version with this seq (as listed) without asking
+        #[arg(long, value_name = "N")]
+        seq: Option<u64>,
+    },
+    /// Save a metadata version as a plain SQLite file, for inspection.
+    ///
+    /// Changes nothing, locally or in the store, and also works while the filesystem is
+    /// mounted (the newest version in the store lags the mount by at most its
+    /// --metadata-backup-interval). Refuses to overwrite an existing file.
+    #[command(verbatim_doc_comment)]
+    DownloadMetadata {
+        #[arg(value_name = "STORAGE_URL")]
+        storage_url: String,
+        /// The version's seq, as listed by restore-metadata [default: the newest]
+        #[arg(long, value_name = "N")]
+        seq: Option<u64>,
+        /// Where to write the database (must not exist)
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Compact the metadata database (SQLite VACUUM) and upload it as a new version.
+    ///
+    /// Only for a clean filesystem that is not mounted (exit 30 if it needs fsck.s3fs,
+    /// 31 if mounted elsewhere, 40 if mounted here). Takes the filesystem's lock for the
+    /// duration and prints the database size before and after.
+    #[command(verbatim_doc_comment)]
+    ShrinkDb {
+        #[arg(value_name = "STORAGE_URL")]
+        storage_url: String,
+    },
+}
+
+impl AdmAction {
+    pub fn storage_url(&self) -> &str {
+        match self {
+            AdmAction::Passphrase { storage_url }
+            | AdmAction::RecoverKey { storage_url }
+            | AdmAction::Clear { storage_url }
+            | AdmAction::RestoreMetadata { storage_url, .. }
+            | AdmAction::DownloadMetadata { storage_url, .. }
+            | AdmAction::ShrinkDb { storage_url } => storage_url,
+        }
+    }
 }
 
 fn mount_help() -> String {

@@ -214,9 +214,15 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     let use_local = local.as_ref().is_some_and(|l| l.seq >= remote.seq);
     let mut crashed_here = false;
     if let Some(l) = local.as_ref().filter(|_| use_local) {
-        if l.is_mounted || l.needs_fsck {
+        if l.is_mounted {
             crashed_here = true;
             reasons.push("the filesystem was not unmounted cleanly on this machine".into());
+        } else if l.needs_fsck {
+            crashed_here = true;
+            reasons.push(
+                "the local metadata is marked as needing a check (a restored metadata version, or an interrupted check)"
+                    .into(),
+            );
         }
         if l.seq > remote.seq {
             reasons.push("the local metadata is newer than the store's".into());
@@ -368,7 +374,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
 }
 
 /// `PRAGMA integrity_check` of the SQLite file `db`; the error lists what it found.
-fn integrity_check(db: &Path) -> Result<(), Error> {
+pub(crate) fn integrity_check(db: &Path) -> Result<(), Error> {
     let conn = Connection::open(db).map_err(db_err("opening the metadata"))?;
     let problems: Vec<String> = conn
         .prepare("PRAGMA integrity_check(20)")
@@ -400,7 +406,7 @@ fn check_local_db(db: &Path) -> Result<(), Error> {
 
 /// Highest seq of any metadata chunk object in the store (an interrupted upload can
 /// leave chunks newer than every superblock).
-fn newest_chunk_seq(store: &FsStore) -> Result<u64, Error> {
+pub(crate) fn newest_chunk_seq(store: &FsStore) -> Result<u64, Error> {
     let listed = block_on(crate::store::list_all(store.store().as_ref(), names::META_PREFIX))?;
     Ok(listed
         .iter()
@@ -426,7 +432,7 @@ fn release_stale_lock(store: &FsStore, holder: Option<&guard::LockInfo>) -> Resu
 
 /// The local cache belongs to older metadata: keep it aside if it holds dirty blocks
 /// (the user may want them), delete it otherwise, and forget the local DB's files.
-fn retire_local_cache(files: &LocalFiles) -> Result<(), Error> {
+pub(crate) fn retire_local_cache(files: &LocalFiles) -> Result<(), Error> {
     let dirty = std::fs::read_dir(&files.cache)
         .map(|rd| {
             rd.filter_map(Result::ok)

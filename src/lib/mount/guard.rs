@@ -83,7 +83,7 @@ pub fn hostname() -> String {
     "unknown-host".to_owned()
 }
 
-fn format_time(unix: i64) -> String {
+pub(crate) fn format_time(unix: i64) -> String {
     // Seconds are enough for a human to recognise the event; avoid a date crate.
     let secs = unix.rem_euclid(86_400);
     let days = unix.div_euclid(86_400);

@@ -413,7 +413,7 @@ fn record_backup(shared: &Mutex<MountShared>, m: &Mounted, r: &Result<(), Error>
 }
 
 /// Whether process `pid` exists and is a mount.s3fs (not a reused PID).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     crate::mount::umount::process_running(pid)
         && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(5).any(|w| w == b"mount"))
 }

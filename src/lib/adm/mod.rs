@@ -1,4 +1,7 @@
-//! s3fsadm: passphrase change, key recovery, deletion of a filesystem.
+//! s3fsadm: passphrase change, key recovery, deletion of a filesystem, and the metadata
+//! versions ([`metadata`]).
+
+pub mod metadata;
 
 use std::io::Write;
 
@@ -12,12 +15,11 @@ use crate::runtime::block_on;
 use crate::store::StorageUrl;
 
 pub fn run(args: &AdmArgs, secrets: &mut dyn SecretSource, out: &mut dyn Write) -> Result<(), Error> {
-    let url = match &args.action {
-        AdmAction::Passphrase { storage_url }
-        | AdmAction::RecoverKey { storage_url }
-        | AdmAction::Clear { storage_url } => storage_url,
-    };
-    refuse_if_mounted_here(&StorageUrl::parse(url)?)?;
+    let url = args.action.storage_url();
+    // Reading a version changes nothing: allowed while mounted.
+    if !matches!(args.action, AdmAction::DownloadMetadata { .. }) {
+        refuse_if_mounted_here(&StorageUrl::parse(url)?)?;
+    }
     let opts = ConnectOptions {
         authfile: args.store.authfile.as_deref(),
         backend_options: args.store.backend_options.as_deref(),
@@ -63,6 +65,9 @@ pub fn run(args: &AdmArgs, secrets: &mut dyn SecretSource, out: &mut dyn Write) 
             remove_local_cache(&cachedir, &conn.url)?;
             writeln!(out, "Deleted {deleted} objects from {}.", conn.url).map_err(w)?;
         }
+        AdmAction::RestoreMetadata { seq, .. } => metadata::restore(args, &conn, *seq, secrets, out)?,
+        AdmAction::DownloadMetadata { seq, output, .. } => metadata::download(args, &conn, *seq, output, secrets, out)?,
+        AdmAction::ShrinkDb { .. } => metadata::shrink(args, &conn, secrets, out)?,
     }
     Ok(())
 }
