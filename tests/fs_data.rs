@@ -154,6 +154,54 @@ fn punch_hole_lseek_and_copy_file_range() {
     );
 }
 
+/// Whole stored blocks are shared by copy_file_range (a reflink): nothing is uploaded,
+/// and later writes to either file leave the other alone.
+#[test]
+fn copy_file_range_shares_stored_blocks() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"src", 0o100644, 0).unwrap().ino;
+    let data = pattern(3 * BS as usize, 21);
+    // Block 1 of the source is a hole: never written.
+    s.fs.write(&CTX, f, 0, &data[..BS as usize]).unwrap();
+    s.fs.write(&CTX, f, 2 * BS, &data[2 * BS as usize..]).unwrap();
+    s.cache.upload_all().unwrap();
+    let uploads = s.cache.stats().uploads + s.cache.stats().dedup_hits;
+    let g = s.fs.create(&CTX, ROOT, b"dst", 0o100644, 0).unwrap().ino;
+    // The destination had data where the source has its hole.
+    s.fs.write(&CTX, g, 0, &pattern(2 * BS as usize, 22)).unwrap();
+    s.cache.upload_all().unwrap();
+    let uploads = uploads + 2;
+    assert_eq!(s.fs.copy_file_range(&CTX, f, 0, g, 0, 3 * BS).unwrap(), 3 * BS as usize);
+    let mut expect = data.clone();
+    expect[BS as usize..2 * BS as usize].fill(0);
+    assert_eq!(s.fs.read(g, 0, (3 * BS) as u32).unwrap(), expect);
+    s.cache.upload_all().unwrap();
+    let st = s.cache.stats();
+    assert_eq!(st.uploads + st.dedup_hits, uploads, "nothing went through the upload");
+    let shared: Vec<i64> = {
+        let db = rusqlite::Connection::open(s._dir.path().join("meta.db")).unwrap();
+        let mut q = db
+            .prepare("SELECT refcount FROM blocks JOIN inode_blocks ON block_id = blocks.id WHERE inode = ?1 ORDER BY blockno")
+            .unwrap();
+        q.query_map([g as i64], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(shared, vec![2, 2], "blocks 0 and 2 shared, block 1 a hole");
+    // Copy on write: changing the copy leaves the source alone.
+    s.fs.write(&CTX, g, 5, b"changed").unwrap();
+    assert_eq!(&s.fs.read(f, 0, BS as u32).unwrap()[..], &data[..BS as usize]);
+    // A dirty source block is copied through the cache instead.
+    s.fs.write(&CTX, f, 2 * BS, b"dirty").unwrap();
+    let h = s.fs.create(&CTX, ROOT, b"h", 0o100644, 0).unwrap().ino;
+    s.fs.copy_file_range(&CTX, f, 0, h, 0, 3 * BS).unwrap();
+    assert_eq!(
+        s.fs.read(h, 0, (3 * BS) as u32).unwrap(),
+        s.fs.read(f, 0, (3 * BS) as u32).unwrap()
+    );
+}
+
 #[test]
 fn writes_to_directories_and_locked_files_are_refused() {
     let s = setup();

@@ -817,9 +817,14 @@ impl BlockCache {
     /// are deleted, pending uploads cancelled, uploads in flight not committed. Call it
     /// *before* the transaction that releases the blocks' rows (see the module docs).
     pub fn remove_blocks(&self, inode: u64, from_blockno: u64) {
+        self.remove_block_range(inode, from_blockno, u64::MAX);
+    }
+
+    /// [`BlockCache::remove_blocks`] for the blocks `from_blockno..=to_blockno` only.
+    pub fn remove_block_range(&self, inode: u64, from_blockno: u64, to_blockno: u64) {
         let entries: Vec<Arc<Entry>> = lock(&self.state)
             .slots
-            .range((inode, from_blockno)..=(inode, u64::MAX))
+            .range((inode, from_blockno)..=(inode, to_blockno))
             .map(|(_, s)| s.entry.clone())
             .collect();
         for e in entries {
@@ -838,6 +843,15 @@ impl BlockCache {
             lock(&self.state).detach(&e);
         }
         self.space_cv.notify_all();
+    }
+
+    /// Whether block `blockno` of `inode` is in the cache with changes not yet in the
+    /// store (dirty, or being uploaded): then `inode_blocks` does not describe it.
+    pub fn is_dirty(&self, inode: u64, blockno: u64) -> bool {
+        lock(&self.state)
+            .slots
+            .get(&(inode, blockno))
+            .is_some_and(|s| s.dirty || s.in_flight)
     }
 
     /// fsync for `inode`: make its dirty block files and their names durable on local

@@ -5,7 +5,7 @@
 //! The cache is never called while the DB lock is held (its lock order): block I/O
 //! happens first, then one short transaction updates size and times.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::db::{ino_id, load_inode};
 use super::{Ctx, Filesystem, FsError, FsResult, err};
@@ -112,21 +112,9 @@ impl Filesystem {
         Ok(data.len())
     }
 
-    /// After data changed: size at least `end`, new mtime/ctime, and (as ext4 does) the
-    /// set-user-ID bit, and the set-group-ID bit of a group-executable file, cleared when
-    /// an unprivileged process writes.
+    /// After data changed: see [`written`].
     fn grow_and_touch(&self, ctx: &Ctx, id: i64, end: u64) -> FsResult<()> {
-        let kill = if ctx.uid == 0 { 0 } else { libc::S_ISUID };
-        self.transact(|op| {
-            op.tx
-                .prepare_cached(
-                    "UPDATE inodes SET size = max(size, ?2), mtime_ns = ?3, ctime_ns = ?3,
-                     mode = mode & ~(?4 | CASE WHEN ?4 != 0 AND mode & ?5 != 0 THEN ?6 ELSE 0 END)
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, end as i64, op.now, kill, libc::S_IXGRP, libc::S_ISGID])?;
-            super::xattr::kill_capability(&op.tx, id)
-        })
+        self.transact(|op| written(op, ctx, id, end))
     }
 
     /// fsync/fdatasync: the file's data and all metadata durable on local disk.
@@ -197,8 +185,11 @@ impl Filesystem {
         }
     }
 
-    /// Copy `len` bytes between files. Identical blocks are stored once by the upload's
-    /// deduplication, so a copy adds no data objects.
+    /// Copy `len` bytes between files. Whole blocks at the same offset within a block
+    /// on both sides, whose source is in the store, are shared: the destination's row
+    /// points at the same block and its refcount goes up, so no data is read, written
+    /// or uploaded (a reflink). Other pieces (partial blocks, blocks still dirty in the
+    /// cache) are copied through the cache, and stored once by the upload's dedup.
     pub fn copy_file_range(
         &self,
         ctx: &Ctx,
@@ -208,19 +199,83 @@ impl Filesystem {
         off_out: u64,
         len: u64,
     ) -> FsResult<usize> {
-        let src_size = self.query(|c| Ok(load_inode(c, ino_id(ino_in)?)?.size as u64))?;
+        let (id_in, id_out) = (ino_id(ino_in)?, ino_id(ino_out)?);
+        let src_size = self.query(|c| {
+            let row = load_inode(c, id_in)?;
+            if row.is_dir() {
+                return err(libc::EISDIR);
+            }
+            Ok(row.size as u64)
+        })?;
+        self.writable_file(id_out)?;
         let len = len.min(src_size.saturating_sub(off_in)).min(u32::MAX as u64 / 2);
-        let chunk = self.block_size();
+        off_out
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::new(libc::EFBIG))?;
+        let bs = self.block_size();
+        let cache = self.data_cache()?;
         let mut done = 0u64;
         while done < len {
-            let n = chunk.min(len - done);
-            let data = self.read(ino_in, off_in + done, n as u32)?;
+            let (from, to) = (off_in + done, off_out + done);
+            let n = (bs - to % bs).min(len - done);
+            let whole = n == bs && from % bs == 0;
+            // Overlapping ranges in one file: copy, so no block is shared with itself
+            // while being replaced.
+            let same_file = id_in == id_out;
+            if whole && !same_file && !cache.is_dirty(ino_in, from / bs) {
+                self.share_block(ctx, id_in, from / bs, id_out, to / bs, to + n)?;
+                done += n;
+                continue;
+            }
+            let data = self.read(ino_in, from, n as u32)?;
             if data.is_empty() {
                 break;
             }
-            self.write(ctx, ino_out, off_out + done, &data)?;
+            self.write(ctx, ino_out, to, &data)?;
             done += data.len() as u64;
         }
         Ok(done as usize)
     }
+
+    /// Make block `bno_out` of `id_out` the stored block `bno_in` of `id_in` (a hole if
+    /// that is one), and the file at least `end` bytes long.
+    fn share_block(&self, ctx: &Ctx, id_in: i64, bno_in: u64, id_out: i64, bno_out: u64, end: u64) -> FsResult<()> {
+        let cache = self.data_cache()?;
+        // The destination's cached copy goes first (the cache's contract for releases).
+        cache.remove_block_range(id_out as u64, bno_out, bno_out);
+        self.transact(|op| {
+            let released = super::db::release_block_range(&op.tx, id_out, bno_out as i64, bno_out as i64)?;
+            op.deleted_objects.extend(released.objects);
+            let block: Option<i64> = op
+                .tx
+                .prepare_cached("SELECT block_id FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
+                .query_row(params![id_in, bno_in as i64], |r| r.get(0))
+                .optional()?;
+            if let Some(block) = block {
+                op.tx
+                    .prepare_cached("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1")?
+                    .execute([block])?;
+                op.tx
+                    .prepare_cached("INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)")?
+                    .execute(params![id_out, bno_out as i64, block])?;
+            }
+            written(op, ctx, id_out, end)
+        })
+    }
+}
+
+/// In the transaction `op`, after data of `id` changed: size at least `end`, new
+/// mtime/ctime, and (as ext4 does) the set-user-ID bit, and the set-group-ID bit of a
+/// group-executable file, cleared when an unprivileged process writes.
+fn written(op: &mut super::Op<'_>, ctx: &Ctx, id: i64, end: u64) -> FsResult<()> {
+    let kill = if ctx.uid == 0 { 0 } else { libc::S_ISUID };
+    op.tx
+        .prepare_cached(
+            "UPDATE inodes SET size = max(size, ?2), mtime_ns = ?3, ctime_ns = ?3,
+             mode = mode & ~(?4 | CASE WHEN ?4 != 0 AND mode & ?5 != 0 THEN ?6 ELSE 0 END)
+             WHERE id = ?1",
+        )?
+        .execute(params![id, end as i64, op.now, kill, libc::S_IXGRP, libc::S_ISGID])?;
+    super::xattr::kill_capability(&op.tx, id)
 }

@@ -267,19 +267,30 @@ pub struct Released {
 /// This is the single place where file data is dereferenced; the block cache extends it
 /// (dropping cached copies of the released blocks) rather than duplicating it.
 pub fn release_blocks(tx: &Connection, inode: i64, from_blockno: i64) -> rusqlite::Result<Released> {
+    release_block_range(tx, inode, from_blockno, i64::MAX)
+}
+
+/// [`release_blocks`] for the blocks `from_blockno..=to_blockno` only.
+pub fn release_block_range(
+    tx: &Connection,
+    inode: i64,
+    from_blockno: i64,
+    to_blockno: i64,
+) -> rusqlite::Result<Released> {
     let mut released = Released::default();
     let uses: Vec<(i64, i64)> = {
         let mut st = tx.prepare_cached(
-            "SELECT block_id, count(*) FROM inode_blocks WHERE inode = ?1 AND blockno >= ?2 GROUP BY block_id",
+            "SELECT block_id, count(*) FROM inode_blocks WHERE inode = ?1 AND blockno BETWEEN ?2 AND ?3
+             GROUP BY block_id",
         )?;
-        st.query_map(params![inode, from_blockno], |r| Ok((r.get(0)?, r.get(1)?)))?
+        st.query_map(params![inode, from_blockno, to_blockno], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?
     };
     if uses.is_empty() {
         return Ok(released);
     }
-    tx.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno >= ?2")?
-        .execute(params![inode, from_blockno])?;
+    tx.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno BETWEEN ?2 AND ?3")?
+        .execute(params![inode, from_blockno, to_blockno])?;
     let mut dec_block =
         tx.prepare_cached("UPDATE blocks SET refcount = refcount - ?2 WHERE id = ?1 RETURNING refcount, obj_id")?;
     let mut del_block = tx.prepare_cached("DELETE FROM blocks WHERE id = ?1")?;
