@@ -20,7 +20,7 @@ use crate::fsck;
 use crate::meta::chunks::{self, ChunkHashes};
 use crate::mount::guard;
 use crate::mount::run::KEEP_VERSIONS;
-use crate::mount::state::{self, LocalFiles, Start};
+use crate::mount::state::{LocalFiles, Start};
 use crate::params::{Params, unix_now};
 use crate::runtime::block_on;
 
@@ -299,26 +299,7 @@ pub fn shrink(
     let opened = open(conn, secrets)?;
     let remote = opened.params.clone();
     let files = local_files(args, conn)?;
-    let holder =
-        block_on(guard::read_lock(&opened.fs))?.filter(|h| h.fs_uuid == remote.uuid && h.host == guard::hostname());
-    if let Some(h) = &holder
-        && crate::mount::run::process_alive(h.pid)
-    {
-        return Err(Error::new(
-            ExitCode::MountedHere,
-            format!("the filesystem is mounted on this machine by {}", h.describe()),
-        ));
-    }
-    let start = state::decide(&remote, files.read_params().as_ref())?;
-    if let Some(h) = &holder {
-        return Err(Error::new(
-            ExitCode::NeedsFsck,
-            format!(
-                "{} stopped without releasing the filesystem's lock; run fsck.s3fs on this machine first",
-                h.describe()
-            ),
-        ));
-    }
+    let start = crate::mount::run::decide_start(&opened.fs, &remote, &files, ExitCode::MountedHere)?;
     block_on(guard::acquire(&opened.fs, &remote.uuid))?;
     let result = shrink_locked(args, conn, &opened.fs, &remote, &files, start, out);
     // Keep the lock only if the local copy moved ahead of the store (then the next mount

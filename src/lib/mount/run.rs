@@ -182,30 +182,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     let parallel = config::max_connections(args.store.max_connections, &conn.auth);
     let mut params = opened.params.clone();
 
-    // A live mount on this machine (any cache directory) is "mounted elsewhere"; a dead
-    // one left a crash behind, which decide() turns into "run fsck".
-    let holder =
-        block_on(guard::read_lock(&opened.fs))?.filter(|h| h.host == guard::hostname() && h.fs_uuid == params.uuid);
-    if let Some(h) = &holder
-        && process_alive(h.pid)
-    {
-        return Err(Error::new(
-            ExitCode::MountedElsewhere,
-            format!("the filesystem is already mounted on this machine by {}", h.describe()),
-        ));
-    }
-    let start = state::decide(&params, files.read_params().as_ref())?;
-    // Marked clean, yet a dead process here still holds the lock: it was killed between
-    // marking the filesystem clean and giving the lock up. fsck releases such a lock.
-    if let Some(h) = &holder {
-        return Err(Error::new(
-            ExitCode::NeedsFsck,
-            format!(
-                "{} stopped without releasing the filesystem's lock; run fsck.s3fs on this machine first",
-                h.describe()
-            ),
-        ));
-    }
+    let start = decide_start(&opened.fs, &params, &files, ExitCode::MountedElsewhere)?;
     let guard_kind = block_on(guard::acquire(&opened.fs, &params.uuid))?;
     log::info!("single-writer guard: {}", guard_kind.describe());
     let result = (|| {
@@ -260,6 +237,39 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
         Err(_) => {}
     }
     result
+}
+
+/// Whether the filesystem may be opened for writing here, and from which metadata: a
+/// live holder of its lock on this machine fails with `live_holder` (any cache
+/// directory), the metadata state as [`state::decide`] says, and a lock left by a dead
+/// process here (killed between marking the filesystem clean and giving the lock up)
+/// asks for fsck, which releases it.
+pub(crate) fn decide_start(
+    fs: &FsStore,
+    remote: &Params,
+    files: &LocalFiles,
+    live_holder: ExitCode,
+) -> Result<Start, Error> {
+    let holder = block_on(guard::read_lock(fs))?.filter(|h| h.host == guard::hostname() && h.fs_uuid == remote.uuid);
+    if let Some(h) = &holder
+        && process_alive(h.pid)
+    {
+        return Err(Error::new(
+            live_holder,
+            format!("the filesystem is already mounted on this machine by {}", h.describe()),
+        ));
+    }
+    let start = state::decide(remote, files.read_params().as_ref())?;
+    if let Some(h) = &holder {
+        return Err(Error::new(
+            ExitCode::NeedsFsck,
+            format!(
+                "{} stopped without releasing the filesystem's lock; run fsck.s3fs on this machine first",
+                h.describe()
+            ),
+        ));
+    }
+    Ok(start)
 }
 
 fn open_cache(
