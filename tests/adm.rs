@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::mount::{Fixture, is_mounted};
+use common::{code, text};
 use s3fs::codec::Compression;
 use s3fs::fs_store::{self, ConnectOptions};
 use s3fs::params::Params;
@@ -17,18 +18,6 @@ use s3fs::runtime::block_on;
 const ADM: &str = env!("CARGO_BIN_EXE_s3fsadm");
 const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");
 const CACHE: &str = "cache";
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally, not by a signal")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

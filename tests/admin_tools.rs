@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::mount::Fixture;
+use common::text;
 use s3fs::control::{CTRL_INO, CTRL_NAME};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -25,14 +26,6 @@ const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");
 
 fn run(bin: &str, args: &[&Path]) -> Output {
     Command::new(bin).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn ok(bin: &str, args: &[&Path]) -> String {
@@ -63,14 +56,10 @@ fn fsck_force(f: &Fixture, cache: &str) {
 /// Everything about a tree a snapshot must keep: per relative path, the kind, mode,
 /// owner, mtime, size, content hash or link target, and xattrs.
 fn describe(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
+    common::walk(root)
+        .into_iter()
+        .map(|(rel, p, m)| {
             let what = if m.is_dir() {
-                stack.push(p.clone());
                 "dir".to_owned()
             } else if m.file_type().is_symlink() {
                 format!("link {}", std::fs::read_link(&p).unwrap().display())
@@ -84,22 +73,19 @@ fn describe(root: &Path) -> BTreeMap<PathBuf, String> {
                     .map(|v| String::from_utf8_lossy(&v).into_owned())
                     .unwrap_or_default()
             };
-            out.insert(
-                p.strip_prefix(root).unwrap().to_owned(),
-                format!(
-                    "{what} mode={:o} uid={} gid={} mtime={}.{} size={} nlink={} xattr={xattr}",
-                    m.mode(),
-                    m.uid(),
-                    m.gid(),
-                    m.mtime(),
-                    m.mtime_nsec(),
-                    m.size(),
-                    m.nlink()
-                ),
+            let line = format!(
+                "{what} mode={:o} uid={} gid={} mtime={}.{} size={} nlink={} xattr={xattr}",
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.size(),
+                m.nlink()
             );
-        }
-    }
-    out
+            (rel, line)
+        })
+        .collect()
 }
 
 fn c(p: &Path) -> CString {

@@ -24,27 +24,19 @@ const TOOLS: &[(&str, &str)] = &[
 
 /// Files and symlinks of a tree: relative path → content hash or target, mode, mtime.
 fn files(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
+    common::walk(root)
+        .into_iter()
+        .map(|(rel, p, m)| {
             let what = if m.is_dir() {
-                stack.push(p.clone());
                 "dir".to_owned()
             } else if m.file_type().is_symlink() {
                 format!("-> {}", std::fs::read_link(&p).unwrap().display())
             } else {
                 hex::encode(Sha256::digest(std::fs::read(&p).unwrap()))
             };
-            out.insert(
-                p.strip_prefix(root).unwrap().to_owned(),
-                format!("{what} {:o} {}", m.mode(), m.mtime()),
-            );
-        }
-    }
-    out
+            (rel, format!("{what} {:o} {}", m.mode(), m.mtime()))
+        })
+        .collect()
 }
 
 fn backups(dir: &Path) -> Vec<String> {

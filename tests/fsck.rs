@@ -13,23 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::mount::{Fixture, is_mounted, mount_pid, wait_gone};
+use common::{code, text};
 use s3fs::store::local::LocalStore;
 use s3fs::store::{PutMode, Store};
 use sha2::{Digest, Sha256};
 
 const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn fsck(f: &Fixture, cache: &str, extra: &[&str]) -> Output {
     let cachedir = f.cachedir(cache);

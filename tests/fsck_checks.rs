@@ -158,6 +158,16 @@ fn add_blocks(c: &Connection, ino: i64, blocks: &[(i64, i64)], last_len: i64) {
         .unwrap();
 }
 
+/// A new `names` row with `refcount`; its id.
+fn insert_name(c: &Connection, name: &str, refcount: i64) -> i64 {
+    c.query_row(
+        "INSERT INTO names (name, refcount) VALUES (CAST(?1 AS BLOB), ?2) RETURNING id",
+        rusqlite::params![name, refcount],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 fn count(c: &Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -854,13 +864,7 @@ fn hard_linked_directory_keeps_one_entry() {
     let t = T::new();
     let c = t.db();
     // A second entry for /dir/sub, inside itself, and one in the root.
-    let name: i64 = c
-        .query_row(
-            "INSERT INTO names (name, refcount) VALUES (CAST('again' AS BLOB), 2) RETURNING id",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let name = insert_name(&c, "again", 2);
     c.execute(
         "INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, ?2, ?2), (?1, ?2, 1)",
         [name, t.sub],
@@ -880,13 +884,7 @@ fn hard_linked_directory_keeps_one_entry() {
 fn entry_naming_the_root_is_deleted() {
     let t = T::new();
     let c = t.db();
-    let name: i64 = c
-        .query_row(
-            "INSERT INTO names (name, refcount) VALUES (CAST('up' AS BLOB), 1) RETURNING id",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let name = insert_name(&c, "up", 1);
     c.execute(
         "INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, 1, ?2)",
         [name, t.dir],
@@ -904,13 +902,7 @@ fn entry_naming_the_root_is_deleted() {
 fn xattr_of_missing_inode_is_deleted() {
     let t = T::new();
     let c = t.db();
-    let name: i64 = c
-        .query_row(
-            "INSERT INTO names (name, refcount) VALUES (CAST('user.ghost' AS BLOB), 1) RETURNING id",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let name = insert_name(&c, "user.ghost", 1);
     c.execute(
         "INSERT INTO ext_attributes (inode, name_id, value) VALUES (9999, ?1, x'00')",
         [name],

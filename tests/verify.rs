@@ -12,22 +12,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use common::mount::{Fixture, MKFS};
+use common::{code, text};
 use s3fs::runtime::block_on;
 use s3fs::store::{PutMode, StorageUrl, Store, list_all, open_store};
 
 const VERIFY: &str = env!("CARGO_BIN_EXE_s3fs_verify");
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// s3fs_verify with `--cachedir <cache>`, run in the fixture's directory, so the report
 /// files (default names) land there, with its temporary files in `<dir>/tmp`.

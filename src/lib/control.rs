@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::BlockCache;
-use crate::fs::{Attr, Filesystem, FsError, FsResult};
+use crate::fs::{Attr, DbStats, Filesystem, FsError, FsResult};
 use crate::store::metrics::{METRICS, MetricsSnapshot};
 
 /// Name of the control file in every directory.
@@ -99,15 +99,9 @@ impl MountShared {
 /// Everything `s3fsstat` shows. Sizes in bytes, times in seconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MountStats {
-    pub entries: u64,
-    pub inodes: u64,
-    pub objects: u64,
-    /// Logical size of all files.
-    pub total_bytes: u64,
-    /// After deduplication (distinct blocks).
-    pub dedup_bytes: u64,
-    /// In the store, after compression and encryption.
-    pub stored_bytes: u64,
+    /// Entries, inodes, objects and sizes before and after dedup and compression.
+    #[serde(flatten)]
+    pub db: DbStats,
     /// The local metadata database, WAL included.
     pub db_bytes: u64,
     pub cache_bytes: u64,
@@ -156,7 +150,7 @@ pub struct Control {
     gid: u32,
     mounted_at: SystemTime,
     started: Instant,
-    requests: Mutex<Sender<MountRequest>>,
+    requests: Sender<MountRequest>,
     shared: Arc<Mutex<MountShared>>,
 }
 
@@ -188,7 +182,7 @@ impl Control {
             gid,
             mounted_at: SystemTime::now(),
             started: Instant::now(),
-            requests: Mutex::new(requests),
+            requests,
             shared,
         }
     }
@@ -318,13 +312,9 @@ impl Control {
     /// Ask the main loop for a metadata upload; with `wait`, until it is in the store.
     fn request_backup(&self, wait: bool) -> FsResult<()> {
         let (tx, rx) = channel();
-        let sent = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(MountRequest::BackupMetadata {
-                done: wait.then_some(tx),
-            });
+        let sent = self.requests.send(MountRequest::BackupMetadata {
+            done: wait.then_some(tx),
+        });
         if sent.is_err() {
             // The main loop is gone: the filesystem is being unmounted.
             return Err(FsError::new(libc::ESHUTDOWN));
@@ -349,12 +339,7 @@ impl Control {
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let lookups = c.hits + c.misses;
         Ok(MountStats {
-            entries: db.entries,
-            inodes: db.inodes,
-            objects: db.objects,
-            total_bytes: db.total_bytes,
-            dedup_bytes: db.dedup_bytes,
-            stored_bytes: db.stored_bytes,
+            db,
             db_bytes: self.fs.db_file_bytes(),
             cache_bytes: c.bytes,
             cache_entries: c.entries as u64,

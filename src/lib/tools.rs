@@ -12,17 +12,18 @@ use crate::cli::{CpArgs, CtrlAction, CtrlArgs, LockArgs, RmArgs, StatArgs};
 use crate::control::{CTRL_INO, CTRL_NAME, MountStats, cmd};
 use crate::exit::{Error, ExitCode};
 
+/// The directory holding `path` (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// The control file of the filesystem holding `path`, once we know we may use it.
 pub fn control_file(path: &Path) -> Result<PathBuf, Error> {
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| Error::new(ExitCode::BadArgument, format!("{}: {e}", path.display())))?;
-    let dir = if meta.is_dir() {
-        path
-    } else {
-        path.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-    };
+    let dir = if meta.is_dir() { path } else { parent_dir(path) };
     let ctrl = dir.join(CTRL_NAME);
     let not_s3fs = || {
         Error::new(
@@ -134,25 +135,25 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
     let secs = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} s ago"));
     let st = &s.store;
     let lines = [
-        ("Directory entries", s.entries.to_string()),
-        ("Inodes", s.inodes.to_string()),
-        ("Data objects", s.objects.to_string()),
-        ("Total data size", size(s.total_bytes, r)),
+        ("Directory entries", s.db.entries.to_string()),
+        ("Inodes", s.db.inodes.to_string()),
+        ("Data objects", s.db.objects.to_string()),
+        ("Total data size", size(s.db.total_bytes, r)),
         (
             "After de-duplication",
             format!(
                 "{} ({} of total)",
-                size(s.dedup_bytes, r),
-                percent(s.dedup_bytes, s.total_bytes)
+                size(s.db.dedup_bytes, r),
+                percent(s.db.dedup_bytes, s.db.total_bytes)
             ),
         ),
         (
             "After compression",
             format!(
                 "{} ({} of total, {} of de-duplicated)",
-                size(s.stored_bytes, r),
-                percent(s.stored_bytes, s.total_bytes),
-                percent(s.stored_bytes, s.dedup_bytes)
+                size(s.db.stored_bytes, r),
+                percent(s.db.stored_bytes, s.db.total_bytes),
+                percent(s.db.stored_bytes, s.db.dedup_bytes)
             ),
         ),
         ("Database size", size(s.db_bytes, r)),
@@ -229,11 +230,7 @@ fn with_progress(ctrl: &Path, name: &'static str, value: Vec<u8>) -> std::io::Re
         bar.set_message("uploading dirty blocks");
         let mut start = None;
         while !worker.is_finished() {
-            if let Ok(s) = query(ctrl, cmd::STAT)
-                .ok()
-                .and_then(|raw| serde_json::from_slice::<MountStats>(&raw).ok())
-                .ok_or(())
-            {
+            if let Ok(s) = mount_stats(ctrl) {
                 let first = *start.get_or_insert(s.dirty_bytes);
                 bar.set_length(first.max(s.dirty_bytes));
                 bar.set_position(first.saturating_sub(s.dirty_bytes));
@@ -249,14 +246,7 @@ fn with_progress(ctrl: &Path, name: &'static str, value: Vec<u8>) -> std::io::Re
 
 /// s3fsctrl.
 pub fn ctrl(args: &CtrlArgs) -> Result<(), Error> {
-    let mp = match &args.action {
-        CtrlAction::Flushcache { mountpoint }
-        | CtrlAction::Dropcache { mountpoint }
-        | CtrlAction::BackupMetadata { mountpoint }
-        | CtrlAction::Sync { mountpoint }
-        | CtrlAction::Cachesize { mountpoint, .. }
-        | CtrlAction::Log { mountpoint, .. } => mountpoint,
-    };
+    let mp = args.action.mountpoint();
     let ctrl = control_file(mp)?;
     let r = match &args.action {
         CtrlAction::Flushcache { .. } => with_progress(&ctrl, cmd::FLUSHCACHE, Vec::new()),
@@ -293,10 +283,7 @@ pub fn cp(args: &CpArgs) -> Result<(), Error> {
     if std::fs::symlink_metadata(dst).is_ok() {
         return Err(bad(format!("{} already exists", dst.display())));
     }
-    let parent = dst
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_dir(dst);
     let pmeta = std::fs::metadata(parent).map_err(|e| bad(format!("{}: {e}", parent.display())))?;
     if !pmeta.is_dir() || pmeta.dev() != smeta.dev() {
         return Err(bad(format!(
@@ -341,10 +328,7 @@ fn remove(ctrl: &Path, path: &Path) -> Result<(), Error> {
             format!("{}: cannot remove a path that ends in . or ..", path.display()),
         )
     })?;
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_dir(path);
     let pmeta = std::fs::metadata(parent).map_err(|e| failed(&parent.display().to_string(), e))?;
     let mut value = format!("{} ", pmeta.ino()).into_bytes();
     value.extend_from_slice(name.as_bytes());
@@ -366,11 +350,7 @@ pub fn rm(args: &RmArgs) -> Result<(), Error> {
     for path in &args.paths {
         std::fs::symlink_metadata(path)
             .map_err(|e| Error::new(ExitCode::BadArgument, format!("{}: {e}", path.display())))?;
-        let ctrl = control_file(
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )?;
+        let ctrl = control_file(parent_dir(path))?;
         remove(&ctrl, path)?;
     }
     Ok(())

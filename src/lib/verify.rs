@@ -31,9 +31,7 @@ use crate::exit::{Error, ExitCode};
 use crate::fs_store::{self, ConnectOptions, Fetched, FsStore, names};
 use crate::meta::chunks;
 use crate::meta::schema::SCHEMA_VERSION;
-use crate::mount::guard;
-use crate::mount::state::{self, LocalFiles, Start};
-use crate::mount::umount::process_running;
+use crate::mount::state::{LocalFiles, Start};
 use crate::params::Params;
 use crate::runtime::block_on;
 use crate::store::{StorageUrl, StoreError};
@@ -105,32 +103,7 @@ pub fn run(args: &VerifyArgs, secrets: &mut dyn SecretSource) -> Result<Summary,
     );
     let parallel = config::max_connections(args.store.max_connections, &conn.auth);
 
-    let holder = block_on(guard::read_lock(&store))?.filter(|h| h.fs_uuid == remote.uuid);
-    if let Some(h) = &holder
-        && h.host == guard::hostname()
-        && process_running(h.pid)
-    {
-        return Err(Error::new(
-            ExitCode::MountedHere,
-            format!(
-                "the filesystem is in use on this machine by {}; unmount it first",
-                h.describe()
-            ),
-        ));
-    }
-    let start = state::decide(remote, files.read_params().as_ref())?;
-    if let Some(h) = &holder {
-        if h.host == guard::hostname() {
-            return Err(Error::new(
-                ExitCode::NeedsFsck,
-                format!(
-                    "{} stopped without releasing the filesystem's lock; run fsck.s3fs on this machine first",
-                    h.describe()
-                ),
-            ));
-        }
-        return Err(guard::held_elsewhere(h));
-    }
+    let start = crate::mount::run::decide_start(&store, remote, &files, ExitCode::MountedHere)?;
 
     let meta = MetaDb::load(start, &files, &store, remote, parallel)?;
     let db = meta.open()?;

@@ -111,3 +111,35 @@ pub fn map_block(
     c.execute("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1", [block])
         .unwrap();
 }
+
+/// Exit status of a finished tool (-1 if a signal ended it).
+pub fn code(o: &std::process::Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// A tool's standard output and error, for assertions and their messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every entry below `root` (not following symlinks): path relative to `root`, full
+/// path, and its metadata.
+pub fn walk(root: &std::path::Path) -> Vec<(std::path::PathBuf, std::path::PathBuf, std::fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push((p.strip_prefix(root).unwrap().to_owned(), p, m));
+        }
+    }
+    out
+}

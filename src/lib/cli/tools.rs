@@ -94,6 +94,19 @@ pub enum CtrlAction {
     },
 }
 
+impl CtrlAction {
+    pub fn mountpoint(&self) -> &std::path::Path {
+        match self {
+            CtrlAction::Flushcache { mountpoint }
+            | CtrlAction::Dropcache { mountpoint }
+            | CtrlAction::BackupMetadata { mountpoint }
+            | CtrlAction::Sync { mountpoint }
+            | CtrlAction::Cachesize { mountpoint, .. }
+            | CtrlAction::Log { mountpoint, .. } => mountpoint,
+        }
+    }
+}
+
 /// s3fscp: copy-on-write snapshot of a directory tree.
 #[derive(Debug, Clone, Parser)]
 #[command(

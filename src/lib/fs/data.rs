@@ -215,14 +215,14 @@ impl Filesystem {
             .ok_or(FsError::new(libc::EFBIG))?;
         let bs = self.block_size();
         let cache = self.data_cache()?;
+        // Ranges in one file may overlap: copy them, so no block is shared with itself
+        // while being replaced.
+        let same_file = id_in == id_out;
         let mut done = 0u64;
         while done < len {
             let (from, to) = (off_in + done, off_out + done);
             let n = (bs - to % bs).min(len - done);
             let whole = n == bs && from % bs == 0;
-            // Overlapping ranges in one file: copy, so no block is shared with itself
-            // while being replaced.
-            let same_file = id_in == id_out;
             if whole && !same_file && !cache.is_dirty(ino_in, from / bs) {
                 self.share_block(ctx, id_in, from / bs, id_out, to / bs, to + n)?;
                 done += n;

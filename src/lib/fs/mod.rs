@@ -418,6 +418,13 @@ impl Filesystem {
         std::mem::take(&mut self.state().deleted_objects)
     }
 
+    /// SQLite's write-ahead log next to the DB.
+    fn wal_path(&self) -> PathBuf {
+        let mut wal = self.db_path.clone().into_os_string();
+        wal.push("-wal");
+        wal.into()
+    }
+
     /// Make every committed change durable on local disk.
     ///
     /// With WAL and `synchronous=NORMAL`, a commit writes the `-wal` file without fsync:
@@ -425,9 +432,7 @@ impl Filesystem {
     /// file before the WAL is reused, and without a WAL file everything is in the main
     /// file, which is then synced. Runs without the connection lock.
     pub fn sync_metadata(&self) -> std::io::Result<()> {
-        let mut wal = self.db_path.clone().into_os_string();
-        wal.push("-wal");
-        match std::fs::File::open(&wal) {
+        match std::fs::File::open(self.wal_path()) {
             Ok(f) => f.sync_data(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(&self.db_path)?.sync_all(),
             Err(e) => Err(e),

@@ -101,9 +101,7 @@ impl Filesystem {
 
     /// Size of the metadata database on local disk, WAL included.
     pub fn db_file_bytes(&self) -> u64 {
-        let mut wal = self.db_path.clone().into_os_string();
-        wal.push("-wal");
-        [self.db_path.as_os_str(), wal.as_os_str()]
+        [self.db_path.clone(), self.wal_path()]
             .iter()
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())

@@ -221,12 +221,9 @@ impl Filesystem {
         })?;
         let mut report = RemoveReport::default();
         // Directories being emptied, innermost last.
-        let mut stack = vec![top.inode];
+        let top_is_dir = self.query(|c| load_inode(c, top.inode))?.is_dir();
+        let mut stack = if top_is_dir { vec![top.inode] } else { Vec::new() };
         while let Some(&dir) = stack.last() {
-            let row = self.query(|c| load_inode(c, dir))?;
-            if !row.is_dir() {
-                break;
-            }
             let descend = self.transact(|op| {
                 let entries = dir_entries(&op.tx, dir)?;
                 for (e, is_dir) in entries {

@@ -1453,36 +1453,26 @@ fn check_unix(c: &Connection, _st: &mut State, out: &mut Findings) -> rusqlite::
         }
     }
 
-    let non_dir_parents: Vec<(i64, u32)> = query_vec(
-        c,
-        "SELECT DISTINCT c.parent_inode, p.mode FROM contents c JOIN inodes p ON p.id = c.parent_inode
-         WHERE (p.mode & 61440) != 16384",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    for (id, mode) in non_dir_parents {
-        out.add_reported(
-            CHECK,
-            format!(
-                "{} is a {} but has directory entries",
-                describe(c, id)?,
-                kind_name(mode)
-            ),
-        );
-    }
-
-    let non_reg_blocks: Vec<(i64, u32)> = query_vec(
-        c,
-        "SELECT DISTINCT ib.inode, i.mode FROM inode_blocks ib JOIN inodes i ON i.id = ib.inode
-         WHERE (i.mode & 61440) != 32768",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    for (id, mode) in non_reg_blocks {
-        out.add_reported(
-            CHECK,
-            format!("{} is a {} but has data blocks", describe(c, id)?, kind_name(mode)),
-        );
+    // Entries under a non-directory; data blocks of a non-regular file.
+    for (sql, what) in [
+        (
+            "SELECT DISTINCT c.parent_inode, p.mode FROM contents c JOIN inodes p ON p.id = c.parent_inode
+             WHERE (p.mode & 61440) != 16384",
+            "directory entries",
+        ),
+        (
+            "SELECT DISTINCT ib.inode, i.mode FROM inode_blocks ib JOIN inodes i ON i.id = ib.inode
+             WHERE (i.mode & 61440) != 32768",
+            "data blocks",
+        ),
+    ] {
+        let wrong: Vec<(i64, u32)> = query_vec(c, sql, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for (id, mode) in wrong {
+            out.add_reported(
+                CHECK,
+                format!("{} is a {} but has {what}", describe(c, id)?, kind_name(mode)),
+            );
+        }
     }
 
     let long: Vec<i64> = query_vec(

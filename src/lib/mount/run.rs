@@ -239,37 +239,39 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     result
 }
 
-/// Whether the filesystem may be opened for writing here, and from which metadata: a
-/// live holder of its lock on this machine fails with `live_holder` (any cache
-/// directory), the metadata state as [`state::decide`] says, and a lock left by a dead
-/// process here (killed between marking the filesystem clean and giving the lock up)
-/// asks for fsck, which releases it.
+/// Whether the filesystem may be opened here, and from which metadata (mount, verify,
+/// shrink-db): a live holder of its lock on this machine fails with `live_holder` (any
+/// cache directory), then the metadata state as [`state::decide`] says; a lock left by a
+/// dead process here (killed between marking the filesystem clean and giving the lock
+/// up) asks for fsck, which releases it, and a holder on another host is refused (31).
 pub(crate) fn decide_start(
     fs: &FsStore,
     remote: &Params,
     files: &LocalFiles,
     live_holder: ExitCode,
 ) -> Result<Start, Error> {
-    let holder = block_on(guard::read_lock(fs))?.filter(|h| h.host == guard::hostname() && h.fs_uuid == remote.uuid);
-    if let Some(h) = &holder
+    let holder = block_on(guard::read_lock(fs))?.filter(|h| h.fs_uuid == remote.uuid);
+    let here = holder.as_ref().filter(|h| h.host == guard::hostname());
+    if let Some(h) = here
         && process_alive(h.pid)
     {
         return Err(Error::new(
             live_holder,
-            format!("the filesystem is already mounted on this machine by {}", h.describe()),
+            format!("the filesystem is in use on this machine by {}", h.describe()),
         ));
     }
     let start = state::decide(remote, files.read_params().as_ref())?;
-    if let Some(h) = &holder {
-        return Err(Error::new(
+    match (&holder, here) {
+        (_, Some(h)) => Err(Error::new(
             ExitCode::NeedsFsck,
             format!(
                 "{} stopped without releasing the filesystem's lock; run fsck.s3fs on this machine first",
                 h.describe()
             ),
-        ));
+        )),
+        (Some(h), None) => Err(guard::held_elsewhere(h)),
+        (None, None) => Ok(start),
     }
-    Ok(start)
 }
 
 fn open_cache(
@@ -422,10 +424,11 @@ fn record_backup(shared: &Mutex<MountShared>, m: &Mounted, r: &Result<(), Error>
     }
 }
 
-/// Whether process `pid` exists and is a mount.s3fs (not a reused PID).
+/// Whether process `pid` exists and is one of our tools (a mount, or an fsck holding
+/// the lock), not a reused PID.
 pub(crate) fn process_alive(pid: u32) -> bool {
     crate::mount::umount::process_running(pid)
-        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(5).any(|w| w == b"mount"))
+        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(4).any(|w| w == b"s3fs"))
 }
 
 /// Whether `path` is currently a mountpoint.
