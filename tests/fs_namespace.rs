@@ -1097,6 +1097,31 @@ fn statfs_reports_plenty_of_space() {
     assert_eq!(s3.blocks - s3.bfree, 1);
 }
 
+/// `ls -l` asks for `security.selinux` on every file; on a filesystem where no file has
+/// one the answer is EOPNOTSUPP, which `ls` remembers for the whole filesystem. Setting
+/// one still works, and from then on the attribute reads like any other, also after a
+/// reopen.
+#[test]
+fn selinux_label_reads_as_unsupported_until_one_is_set() {
+    let t = T::new();
+    let f = t.file(ROOT, "f");
+    let g = t.file(ROOT, "g");
+    assert_eq!(errno(t.fs.getxattr(f, b"security.selinux")), libc::EOPNOTSUPP);
+    assert_eq!(errno(t.fs.getxattr(f, b"security.other")), libc::ENODATA);
+    t.fs.setxattr(f, b"security.selinux", b"system_u:object_r:etc_t:s0\0", 0)
+        .unwrap();
+    assert_eq!(
+        t.fs.getxattr(f, b"security.selinux").unwrap(),
+        b"system_u:object_r:etc_t:s0\0"
+    );
+    assert_eq!(errno(t.fs.getxattr(g, b"security.selinux")), libc::ENODATA);
+    let t = t.reopen();
+    assert_eq!(errno(t.fs.getxattr(g, b"security.selinux")), libc::ENODATA);
+    t.fs.removexattr(f, b"security.selinux").unwrap();
+    let t = t.reopen();
+    assert_eq!(errno(t.fs.getxattr(f, b"security.selinux")), libc::EOPNOTSUPP);
+}
+
 #[test]
 fn xattrs_round_trip_and_errors() {
     let t = T::new();

@@ -42,6 +42,7 @@ mod xattr;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -237,6 +238,9 @@ pub struct Filesystem {
     cache: OnceLock<Arc<BlockCache>>,
     db_path: PathBuf,
     block_size: u64,
+    /// Some inode has (or had, since the mount) a `security.selinux` xattr; see
+    /// [`Filesystem::getxattr`].
+    selinux_labels: AtomicBool,
 }
 
 fn open_err(e: rusqlite::Error) -> Error {
@@ -280,6 +284,11 @@ impl Filesystem {
         .map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(256);
+        // A fixed plan per statement: without this, SQLite re-prepares a cached
+        // statement whenever a rebound parameter might change its plan (a LIMIT value,
+        // an inode number that was 0 or 1), which cost a quarter of a lookup's CPU time.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(open_err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
@@ -298,7 +307,10 @@ impl Filesystem {
             cache: OnceLock::new(),
             db_path: db_path.to_owned(),
             block_size: data_block_size,
+            selinux_labels: AtomicBool::new(false),
         };
+        fs.find_selinux_labels()
+            .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}")))?;
         fs.transact(|op| {
             let orphans: Vec<i64> = {
                 let mut st = op.tx.prepare("SELECT id FROM inodes WHERE refcount <= 0")?;

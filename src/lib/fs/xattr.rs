@@ -4,6 +4,17 @@
 //! included) is not supported (EOPNOTSUPP), nor is any other prefix. As on Linux,
 //! `user.*` attributes exist only on regular files and directories: setting one on
 //! anything else is EPERM, reading one ENODATA.
+//!
+//! `security.selinux` is stored like any other, but while no inode carries one, reading
+//! it answers EOPNOTSUPP rather than ENODATA. `ls -l` asks for it on every file, and
+//! FUSE cannot cache the answer, so each file cost a round trip; EOPNOTSUPP lets
+//! `ls` (and libselinux callers) treat the whole filesystem as unlabelled, which it is.
+//! Hosts that enforce SELinux never ask the filesystem: the kernel labels FUSE mounts
+//! itself. JuiceFS goes further and refuses the attribute unless mounted with an
+//! option; here setting one (e.g. `rsync -X` of a labelled tree) still works, and
+//! from then on reads answer as for any other attribute.
+
+use std::sync::atomic::Ordering;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -44,7 +55,22 @@ fn find(c: &Connection, ino: i64, name: &[u8]) -> FsResult<Option<(i64, Vec<u8>)
         .optional()?)
 }
 
+const SELINUX: &[u8] = b"security.selinux";
+
 impl Filesystem {
+    /// Note whether any inode carries a `security.selinux` xattr (once, at open).
+    pub(super) fn find_selinux_labels(&self) -> FsResult<()> {
+        let any: bool = self.query(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM ext_attributes_v WHERE name = ?1)",
+                [SELINUX],
+                |r| r.get(0),
+            )?)
+        })?;
+        self.selinux_labels.store(any, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// setxattr(2); `flags` may hold `XATTR_CREATE` (EEXIST if present) or
     /// `XATTR_REPLACE` (ENODATA if absent).
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
@@ -67,6 +93,9 @@ impl Filesystem {
                 }
                 None if flags & libc::XATTR_REPLACE != 0 => return err(libc::ENODATA),
                 None => {
+                    if name == SELINUX {
+                        self.selinux_labels.store(true, Ordering::Relaxed);
+                    }
                     let name_id = add_name(&op.tx, name)?;
                     op.tx
                         .prepare_cached("INSERT INTO ext_attributes (inode, name_id, value) VALUES (?1, ?2, ?3)")?
@@ -81,6 +110,9 @@ impl Filesystem {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         let id = ino_id(ino)?;
         let user = check_xattr_name(name)?;
+        if name == SELINUX && !self.selinux_labels.load(Ordering::Relaxed) {
+            return err(libc::EOPNOTSUPP);
+        }
         self.query(|c| {
             let row = load_inode(c, id)?;
             if user && !user_xattrs_allowed(&row) {
