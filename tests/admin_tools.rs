@@ -484,3 +484,108 @@ fn s3fsrm_removes_a_large_tree() {
     f.umount();
     fsck_force(&f, "cache");
 }
+
+/// Requests of `kind` counted by s3fsstat between two of its snapshots.
+fn requests(before: &Value, after: &Value, kind: &str) -> u64 {
+    let n = |v: &Value| v["fuse_requests"][kind].as_u64().unwrap_or(0);
+    n(after) - n(before)
+}
+
+/// Round trips the kernel can be spared are spared, as s3fsstat counts them: a listing
+/// carries the attributes of its entries (readdirplus), so stat of each needs no
+/// LOOKUP; a directory read twice comes from the kernel's cache the second time; the
+/// kernel opens directories itself; and `ls -l` of an unlabelled filesystem asks for
+/// `security.selinux` once, not once per file. A label set later reads back.
+#[test]
+fn round_trips_the_kernel_can_skip_are_skipped() {
+    let f = Fixture::local();
+    f.mount("cache");
+    let dir = f.mnt.join("many");
+    std::fs::create_dir(&dir).unwrap();
+    // Few enough for one readdirplus reply even with 4 KiB buffers (older kernels).
+    let names: Vec<String> = (0..16).map(|i| format!("f{i:02}")).collect();
+    for n in &names {
+        std::fs::write(dir.join(n), n).unwrap();
+    }
+    // A fresh kernel view: the kernel knows nothing below the root.
+    f.umount();
+    f.mount("cache");
+    let s0 = stats(&f.mnt);
+    let s1 = stats(&f.mnt);
+    // What one s3fsstat call costs by itself.
+    let own = |kind: &str| requests(&s0, &s1, kind);
+
+    let mut listed: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, names);
+    for n in &names {
+        assert_eq!(std::fs::symlink_metadata(dir.join(n)).unwrap().len(), n.len() as u64);
+    }
+    let s2 = stats(&f.mnt);
+    // One LOOKUP for "many" itself, none for its entries.
+    assert_eq!(
+        requests(&s1, &s2, "lookup") - own("lookup"),
+        1,
+        "{}",
+        s2["fuse_requests"]
+    );
+    assert!(requests(&s1, &s2, "readdirplus") >= 1, "{}", s2["fuse_requests"]);
+
+    // Listed again: from the kernel's cache.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), names.len());
+    let s3 = stats(&f.mnt);
+    for kind in ["readdir", "readdirplus", "lookup"] {
+        assert_eq!(
+            requests(&s2, &s3, kind) - own(kind),
+            0,
+            "{kind}: {}",
+            s3["fuse_requests"]
+        );
+    }
+    // The first OPENDIR is answered ENOSYS, which tells the kernel to stop sending them.
+    let count = |kind: &str| s3["fuse_requests"][kind].as_u64().unwrap_or(0);
+    assert!(count("opendir") <= 1, "{}", s3["fuse_requests"]);
+    assert_eq!(count("releasedir"), 0, "{}", s3["fuse_requests"]);
+
+    // ls -l: at most one GETXATTR for the labels of all 16 files.
+    let o = Command::new("ls").arg("-l").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o).lines().filter(|l| l.starts_with("-rw")).count(), names.len());
+    let s4 = stats(&f.mnt);
+    assert!(
+        requests(&s3, &s4, "getxattr") - own("getxattr") <= 1,
+        "{}",
+        s4["fuse_requests"]
+    );
+
+    // A label set through the mount reads back; another file then has none.
+    let selinux_errno = |p: &Path| {
+        let n = CString::new("security.selinux").unwrap();
+        // SAFETY: valid strings; a size query with no buffer.
+        let r = unsafe { libc::getxattr(c(p).as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        (r < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap())
+    };
+    assert_eq!(selinux_errno(&dir.join("f01")), Some(libc::EOPNOTSUPP));
+    xattr_set(&dir.join("f00"), "security.selinux", b"system_u:object_r:etc_t:s0\0").unwrap();
+    assert_eq!(
+        xattr_get(&dir.join("f00"), "security.selinux").as_deref(),
+        Some(&b"system_u:object_r:etc_t:s0\0"[..])
+    );
+    assert_eq!(selinux_errno(&dir.join("f01")), Some(libc::ENODATA));
+
+    // The listing cache follows changes made through the mount.
+    std::fs::write(dir.join("new"), b"x").unwrap();
+    std::fs::remove_file(dir.join("f03")).unwrap();
+    let now: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        now.contains(&"new".to_owned()) && !now.contains(&"f03".to_owned()),
+        "{now:?}"
+    );
+    f.umount();
+}

@@ -127,18 +127,21 @@ pub struct MountStats {
     pub metadata_seq: u64,
     pub mounted_secs: f64,
     pub store: MetricsSnapshot,
+    /// FUSE requests received since the mount, by kind (see [`crate::requests`]).
+    pub fuse_requests: std::collections::BTreeMap<String, u64>,
 }
 
 /// What the FUSE adapter must tell the kernel after a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidate {
     Nothing,
-    /// Drop the cached entry `name` of directory `parent` (and its subtree).
+    /// Drop the cached entry `name` of directory `parent` (and its subtree) and the
+    /// parent's cached listing.
     Entry {
         parent: u64,
         name: Vec<u8>,
     },
-    /// Drop the cached attributes of an inode.
+    /// Drop the cached attributes and pages of an inode (of a directory: its listing).
     Inode(u64),
 }
 
@@ -363,6 +366,7 @@ impl Control {
             metadata_seq: shared.metadata_seq,
             mounted_secs: self.started.elapsed().as_secs_f64(),
             store: METRICS.snapshot(),
+            fuse_requests: crate::requests::snapshot(),
         })
     }
 }

@@ -16,6 +16,7 @@ use fuser::{
 
 use crate::control::{CTRL_INO, CTRL_NAME, Control, Invalidate};
 use crate::fs::{Attr, Ctx, FileKind, Filesystem, FsError, SetAttr, TimeSet};
+use crate::requests::{self, Kind};
 
 /// Attributes and entries only change through this mount, so the kernel may cache them
 /// long (as S3QL does).
@@ -28,6 +29,8 @@ pub struct Adapter {
     control: Option<Arc<Control>>,
     /// Set once the session runs: tells the kernel about changes made by commands.
     notifier: Arc<OnceLock<fuser::Notifier>>,
+    /// The kernel handles opendir itself (FUSE_NO_OPENDIR_SUPPORT); set at init.
+    zero_message_opendir: bool,
 }
 
 impl Adapter {
@@ -36,6 +39,7 @@ impl Adapter {
             fs,
             control,
             notifier: Arc::default(),
+            zero_message_opendir: false,
         }
     }
 
@@ -51,10 +55,19 @@ impl Adapter {
 
     fn invalidate(&self, what: Invalidate) {
         let Some(n) = self.notifier.get() else { return };
+        // Offset 0, length 0: the attributes and every cached page, which for a
+        // directory is its cached listing.
         let r = match &what {
             Invalidate::Nothing => Ok(()),
-            Invalidate::Entry { parent, name } => n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name)),
-            Invalidate::Inode(ino) => n.inval_inode(INodeNo(*ino), -1, 0),
+            Invalidate::Entry { parent, name } => n
+                .inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
+                // The entry drops the parent's listing only if the kernel had the entry.
+                .or_else(|e| match e.raw_os_error() {
+                    Some(libc::ENOENT) => Ok(()),
+                    _ => Err(e),
+                })
+                .and_then(|()| n.inval_inode(INodeNo(*parent), 0, 0)),
+            Invalidate::Inode(ino) => n.inval_inode(INodeNo(*ino), 0, 0),
         };
         // ENOENT: the kernel did not have it cached; nothing to drop.
         if let Err(e) = r
@@ -162,22 +175,33 @@ impl fuser::Filesystem for Adapter {
         // opens because all changes go through this mount.
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
-        let _ = config.add_capabilities(
-            InitFlags::FUSE_BIG_WRITES
-                | InitFlags::FUSE_ASYNC_READ
-                | InitFlags::FUSE_DO_READDIRPLUS
-                | InitFlags::FUSE_READDIRPLUS_AUTO
-                | InitFlags::FUSE_PARALLEL_DIROPS
-                | InitFlags::FUSE_MAX_PAGES
-                // The core clears set-ID bits and capabilities itself, so the kernel
-                // need not ask for security.capability before every write.
-                | InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-        );
+        // One at a time: fuser adds none of a set if the kernel lacks any one of them.
+        for flag in [
+            InitFlags::FUSE_BIG_WRITES,
+            InitFlags::FUSE_ASYNC_READ,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_MAX_PAGES,
+            // The core clears set-ID bits and capabilities itself, so the kernel need
+            // not ask for security.capability before every write.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
+        // Opening a directory needs nothing from the core (the kernel has checked the
+        // type and, with default_permissions, the access): answering ENOSYS once makes
+        // the kernel stop sending OPENDIR and RELEASEDIR, two round trips per directory
+        // read, and cache listings in its page cache (FOPEN_CACHE_DIR). Every change to
+        // a directory made through this mount drops that cache; changes made by control
+        // commands drop it through a notification (see `invalidate`).
+        self.zero_message_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
         let _ = config.set_time_granularity(Duration::from_nanos(1));
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        requests::count(Kind::Lookup);
         if let Some(c) = &self.control
             && name.as_bytes() == CTRL_NAME.as_bytes()
         {
@@ -189,12 +213,14 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        requests::count(Kind::Forget);
         if self.ctrl(ino).is_none() {
             self.fs.forget(ino.0, nlookup);
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        requests::count(Kind::Getattr);
         if let Some(c) = self.ctrl(ino) {
             return reply.attr(&TTL, &file_attr(&c.attr()));
         }
@@ -222,6 +248,7 @@ impl fuser::Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        requests::count(Kind::Setattr);
         if self.ctrl(ino).is_some() {
             return reply.error(Errno::EPERM);
         }
@@ -241,6 +268,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        requests::count(Kind::Readlink);
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(e)),
@@ -248,6 +276,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        requests::count(Kind::Mknod);
         entry(
             reply,
             self.fs.mknod(&ctx(req), parent.0, name.as_bytes(), mode & !umask, rdev),
@@ -255,6 +284,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        requests::count(Kind::Mkdir);
         entry(
             reply,
             self.fs.mkdir(&ctx(req), parent.0, name.as_bytes(), mode & !umask),
@@ -262,14 +292,17 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        requests::count(Kind::Unlink);
         empty(reply, self.fs.unlink(parent.0, name.as_bytes()));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        requests::count(Kind::Rmdir);
         empty(reply, self.fs.rmdir(parent.0, name.as_bytes()));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        requests::count(Kind::Symlink);
         entry(
             reply,
             self.fs
@@ -287,6 +320,7 @@ impl fuser::Filesystem for Adapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        requests::count(Kind::Rename);
         empty(
             reply,
             self.fs
@@ -295,10 +329,12 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        requests::count(Kind::Link);
         entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        requests::count(Kind::Open);
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         if self.ctrl(ino).is_some() {
             return match write {
@@ -324,6 +360,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        requests::count(Kind::Read);
         if self.ctrl(ino).is_some() {
             return reply.data(&[]);
         }
@@ -345,6 +382,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        requests::count(Kind::Write);
         match self.fs.write(&ctx(req), ino.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
@@ -352,24 +390,52 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        requests::count(Kind::Flush);
         // close() promises nothing about durability (fsync does), so there is nothing to
         // do: ENOSYS tells the kernel never to send FLUSH again, saving a round trip per
         // close.
         reply.error(Errno::ENOSYS);
     }
 
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        requests::count(Kind::Release);
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        requests::count(Kind::Releasedir);
+        reply.ok();
+    }
+
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        requests::count(Kind::Fsync);
         empty(reply, self.fs.fsync(ino.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        requests::count(Kind::Opendir);
         match self.fs.opendir(ino.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(()) if self.zero_message_opendir => reply.error(Errno::ENOSYS),
+            // An older kernel: cache the listing all the same.
+            Ok(()) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        requests::count(Kind::Readdir);
         let mut offset = offset;
         loop {
             let batch = match self.fs.readdir(ino.0, offset) {
@@ -389,9 +455,11 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        requests::count(Kind::Readdirplus);
         let result = self.fs.readdirplus(ino.0, offset, |e, a| {
-            // true = the buffer is full: stop, and do not count a lookup for this entry.
-            reply.add(
+            // fuser's `add` is true when the buffer is full and the entry was not added;
+            // the core wants true for an accepted entry (one the kernel will count).
+            !reply.add(
                 INodeNo(e.ino),
                 e.offset,
                 OsStr::from_bytes(&e.name),
@@ -407,10 +475,12 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        requests::count(Kind::Fsyncdir);
         empty(reply, self.fs.sync_metadata().map_err(|_| FsError::new(libc::EIO)));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        requests::count(Kind::Statfs);
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -429,6 +499,7 @@ impl fuser::Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        requests::count(Kind::Setxattr);
         if let Some(c) = self.ctrl(ino) {
             let r = c.set(req.uid(), name.as_bytes(), value);
             return empty(reply, r.map(|what| self.invalidate(what)));
@@ -437,6 +508,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        requests::count(Kind::Getxattr);
         if let Some(c) = self.ctrl(ino) {
             return xattr(reply, size, c.get(req.uid(), name.as_bytes()));
         }
@@ -448,6 +520,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        requests::count(Kind::Listxattr);
         if self.ctrl(ino).is_some() {
             return xattr(reply, size, Ok(Vec::new()));
         }
@@ -464,6 +537,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        requests::count(Kind::Removexattr);
         if self.ctrl(ino).is_some() {
             return reply.error(Errno::EPERM);
         }
@@ -471,6 +545,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        requests::count(Kind::Access);
         if self.ctrl(ino).is_some() {
             return reply.ok();
         }
@@ -487,6 +562,7 @@ impl fuser::Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        requests::count(Kind::Create);
         match self
             .fs
             .create(&ctx(req), parent.0, name.as_bytes(), mode & !umask, flags)
@@ -512,10 +588,12 @@ impl fuser::Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        requests::count(Kind::Fallocate);
         empty(reply, self.fs.fallocate(&ctx(req), ino.0, offset, length, mode));
     }
 
     fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        requests::count(Kind::Lseek);
         match self.fs.lseek(ino.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),
@@ -535,6 +613,7 @@ impl fuser::Filesystem for Adapter {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        requests::count(Kind::CopyFileRange);
         match self
             .fs
             .copy_file_range(&ctx(req), ino_in.0, offset_in, ino_out.0, offset_out, len)

@@ -30,6 +30,7 @@ pub mod meta;
 pub mod mkfs;
 pub mod mount;
 pub mod params;
+pub mod requests;
 pub mod runtime;
 pub mod store;
 pub mod tools;

@@ -209,11 +209,20 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
             ),
         ),
         ("Store retries / errors", format!("{} / {}", st.retries, st.errors)),
+        ("FUSE requests", fuse_requests(&s.fuse_requests)),
     ];
     for (k, v) in lines {
         writeln!(out, "{:<24}{v}", format!("{k}:")).map_err(out_err)?;
     }
     Ok(())
+}
+
+/// "N in all: lookup N, write N, ...", the most frequent kinds first.
+fn fuse_requests(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut kinds: Vec<(&String, &u64)> = counts.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let each: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!("{} in all: {}", counts.values().sum::<u64>(), each.join(", "))
 }
 
 /// Run a long command in a thread while showing how the dirty data drains (on a
