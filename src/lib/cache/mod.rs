@@ -71,6 +71,10 @@ type Key = (u64, u64);
 const NOSPACE_WAIT: Duration = Duration::from_secs(30);
 /// Longest sleep of a waiting writer or of the scheduler between checks.
 const POLL: Duration = Duration::from_millis(250);
+/// How long a free-space reading of the cache disk is trusted, and by how much it must
+/// exceed what is needed (see `disk_has_room`).
+const FREE_SPACE_FRESH: Duration = Duration::from_millis(50);
+const FREE_SPACE_SLACK: u64 = 256 << 20;
 
 /// Limits and tuning of a [`BlockCache`].
 #[derive(Debug, Clone)]
@@ -406,6 +410,8 @@ pub struct BlockCache {
     discarded_at_open: usize,
     /// The byte limit; starts as `cfg.max_bytes`, changed at run time by `s3fsctrl cachesize`.
     max_bytes: AtomicU64,
+    /// The last free-space reading of the cache disk and when it was taken.
+    free_seen: Mutex<Option<(Instant, u64)>>,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -513,6 +519,7 @@ impl BlockCache {
             counters: Counters::default(),
             discarded_at_open: stale.len(),
             max_bytes: AtomicU64::new(config.max_bytes),
+            free_seen: Mutex::new(None),
             cfg: config,
         });
         upload::start_scheduler(&cache).map_err(inaccessible)?;
@@ -862,7 +869,20 @@ impl BlockCache {
             .range((inode, 0)..=(inode, u64::MAX))
             .map(|(_, s)| s.entry.clone())
             .collect();
+        // Start the writeback of every dirty block, then wait for each. Waiting for the
+        // blocks one by one from the start cost a journal commit per block (a 1 GiB file
+        // is 1,024 of them); started together, the first wait commits the allocations of
+        // all of them and the later ones find their data on disk.
+        let mut started = Vec::with_capacity(entries.len());
         for e in entries {
+            let mut f = lock(&e.file);
+            if !e.removed.load(Ordering::Acquire) && f.present && f.dirty {
+                files::start_writeback(self.fd(e.key, &mut f)?)?;
+                drop(f);
+                started.push(e);
+            }
+        }
+        for e in started {
             let mut f = lock(&e.file);
             if !e.removed.load(Ordering::Acquire) && f.present && f.dirty {
                 self.fd(e.key, &mut f)?.sync_data()?;
@@ -968,7 +988,24 @@ impl BlockCache {
     }
 
     fn disk_free(&self) -> u64 {
-        files::disk_space(&self.cfg.dir).map_or(u64::MAX, |(_, avail)| avail)
+        let free = files::disk_space(&self.cfg.dir).map_or(u64::MAX, |(_, avail)| avail);
+        *lock(&self.free_seen) = Some((Instant::now(), free));
+        free
+    }
+
+    /// Whether `need` bytes fit above the free-space reserve. A statvfs per write was a
+    /// few percent of a small-file write; a reading of the last [`FREE_SPACE_FRESH`] is
+    /// trusted when it leaves [`FREE_SPACE_SLACK`] to spare (more than can be written
+    /// meanwhile), otherwise the disk is asked again.
+    fn disk_has_room(&self, need: u64) -> bool {
+        let want = self.min_free.saturating_add(need);
+        if let Some((at, free)) = *lock(&self.free_seen)
+            && at.elapsed() < FREE_SPACE_FRESH
+            && free >= want.saturating_add(FREE_SPACE_SLACK)
+        {
+            return true;
+        }
+        self.disk_free() >= want
     }
 
     /// Evict clean entries, least recently used first, until `need` more bytes (and one
@@ -1027,8 +1064,7 @@ impl BlockCache {
         loop {
             {
                 let st = lock(&self.state);
-                if !self.over(&st, need, new_entry, u64::MAX) && self.disk_free() >= self.min_free.saturating_add(need)
-                {
+                if !self.over(&st, need, new_entry, u64::MAX) && self.disk_has_room(need) {
                     return;
                 }
             }
