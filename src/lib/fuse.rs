@@ -48,6 +48,14 @@ impl Adapter {
         self.notifier.clone()
     }
 
+    /// Count a request on `ino`; the control file's own traffic (s3fsstat, s3fsctrl) is
+    /// not counted, so the counts describe the filesystem's workload.
+    fn count(&self, kind: Kind, ino: INodeNo) {
+        if self.ctrl(ino).is_none() {
+            requests::count(kind);
+        }
+    }
+
     /// The control file, if `ino` is it.
     fn ctrl(&self, ino: INodeNo) -> Option<&Control> {
         self.control.as_deref().filter(|_| ino.0 == CTRL_INO)
@@ -159,6 +167,23 @@ fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
     }
 }
 
+/// How the kernel should cache an open file.
+///
+/// Keep the kernel's page cache across opens: only this mount changes data. A file
+/// opened write-only (cp, tar, rsync and dd targets) bypasses it (direct I/O): its data
+/// is not kept twice in memory (kernel pages and the block cache's file), goes to the
+/// block cache with one copy less, and the kernel skips the `security.capability`
+/// lookup before the first write (the core clears set-ID bits and capabilities itself).
+/// The kernel drops cached pages of a range written that way, so readers through other
+/// descriptors stay coherent. Such a descriptor cannot be mapped, so mmap is unaffected.
+fn open_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    }
+}
+
 /// getxattr/listxattr protocol: size 0 asks for the length; too small a buffer is ERANGE.
 fn xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, FsError>) {
     match r {
@@ -201,7 +226,9 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        requests::count(Kind::Lookup);
+        if name.as_bytes() != CTRL_NAME.as_bytes() {
+            requests::count(Kind::Lookup);
+        }
         if let Some(c) = &self.control
             && name.as_bytes() == CTRL_NAME.as_bytes()
         {
@@ -213,14 +240,14 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        requests::count(Kind::Forget);
+        self.count(Kind::Forget, ino);
         if self.ctrl(ino).is_none() {
             self.fs.forget(ino.0, nlookup);
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        requests::count(Kind::Getattr);
+        self.count(Kind::Getattr, ino);
         if let Some(c) = self.ctrl(ino) {
             return reply.attr(&TTL, &file_attr(&c.attr()));
         }
@@ -248,7 +275,7 @@ impl fuser::Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        requests::count(Kind::Setattr);
+        self.count(Kind::Setattr, ino);
         if self.ctrl(ino).is_some() {
             return reply.error(Errno::EPERM);
         }
@@ -334,7 +361,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        requests::count(Kind::Open);
+        self.count(Kind::Open, ino);
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         if self.ctrl(ino).is_some() {
             return match write {
@@ -343,8 +370,7 @@ impl fuser::Filesystem for Adapter {
             };
         }
         match self.fs.open_file(ino.0, write) {
-            // Keep the kernel's page cache across opens: only this mount changes data.
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(_) => reply.opened(FileHandle(0), open_flags(flags.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -360,7 +386,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        requests::count(Kind::Read);
+        self.count(Kind::Read, ino);
         if self.ctrl(ino).is_some() {
             return reply.data(&[]);
         }
@@ -400,14 +426,14 @@ impl fuser::Filesystem for Adapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        requests::count(Kind::Release);
+        self.count(Kind::Release, ino);
         reply.ok();
     }
 
@@ -499,7 +525,7 @@ impl fuser::Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        requests::count(Kind::Setxattr);
+        self.count(Kind::Setxattr, ino);
         if let Some(c) = self.ctrl(ino) {
             let r = c.set(req.uid(), name.as_bytes(), value);
             return empty(reply, r.map(|what| self.invalidate(what)));
@@ -508,7 +534,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        requests::count(Kind::Getxattr);
+        self.count(Kind::Getxattr, ino);
         if let Some(c) = self.ctrl(ino) {
             return xattr(reply, size, c.get(req.uid(), name.as_bytes()));
         }
@@ -520,7 +546,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        requests::count(Kind::Listxattr);
+        self.count(Kind::Listxattr, ino);
         if self.ctrl(ino).is_some() {
             return xattr(reply, size, Ok(Vec::new()));
         }
@@ -537,7 +563,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        requests::count(Kind::Removexattr);
+        self.count(Kind::Removexattr, ino);
         if self.ctrl(ino).is_some() {
             return reply.error(Errno::EPERM);
         }
@@ -545,7 +571,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        requests::count(Kind::Access);
+        self.count(Kind::Access, ino);
         if self.ctrl(ino).is_some() {
             return reply.ok();
         }
@@ -567,13 +593,7 @@ impl fuser::Filesystem for Adapter {
             .fs
             .create(&ctx(req), parent.0, name.as_bytes(), mode & !umask, flags)
         {
-            Ok(a) => reply.created(
-                &TTL,
-                &file_attr(&a),
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(a) => reply.created(&TTL, &file_attr(&a), Generation(0), FileHandle(0), open_flags(flags)),
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -1,7 +1,8 @@
 //! FUSE requests received since the mount, by kind, for `s3fsstat`. A FUSE operation
 //! costs mostly its kernel round trip, so these counts show what a workload really
 //! costs, and tests use them to check that round trips the kernel can be spared are
-//! spared. A FORGET is counted per inode, also when the kernel batches them.
+//! spared. A FORGET is counted per inode, also when the kernel batches them. Requests
+//! on the control file (the admin tools' own traffic) are not counted.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

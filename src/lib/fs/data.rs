@@ -277,5 +277,5 @@ fn written(op: &mut super::Op<'_>, ctx: &Ctx, id: i64, end: u64) -> FsResult<()>
              WHERE id = ?1",
         )?
         .execute(params![id, end as i64, op.now, kill, libc::S_IXGRP, libc::S_ISGID])?;
-    super::xattr::kill_capability(&op.tx, id)
+    super::xattr::kill_capability(op, id)
 }

@@ -227,6 +227,8 @@ pub(crate) struct Op<'a> {
     pub purged: Vec<i64>,
     pub now: i64,
     pub block_size: u64,
+    /// Some inode may carry `security.capability` (see [`Filesystem::capabilities`]).
+    pub capabilities: bool,
 }
 
 /// The filesystem core. See the module documentation.
@@ -241,6 +243,9 @@ pub struct Filesystem {
     /// Some inode has (or had, since the mount) a `security.selinux` xattr; see
     /// [`Filesystem::getxattr`].
     selinux_labels: AtomicBool,
+    /// Some inode has (or had, since the mount) a `security.capability` xattr: until
+    /// then a write or chown need not look for one to remove.
+    capabilities: AtomicBool,
 }
 
 fn open_err(e: rusqlite::Error) -> Error {
@@ -308,8 +313,9 @@ impl Filesystem {
             db_path: db_path.to_owned(),
             block_size: data_block_size,
             selinux_labels: AtomicBool::new(false),
+            capabilities: AtomicBool::new(false),
         };
-        fs.find_selinux_labels()
+        fs.find_special_xattrs()
             .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}")))?;
         fs.transact(|op| {
             let orphans: Vec<i64> = {
@@ -371,6 +377,7 @@ impl Filesystem {
                 purged: Vec::new(),
                 now: now_ns(),
                 block_size: self.block_size,
+                capabilities: self.capabilities.load(std::sync::atomic::Ordering::Relaxed),
             };
             let value = f(&mut op)?;
             let Op {

@@ -136,7 +136,7 @@ impl Filesystem {
                 row.gid = gid;
             }
             if (chown || set.size.is_some()) && row.fmt() == libc::S_IFREG {
-                super::xattr::kill_capability(&op.tx, id)?;
+                super::xattr::kill_capability(op, id)?;
             }
             // A truncate by an unprivileged process clears them too (the kernel leaves
             // it to us under FUSE_HANDLE_KILLPRIV_V2), unless it sets the mode itself.

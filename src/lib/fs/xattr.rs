@@ -56,18 +56,23 @@ fn find(c: &Connection, ino: i64, name: &[u8]) -> FsResult<Option<(i64, Vec<u8>)
 }
 
 const SELINUX: &[u8] = b"security.selinux";
+const CAPABILITY: &[u8] = b"security.capability";
 
 impl Filesystem {
-    /// Note whether any inode carries a `security.selinux` xattr (once, at open).
-    pub(super) fn find_selinux_labels(&self) -> FsResult<()> {
-        let any: bool = self.query(|c| {
-            Ok(c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM ext_attributes_v WHERE name = ?1)",
-                [SELINUX],
-                |r| r.get(0),
-            )?)
-        })?;
-        self.selinux_labels.store(any, Ordering::Relaxed);
+    /// Note whether any inode carries a `security.selinux` or a `security.capability`
+    /// xattr (once, at open).
+    pub(super) fn find_special_xattrs(&self) -> FsResult<()> {
+        let any = |name: &[u8]| -> FsResult<bool> {
+            self.query(|c| {
+                Ok(c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM ext_attributes_v WHERE name = ?1)",
+                    [name],
+                    |r| r.get(0),
+                )?)
+            })
+        };
+        self.selinux_labels.store(any(SELINUX)?, Ordering::Relaxed);
+        self.capabilities.store(any(CAPABILITY)?, Ordering::Relaxed);
         Ok(())
     }
 
@@ -95,6 +100,9 @@ impl Filesystem {
                 None => {
                     if name == SELINUX {
                         self.selinux_labels.store(true, Ordering::Relaxed);
+                    }
+                    if name == CAPABILITY {
+                        self.capabilities.store(true, Ordering::Relaxed);
                     }
                     let name_id = add_name(&op.tx, name)?;
                     op.tx
@@ -155,8 +163,12 @@ impl Filesystem {
 /// Remove the `security.capability` xattr of `ino`, if any, as the kernel does on a
 /// write, truncate or chown. The mount asks for `FUSE_HANDLE_KILLPRIV_V2`, which leaves
 /// this to the filesystem and in exchange spares a getxattr round trip per write.
-pub(crate) fn kill_capability(c: &Connection, ino: i64) -> FsResult<()> {
-    if let Some((name_id, _)) = find(c, ino, b"security.capability")? {
+pub(crate) fn kill_capability(op: &super::Op<'_>, ino: i64) -> FsResult<()> {
+    if !op.capabilities {
+        return Ok(());
+    }
+    let c = &op.tx;
+    if let Some((name_id, _)) = find(c, ino, CAPABILITY)? {
         c.prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1 AND name_id = ?2")?
             .execute(params![ino, name_id])?;
         del_name(c, name_id)?;
