@@ -16,6 +16,9 @@
 #   BENCH_SYSTEMS      which systems, in order  (default "raw bindfs s3fs juicefs")
 #   BENCH_DIR          parent of the scratch directory, on the disk to test (default /var/tmp)
 #   BENCH_S3FS_PLAIN=1 create the s3fs filesystem with --plain (default: encrypted)
+#   BENCH_ROUNDS       rounds over all systems; each cell is the median (default 1).
+#                      On a shared, noisy machine use 3: a round runs the systems one
+#                      after the other, so a slow minute would otherwise hit one system.
 # The generated source tarball and the JuiceFS venv are cached under
 # ${S3FS_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/s3fs-tests}.
 set -euo pipefail
@@ -175,6 +178,13 @@ MNTDIR=
 mount_fs() {   # mount_fs SYSTEM -> sets MNTDIR, the directory to test in
     local sys=$1 mnt=$WORK/mnt-$1
     MNTDIR=
+    # A fresh filesystem in every round.
+    case $sys in
+        raw) rm -rf "$WORK/raw" ;;
+        bindfs) rm -rf "$WORK/bindfs-backing" ;;
+        s3fs) rm -rf "$WORK/s3fs-store" "$WORK/s3fs-cache" ;;
+        juicefs) rm -rf "$WORK/jfs-bucket" "$WORK/jfs-cache" "$WORK/jfs-meta.db" ;;
+    esac
     mkdir -p "$mnt"
     case $sys in
         raw)
@@ -288,7 +298,22 @@ run_system() {
     fi
 }
 
-for s in $SYSTEMS; do run_system "$s"; done
+ROUNDS=${BENCH_ROUNDS:-1}
+declare -A ALL                 # ALL[system/workload] = the values of every round
+for round in $(seq "$ROUNDS"); do
+    [ "$ROUNDS" -gt 1 ] && echo "== round $round of $ROUNDS"
+    for s in $SYSTEMS; do
+        for w in "${WORKLOADS[@]}"; do unset "R[$s/$w]"; done
+        run_system "$s"
+        for w in "${WORKLOADS[@]}"; do
+            if [ -n "${R[$s/$w]:-}" ]; then ALL[$s/$w]+="${R[$s/$w]} "; fi
+        done
+    done
+done
+for k in "${!ALL[@]}"; do
+    # shellcheck disable=SC2086
+    R[$k]=$(python3 -c 'import sys, statistics; print(statistics.median(map(float, sys.argv[1:])))' ${ALL[$k]})
+done
 
 # ---------------------------------------------------------------- table
 T_END=$EPOCHREALTIME
@@ -326,5 +351,6 @@ for i, r in enumerate(out):
 echo
 echo "Ratios are s3fs divided by the peer: above 1 is better for MiB/s, files/s and IOPS,"
 echo "worse for seconds and MiB. Sizes: seq ${SIZE_MB} MiB, ${PAR_N} x ${PAR_MB} MiB, ${TREE_FILES} files,"
-echo "${RAND_READS} random reads; s3fs $([ "${BENCH_S3FS_PLAIN:-0}" = 1 ] && echo plain || echo encrypted), default options."
+echo "${RAND_READS} random reads; s3fs $([ "${BENCH_S3FS_PLAIN:-0}" = 1 ] && echo plain || echo encrypted), default options;"
+echo "median of $ROUNDS round(s)."
 echo "Total run time: $(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$T_START" "$T_END") s"
