@@ -93,11 +93,19 @@ fn c(p: &Path) -> CString {
 }
 
 fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
+    xattr_read(p, name).ok()
+}
+
+/// getxattr(2) with its errno on failure.
+fn xattr_read(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
     let n = CString::new(name).unwrap();
     let mut buf = [0u8; 256];
     // SAFETY: valid strings and buffer.
     let r = unsafe { libc::getxattr(c(p).as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then(|| buf[..r as usize].to_vec())
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    Ok(buf[..r as usize].to_vec())
 }
 
 fn xattr_set(p: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
@@ -573,12 +581,7 @@ fn round_trips_the_kernel_can_skip_are_skipped() {
     }
 
     // A label set through the mount reads back; another file then has none.
-    let selinux_errno = |p: &Path| {
-        let n = CString::new("security.selinux").unwrap();
-        // SAFETY: valid strings; a size query with no buffer.
-        let r = unsafe { libc::getxattr(c(p).as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
-        (r < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap())
-    };
+    let selinux_errno = |p: &Path| xattr_read(p, "security.selinux").err();
     assert_eq!(selinux_errno(&dir.join("f01")), Some(libc::EOPNOTSUPP));
     xattr_set(&dir.join("f00"), "security.selinux", b"system_u:object_r:etc_t:s0\0").unwrap();
     assert_eq!(

@@ -100,35 +100,27 @@ fn populate(root: &Path) {
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     use sha2::Digest;
     let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap() {
-            let path = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&path).unwrap();
-            let ft = m.file_type();
-            let content = if ft.is_file() {
-                hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()))
-            } else if ft.is_symlink() {
-                std::fs::read_link(&path).unwrap().display().to_string()
-            } else {
-                String::new()
-            };
-            if ft.is_dir() {
-                stack.push(path.clone());
-            }
-            let size = if ft.is_dir() { 0 } else { m.size() };
-            let desc = format!(
-                "mode={:o} uid={} gid={} size={size} mtime={}.{:09} nlink={} content={content} xattrs={:?}",
-                m.mode(),
-                m.uid(),
-                m.gid(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.nlink(),
-                xattrs(&path)
-            );
-            out.insert(path.strip_prefix(root).unwrap().to_path_buf(), desc);
-        }
+    for (rel, path, m) in common::walk(root) {
+        let ft = m.file_type();
+        let content = if ft.is_file() {
+            hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()))
+        } else if ft.is_symlink() {
+            std::fs::read_link(&path).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        let size = if ft.is_dir() { 0 } else { m.size() };
+        let desc = format!(
+            "mode={:o} uid={} gid={} size={size} mtime={}.{:09} nlink={} content={content} xattrs={:?}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.nlink(),
+            xattrs(&path)
+        );
+        out.insert(rel, desc);
     }
     out
 }
