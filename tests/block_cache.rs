@@ -217,6 +217,8 @@ fn upload_all_leaves_nothing_dirty_and_db_is_consistent() {
     assert!(dirty_files(&f.cache_dir("c")).is_empty());
     let s = c.stats();
     assert_eq!((s.dirty_entries, s.dirty_bytes, s.uploads, s.entries), (0, 0, 6, 6));
+    // Two DB steps per uploaded block at most, fewer when they were batched.
+    assert!((1..=12).contains(&s.upload_transactions), "{s:?}");
     assert_eq!(f.data_objects().len(), 6);
     assert_eq!(f.query("SELECT count(*) FROM inode_blocks"), 6);
     assert_eq!(

@@ -44,6 +44,7 @@
 //! - An upload is committed only while the inode's row exists: blocks of purged inodes
 //!   are dropped, never resurrected.
 
+mod commit;
 mod db;
 mod files;
 mod upload;
@@ -251,6 +252,9 @@ pub struct CacheStats {
     pub uploaded_bytes: u64,
     /// Dirty blocks whose content was already stored.
     pub dedup_hits: u64,
+    /// DB transactions the upload pipeline ran; each block needs one or two steps, and
+    /// steps queued together share one (see `commit`).
+    pub upload_transactions: u64,
     /// Reads served from a cached file / reads that had to download the block.
     pub hits: u64,
     pub misses: u64,
@@ -404,6 +408,8 @@ pub struct BlockCache {
     /// Signalled when space may have been freed or an upload or deletion finished.
     space_cv: Condvar,
     finishing: Mutex<Finishing>,
+    /// Runs the uploads' DB steps in batches (see [`commit`]).
+    committer: commit::Committer,
     cpu: Arc<Semaphore>,
     connections: Arc<Semaphore>,
     counters: Counters,
@@ -505,6 +511,7 @@ impl BlockCache {
                 failures: 0,
             });
         }
+        let committer = commit::Committer::start(db.clone()).map_err(inaccessible)?;
         let cache = Arc::new(BlockCache {
             min_free,
             db,
@@ -514,6 +521,7 @@ impl BlockCache {
             work_cv: Condvar::new(),
             space_cv: Condvar::new(),
             finishing: Mutex::new(Finishing::default()),
+            committer,
             cpu: Arc::new(Semaphore::new(config.max_threads.max(1))),
             connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
             counters: Counters::default(),
@@ -948,6 +956,7 @@ impl BlockCache {
             uploads: self.counters.uploads.load(Ordering::Relaxed),
             uploaded_bytes: self.counters.uploaded_bytes.load(Ordering::Relaxed),
             dedup_hits: self.counters.dedup_hits.load(Ordering::Relaxed),
+            upload_transactions: self.committer.batches(),
             hits: self.counters.hits.load(Ordering::Relaxed),
             misses: self.counters.misses.load(Ordering::Relaxed),
             pending_deletions: st.deletions.len() + usize::from(st.deleting),

@@ -3,9 +3,9 @@
 //! the deletion of unreferenced objects.
 //!
 //! Pipeline per block: read the file (under the entry's lock) → SHA-256 (CPU pool) →
-//! under the DB lock: dedup hit → point `inode_blocks` at the existing block; miss →
+//! in the committer's next batch (see [`super::commit`]): dedup hit → point `inode_blocks` at the existing block; miss →
 //! insert an `objects` row (`phys_size = -1`) → compress + encrypt (CPU pool) → PUT
-//! (connection pool) → under the DB lock: insert the `blocks` row (or use a block with
+//! (connection pool) → in a batch again: insert the `blocks` row (or use a block with
 //! the same hash that appeared meanwhile and drop ours), point `inode_blocks` at it →
 //! one fdatasync of the WAL per batch → rename `.dirty` to clean if no write happened.
 
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::commit::Step;
 use super::{BlockCache, CacheError, Entry, Key, POLL, db, files, lock};
 use crate::fs_store::names;
 use crate::store::{PutMode, StoreError};
@@ -27,13 +28,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Why an upload attempt failed; permanent failures end a waiting `upload_all`.
 #[derive(Debug)]
-struct Failure {
+pub(super) struct Failure {
     message: String,
     permanent: bool,
 }
 
 impl Failure {
-    fn permanent(message: impl Into<String>) -> Self {
+    pub(super) fn permanent(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
             permanent: true,
@@ -69,7 +70,7 @@ impl From<StoreError> for Failure {
     }
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     /// `inode_blocks` points at the content of generation `.0`; objects to delete.
     Committed(u64, Vec<String>),
     /// The entry was removed or is not dirty any more; objects to delete.
@@ -78,7 +79,7 @@ enum Outcome {
     Orphan(Vec<String>),
 }
 
-enum Prepared {
+pub(super) enum Prepared {
     Done(Outcome),
     Upload(i64),
 }
@@ -257,9 +258,8 @@ impl BlockCache {
             })
             .await?
         };
-        let (cache, e2, h) = (self.clone(), e.clone(), hash.clone());
         let len = data.len() as u64;
-        let prepared = tokio::task::spawn_blocking(move || cache.prepare(&e2, &h, len, generation)).await??;
+        let prepared = self.db_step(e, hash.clone(), len, generation, Step::Prepare).await?;
         let obj_id = match prepared {
             Prepared::Done(outcome) => return Ok(outcome),
             Prepared::Upload(id) => id,
@@ -296,8 +296,29 @@ impl BlockCache {
         };
         self.counters.uploads.fetch_add(1, Ordering::Relaxed);
         self.counters.uploaded_bytes.fetch_add(phys, Ordering::Relaxed);
-        let (cache, e2) = (self.clone(), e.clone());
-        tokio::task::spawn_blocking(move || cache.commit(&e2, &hash, len, obj_id, phys, generation)).await?
+        match self
+            .db_step(e, hash, len, generation, Step::Commit { obj_id, phys })
+            .await?
+        {
+            Prepared::Done(outcome) => Ok(outcome),
+            Prepared::Upload(_) => unreachable!("a commit step never asks for an upload"),
+        }
+    }
+
+    /// Run one DB step of this upload in the committer's next batch.
+    async fn db_step(
+        &self,
+        e: &Arc<Entry>,
+        hash: Vec<u8>,
+        len: u64,
+        generation: u64,
+        step: Step,
+    ) -> Result<Prepared, Failure> {
+        let done = self.committer.run(e.clone(), hash, len, generation, step).await?;
+        if done.dedup {
+            self.counters.dedup_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(done.prepared)
     }
 
     /// The content and generation of a dirty entry, or `None` if there is nothing to do.
@@ -310,67 +331,6 @@ impl BlockCache {
         let generation = e.generation.load(Ordering::Acquire);
         std::os::unix::fs::FileExt::read_exact_at(self.fd(e.key, &mut f)?, &mut buf, 0)?;
         Ok(Some((buf, generation)))
-    }
-
-    /// Under the DB lock: dedup lookup; a hit is committed at once, a miss gets a new
-    /// object id.
-    fn prepare(&self, e: &Entry, hash: &[u8], len: u64, generation: u64) -> Result<Prepared, Failure> {
-        let mut conn = lock(&self.db);
-        if e.removed.load(Ordering::Acquire) {
-            return Ok(Prepared::Done(Outcome::Skipped(Vec::new())));
-        }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        if !db::inode_exists(&tx, e.key.0)? {
-            return Ok(Prepared::Done(Outcome::Orphan(Vec::new())));
-        }
-        if let Some(block_id) = db::find_block(&tx, hash)? {
-            let freed = db::link_block(&tx, e.key.0, e.key.1, block_id)?;
-            tx.commit()?;
-            self.counters.dedup_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Prepared::Done(Outcome::Committed(generation, data_names(freed))));
-        }
-        let id = db::new_object(&tx, len)?;
-        tx.commit()?;
-        Ok(Prepared::Upload(id))
-    }
-
-    /// Under the DB lock, after the PUT: record the object and the block and point
-    /// `inode_blocks` at it, unless the entry was removed meanwhile.
-    fn commit(
-        &self,
-        e: &Entry,
-        hash: &[u8],
-        len: u64,
-        obj_id: i64,
-        phys: u64,
-        generation: u64,
-    ) -> Result<Outcome, Failure> {
-        let mut conn = lock(&self.db);
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let ours = names::data(obj_id as u64);
-        let removed = e.removed.load(Ordering::Acquire);
-        if removed || !db::inode_exists(&tx, e.key.0)? {
-            db::drop_object(&tx, obj_id)?;
-            tx.commit()?;
-            return Ok(if removed {
-                Outcome::Skipped(vec![ours])
-            } else {
-                Outcome::Orphan(vec![ours])
-            });
-        }
-        let mut deleted = Vec::new();
-        let block_id = match db::insert_block(&tx, hash, len, obj_id, phys)? {
-            Ok(id) => id,
-            Err(existing) => {
-                db::drop_object(&tx, obj_id)?;
-                deleted.push(ours);
-                self.counters.dedup_hits.fetch_add(1, Ordering::Relaxed);
-                existing
-            }
-        };
-        deleted.extend(data_names(db::link_block(&tx, e.key.0, e.key.1, block_id)?));
-        tx.commit()?;
-        Ok(Outcome::Committed(generation, deleted))
     }
 
     /// A committed upload: queue it for the batched DB sync; the first thread to arrive
@@ -478,10 +438,6 @@ impl BlockCache {
         self.work_cv.notify_all();
         self.space_cv.notify_all();
     }
-}
-
-fn data_names(ids: Vec<i64>) -> Vec<String> {
-    ids.into_iter().map(|id| names::data(id as u64)).collect()
 }
 
 impl From<Failure> for CacheError {
