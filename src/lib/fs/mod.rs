@@ -269,6 +269,9 @@ impl Filesystem {
         let conn = Connection::open(db_path).map_err(open_err)?;
         // WAL: readers (the metadata snapshot) never block the filesystem; NORMAL: commits
         // do not fsync (sync_metadata does it on demand); integrity checks are fsck's job.
+        // journal_size_limit 0: the WAL is truncated when it restarts, so commits append
+        // to it. Overwriting an old WAL whose pages left the page cache made every
+        // 4120-byte frame a read-modify-write of two disk blocks, under the DB mutex.
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(open_err)?;
@@ -284,7 +287,8 @@ impl Filesystem {
              PRAGMA recursive_triggers = ON;
              PRAGMA temp_store = MEMORY;
              PRAGMA cache_size = -65536;
-             PRAGMA wal_autocheckpoint = 8192;",
+             PRAGMA wal_autocheckpoint = 8192;
+             PRAGMA journal_size_limit = 0;",
         )
         .map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
