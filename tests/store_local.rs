@@ -76,6 +76,52 @@ fn data_objects_are_sharded_and_no_temporary_file_is_left() {
     assert!(stray.is_empty(), "temporary files left: {stray:?}");
 }
 
+/// Large objects are written with direct I/O, padded to the alignment and truncated
+/// back: every size around the threshold and the alignment reads back exactly, on disk
+/// too, including an object overwritten by a shorter one.
+#[test]
+fn objects_of_every_size_around_the_direct_io_threshold_read_back_exactly() {
+    let (dir, store) = local();
+    let sizes = [
+        (128 << 10) - 1,
+        128 << 10,
+        (128 << 10) + 1,
+        (1 << 20) + 4095,
+        (1 << 20) + 4097,
+        3 << 20,
+        17,
+    ];
+    block_on(async {
+        for (i, &n) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..n).map(|j| (j * 31 + i * 7) as u8).collect();
+            for mode in [PutMode::Overwrite, PutMode::IfNoneMatch] {
+                let key = format!("s3fs_data_{}{}", i + 1, matches!(mode, PutMode::IfNoneMatch) as u8);
+                store.put(&key, Bytes::from(data.clone()), mode).await.unwrap();
+                assert_eq!(store.get(&key).await.unwrap(), data, "size {n}");
+                assert_eq!(store.head(&key).await.unwrap().size, n as u64, "size {n}");
+            }
+        }
+        // The same name, shorter content: no stale tail.
+        let short = vec![5u8; (128 << 10) + 3];
+        store
+            .put("s3fs_data_61", Bytes::from(short.clone()), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(store.get("s3fs_data_61").await.unwrap(), short);
+    });
+    let on_disk: Vec<u64> = walk(dir.path())
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    let mut expected: Vec<u64> = sizes.iter().flat_map(|&n| [n as u64, n as u64]).collect();
+    expected[10] = (128 << 10) + 3;
+    let (mut a, mut b) = (on_disk, expected);
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "file sizes in the store directory");
+}
+
 /// A temporary file as a crash would leave it is never listed or read as an object.
 #[test]
 fn leftover_temporary_files_are_invisible() {

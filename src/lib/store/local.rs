@@ -168,6 +168,91 @@ fn etag_of(m: &fs::Metadata) -> String {
     )
 }
 
+/// Objects at least this big are written with direct I/O (see [`write_new_file`]).
+const DIRECT_IO_MIN: usize = 128 << 10;
+/// Alignment of buffers, offsets and lengths for direct I/O: the largest logical block
+/// size in common use.
+const DIRECT_IO_ALIGN: usize = 4096;
+
+/// A page-aligned block of memory, so that a `Vec` of them is a valid direct I/O buffer.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct AlignedPage([u8; DIRECT_IO_ALIGN]);
+
+/// Create `path` (which must not exist) holding `data`; returns it open, not yet synced.
+///
+/// An object is fsync'ed at once and read back only on a cache miss, so a large one is
+/// written with `O_DIRECT`: it does not pass through the page cache, where it would
+/// cost a copy into newly allocated pages and push out pages that will be read again.
+/// The length is padded to the alignment and the file truncated back. A filesystem
+/// that refuses direct I/O (EINVAL at open or at the first write) gets a plain write.
+fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let plain = |f: Option<File>| -> io::Result<File> {
+        let mut f = match f {
+            Some(f) => f,
+            None => OpenOptions::new().write(true).create_new(true).open(path)?,
+        };
+        f.write_all(data)?;
+        Ok(f)
+    };
+    if data.len() < DIRECT_IO_MIN {
+        return plain(None);
+    }
+    let f = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return plain(None),
+        Err(e) => return Err(e),
+    };
+    let pages = data.len().div_ceil(DIRECT_IO_ALIGN);
+    let mut buf = vec![AlignedPage([0; DIRECT_IO_ALIGN]); pages];
+    // SAFETY: `buf` is `pages` contiguous, initialised 4096-byte pages of plain bytes.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), pages * DIRECT_IO_ALIGN) };
+    bytes[..data.len()].copy_from_slice(data);
+    let mut written = 0;
+    while written < bytes.len() {
+        match std::os::unix::fs::FileExt::write_at(&f, &bytes[written..], written as u64) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) if n % DIRECT_IO_ALIGN == 0 => written += n,
+            // A short write that breaks the alignment: finish without O_DIRECT.
+            Ok(n) => {
+                written += n;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && written == 0 => {
+                drop(f);
+                fs::remove_file(path)?;
+                return plain(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if written < bytes.len() {
+        clear_direct_io(&f)?;
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes[written..], written as u64)?;
+    }
+    f.set_len(data.len() as u64)?;
+    Ok(f)
+}
+
+/// Turn `O_DIRECT` off on an open file.
+fn clear_direct_io(f: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a valid, owned file descriptor.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -219,12 +304,7 @@ impl Inner {
     }
 
     fn put_via(&self, tmp: &Path, dir: &Path, key: &str, data: &[u8], mode: &PutMode) -> StoreResult<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .map_err(|e| io_err("writing", key, e))?;
-        f.write_all(data).map_err(|e| io_err("writing", key, e))?;
+        let f = write_new_file(tmp, data).map_err(|e| io_err("writing", key, e))?;
         f.sync_all().map_err(|e| io_err("syncing", key, e))?;
         drop(f);
         let dest = self.path_for(key);
