@@ -174,10 +174,46 @@ const DIRECT_IO_MIN: usize = 128 << 10;
 /// size in common use.
 const DIRECT_IO_ALIGN: usize = 4096;
 
-/// A page-aligned block of memory, so that a `Vec` of them is a valid direct I/O buffer.
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct AlignedPage([u8; DIRECT_IO_ALIGN]);
+/// Anonymous memory of its own mapping: page-aligned, as direct I/O needs, and returned
+/// to the system when dropped. (From the allocator, buffers of a megabyte freed by many
+/// upload threads stayed resident in its per-thread arenas.)
+struct MappedBuffer {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl MappedBuffer {
+    fn new(len: usize) -> io::Result<MappedBuffer> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(MappedBuffer { ptr: ptr.cast(), len })
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `len` readable and writable bytes (zero-filled by the kernel) mapped
+        // for as long as `self` lives, and borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for MappedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
 
 /// Create `path` (which must not exist) holding `data`; returns it open, not yet synced.
 ///
@@ -209,10 +245,8 @@ fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return plain(None),
         Err(e) => return Err(e),
     };
-    let pages = data.len().div_ceil(DIRECT_IO_ALIGN);
-    let mut buf = vec![AlignedPage([0; DIRECT_IO_ALIGN]); pages];
-    // SAFETY: `buf` is `pages` contiguous, initialised 4096-byte pages of plain bytes.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), pages * DIRECT_IO_ALIGN) };
+    let mut buf = MappedBuffer::new(data.len().next_multiple_of(DIRECT_IO_ALIGN))?;
+    let bytes = buf.bytes();
     bytes[..data.len()].copy_from_slice(data);
     let mut written = 0;
     while written < bytes.len() {
