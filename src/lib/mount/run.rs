@@ -54,6 +54,21 @@ pub fn block_exit_signals() {
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
+/// Limit the C allocator to two arenas; call before any thread starts.
+///
+/// glibc gives threads their own arenas (up to 8 per core) and keeps freed memory in
+/// them. The upload pipeline frees block-sized buffers from dozens of blocking threads,
+/// which left about 70 MiB of freed memory resident: the daemon's peak RSS while
+/// uploading 1 GiB was 140 MiB with the default and 70 MiB with two arenas, at the
+/// same CPU time.
+pub fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; no thread is running yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Wait up to `timeout` for an exit signal; returns it if one came.
 fn wait_signal(timeout: Duration) -> Option<i32> {
     let set = signal_set();
