@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -63,6 +63,7 @@ impl Committer {
         let (queue, rx) = mpsc::channel();
         let batches = Arc::new(AtomicU64::new(0));
         let counter = batches.clone();
+        let db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("s3fs-commit".into())
             .spawn(move || run(&db, &rx, &counter))?;
@@ -98,7 +99,9 @@ impl Committer {
     }
 }
 
-fn run(db: &Mutex<Connection>, rx: &mpsc::Receiver<(Request, Reply)>, batches: &AtomicU64) {
+/// Holds the connection only weakly, and strongly only while a batch runs: the
+/// filesystem's last handle must close it, which checkpoints and removes the WAL.
+fn run(db: &Weak<Mutex<Connection>>, rx: &mpsc::Receiver<(Request, Reply)>, batches: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -108,29 +111,36 @@ fn run(db: &Mutex<Connection>, rx: &mpsc::Receiver<(Request, Reply)>, batches: &
             }
         }
         let (requests, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
-        let mut conn = lock(db);
-        batches.fetch_add(1, Ordering::Relaxed);
-        match in_one_transaction(&mut conn, &requests) {
-            Ok(results) => {
-                for (reply, done) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(done));
-                }
-            }
-            Err(e) if requests.len() == 1 => {
-                let _ = replies.into_iter().next().map(|r| r.send(Err(Failure::from(e))));
-            }
-            Err(e) => {
-                log::debug!(
-                    "upload commit of {} steps failed ({e}); retrying them one by one",
-                    requests.len()
-                );
-                for (request, reply) in requests.iter().zip(replies) {
-                    let result = in_one_transaction(&mut conn, std::slice::from_ref(request))
+        // Without a connection the replies are dropped: the callers see "stopped".
+        let Some(db) = db.upgrade() else { return };
+        let results = run_batch(&db, &requests, batches);
+        drop(db);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// All `requests` in one transaction or, if that fails, one transaction each.
+fn run_batch(db: &Mutex<Connection>, requests: &[Request], batches: &AtomicU64) -> Vec<Result<Done, Failure>> {
+    let mut conn = lock(db);
+    batches.fetch_add(1, Ordering::Relaxed);
+    match in_one_transaction(&mut conn, requests) {
+        Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(e) if requests.len() == 1 => vec![Err(Failure::from(e))],
+        Err(e) => {
+            log::debug!(
+                "upload commit of {} steps failed ({e}); retrying them one by one",
+                requests.len()
+            );
+            requests
+                .iter()
+                .map(|request| {
+                    in_one_transaction(&mut conn, std::slice::from_ref(request))
                         .map(|mut r| r.remove(0))
-                        .map_err(Failure::from);
-                    let _ = reply.send(result);
-                }
-            }
+                        .map_err(Failure::from)
+                })
+                .collect()
         }
     }
 }
@@ -328,6 +338,9 @@ mod tests {
         );
         assert!(again[0].dedup);
         assert!(matches!(again[0].prepared, Prepared::Done(Outcome::Committed(1, _))));
+        // Between batches the committer holds no strong reference: the filesystem's
+        // last handle closes the connection (and with it checkpoints the WAL).
+        assert_eq!(Arc::strong_count(&db), 1);
     }
 
     #[test]
