@@ -3,11 +3,12 @@
 //! the deletion of unreferenced objects.
 //!
 //! Pipeline per block: read the file (under the entry's lock) → SHA-256 (CPU pool) →
-//! in the committer's next batch (see [`super::commit`]): dedup hit → point `inode_blocks` at the existing block; miss →
-//! insert an `objects` row (`phys_size = -1`) → compress + encrypt (CPU pool) → PUT
-//! (connection pool) → in a batch again: insert the `blocks` row (or use a block with
-//! the same hash that appeared meanwhile and drop ours), point `inode_blocks` at it →
-//! one fdatasync of the WAL per batch → rename `.dirty` to clean if no write happened.
+//! in the committer's next batch ([`super::commit`]): dedup hit → point `inode_blocks`
+//! at the existing block; miss → insert an `objects` row (`phys_size = -1`) →
+//! compress and encrypt (CPU pool) → PUT (connection pool) → in a batch again: insert
+//! the `blocks` row (or use a block with the same hash that appeared meanwhile and drop
+//! ours), point `inode_blocks` at it → one fdatasync of the WAL per batch of finished
+//! uploads → rename `.dirty` to clean if no write happened.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -301,7 +302,7 @@ impl BlockCache {
             .await?
         {
             Prepared::Done(outcome) => Ok(outcome),
-            Prepared::Upload(_) => unreachable!("a commit step never asks for an upload"),
+            Prepared::Upload(_) => Err(Failure::permanent("internal error: a commit step asked for an upload")),
         }
     }
 

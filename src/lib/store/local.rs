@@ -224,16 +224,13 @@ impl Drop for MappedBuffer {
 /// that refuses direct I/O (EINVAL at open or at the first write) gets a plain write.
 fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let plain = |f: Option<File>| -> io::Result<File> {
-        let mut f = match f {
-            Some(f) => f,
-            None => OpenOptions::new().write(true).create_new(true).open(path)?,
-        };
+    let plain = || -> io::Result<File> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
         f.write_all(data)?;
         Ok(f)
     };
     if data.len() < DIRECT_IO_MIN {
-        return plain(None);
+        return plain();
     }
     let f = match OpenOptions::new()
         .write(true)
@@ -242,7 +239,7 @@ fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return plain(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return plain(),
         Err(e) => return Err(e),
     };
     let mut buf = MappedBuffer::new(data.len().next_multiple_of(DIRECT_IO_ALIGN))?;
@@ -262,7 +259,7 @@ fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && written == 0 => {
                 drop(f);
                 fs::remove_file(path)?;
-                return plain(None);
+                return plain();
             }
             Err(e) => return Err(e),
         }
