@@ -221,17 +221,19 @@ mod tests {
     use crate::cache::{EntryFile, Key};
     use std::sync::atomic::AtomicBool;
 
-    fn db_with_inodes(n: usize) -> Arc<Mutex<Connection>> {
+    /// A fresh DB with one regular file (its inode number) and a committer on it.
+    fn committer_on_one_inode() -> (Arc<Mutex<Connection>>, u64, Committer) {
         let conn = Connection::open_in_memory().unwrap();
         crate::meta::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
-        for _ in 0..n {
-            conn.execute(
-                "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount) VALUES (0, 0, ?1, 1, 1, 1, 1)",
-                [libc::S_IFREG | 0o644],
-            )
-            .unwrap();
-        }
-        Arc::new(Mutex::new(conn))
+        conn.execute(
+            "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount) VALUES (0, 0, ?1, 1, 1, 1, 1)",
+            [libc::S_IFREG | 0o644],
+        )
+        .unwrap();
+        let ino = conn.last_insert_rowid() as u64;
+        let db = Arc::new(Mutex::new(conn));
+        let c = Committer::start(db.clone()).unwrap();
+        (db, ino, c)
     }
 
     fn entry(key: Key) -> Arc<Entry> {
@@ -265,11 +267,7 @@ mod tests {
 
     #[test]
     fn steps_queued_meanwhile_share_one_transaction_and_see_each_other() {
-        let db = db_with_inodes(1);
-        let ino = lock(&db)
-            .query_row("SELECT max(id) FROM inodes", [], |r| r.get::<_, i64>(0))
-            .unwrap() as u64;
-        let c = Committer::start(db.clone()).unwrap();
+        let (db, ino, c) = committer_on_one_inode();
         let hash = |n: u8| vec![n; 32];
         let entries: Vec<_> = (0..40).map(|b| entry((ino, b))).collect();
         let prepare = |i: usize, h: Vec<u8>| Request {
@@ -345,11 +343,7 @@ mod tests {
 
     #[test]
     fn removed_entries_and_purged_inodes_are_not_linked() {
-        let db = db_with_inodes(1);
-        let ino = lock(&db)
-            .query_row("SELECT max(id) FROM inodes", [], |r| r.get::<_, i64>(0))
-            .unwrap() as u64;
-        let c = Committer::start(db.clone()).unwrap();
+        let (db, ino, c) = committer_on_one_inode();
         let removed = entry((ino, 0));
         removed.removed.store(true, Ordering::Release);
         let orphan = entry((ino + 1000, 0));
