@@ -369,7 +369,7 @@ fn compress_into(compression: Compression, plaintext: &[u8], out: &mut Vec<u8>) 
     let start = out.len();
     // Compressed output must be strictly smaller than the plaintext to be worth it.
     let limit = plaintext.len().saturating_sub(1);
-    let used = if limit == 0 || looks_incompressible(plaintext) {
+    let used = if limit == 0 || compression == Compression::None || looks_incompressible(plaintext) {
         COMP_NONE
     } else {
         match compression {

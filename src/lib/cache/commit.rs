@@ -54,7 +54,8 @@ type Reply = oneshot::Sender<Result<Done, Failure>>;
 /// The handle upload tasks send their steps through; the thread stops when it is dropped.
 pub(super) struct Committer {
     queue: mpsc::Sender<(Request, Reply)>,
-    /// Transactions run so far (a diagnostic: steps per transaction show the batching).
+    /// Batches run so far, one transaction each (a diagnostic: steps per batch show the
+    /// batching). The retries of a failed batch are not counted.
     batches: Arc<AtomicU64>,
 }
 
@@ -70,7 +71,7 @@ impl Committer {
         Ok(Committer { queue, batches })
     }
 
-    /// How many batches (transactions, retries included) have been run.
+    /// How many batches have been run.
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
     }
@@ -211,7 +212,7 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
     }
 }
 
-pub(super) fn data_names(ids: Vec<i64>) -> Vec<String> {
+fn data_names(ids: Vec<i64>) -> Vec<String> {
     ids.into_iter().map(|id| names::data(id as u64)).collect()
 }
 

@@ -252,8 +252,9 @@ pub struct CacheStats {
     pub uploaded_bytes: u64,
     /// Dirty blocks whose content was already stored.
     pub dedup_hits: u64,
-    /// DB transactions the upload pipeline ran; each block needs one or two steps, and
-    /// steps queued together share one (see `commit`).
+    /// Batches of DB steps the upload pipeline committed, one transaction each; each
+    /// block needs one or two steps, and steps queued together share a batch (see
+    /// `commit`).
     pub upload_transactions: u64,
     /// Reads served from a cached file / reads that had to download the block.
     pub hits: u64,
