@@ -1,10 +1,14 @@
 //! The filesystem core: every metadata operation of a mounted filesystem, as plain Rust
 //! with no FUSE types, so the FUSE adapter only decodes, calls [`Filesystem`] and replies.
 //!
-//! One [`Filesystem`] owns the single SQLite connection of a mount behind a mutex
+//! One [`Filesystem`] owns the SQLite connections of a mount, each behind a mutex
 //! (SQLite connections are not `Sync`); all methods take `&self`, so any number of FUSE
-//! session threads can share it. The lock is held only while SQLite works: nothing slow
-//! (network, fsync) ever runs under it.
+//! session threads can share it. Every change goes through the writing connection,
+//! which the block cache shares for its upload transactions; reads (lookup, getattr,
+//! readdir, getxattr…) go through a second, read-only connection. WAL gives each read
+//! the state of the last commit, so reads never queue behind a batch of upload
+//! commits. A lock is held only while SQLite works: nothing slow (network, fsync) ever
+//! runs under it. Lock order: writer, then `state`, then reader.
 //!
 //! Every operation that changes anything is one SQLite transaction, so a crash never
 //! leaves half an operation behind. The invariants of every table are those documented
@@ -233,7 +237,10 @@ pub(crate) struct Op<'a> {
 
 /// The filesystem core. See the module documentation.
 pub struct Filesystem {
-    /// Shared with the block cache, which commits uploaded blocks through it.
+    /// Read-only; declared first so that it closes before the writer, whose close then
+    /// checkpoints and removes the WAL.
+    reader: Mutex<Connection>,
+    /// The writer. Shared with the block cache, which commits uploaded blocks through it.
     db: Arc<Mutex<Connection>>,
     state: Mutex<State>,
     /// File data, once a mount attaches it; namespace-only tests run without.
@@ -246,6 +253,27 @@ pub struct Filesystem {
     /// Some inode has (or had, since the mount) a `security.capability` xattr: until
     /// then a write or chown need not look for one to remove.
     capabilities: AtomicBool,
+}
+
+/// The read-only connection (see the module docs), with its own page cache. No mmap:
+/// an I/O error on the cache disk must be an error, not a SIGBUS.
+fn open_reader(db_path: &Path) -> Result<Connection, Error> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        db_path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    conn.execute_batch(
+        "PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -32768;",
+    )
+    .map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(open_err)?;
+    Ok(conn)
 }
 
 fn open_err(e: rusqlite::Error) -> Error {
@@ -267,7 +295,8 @@ impl Filesystem {
             return Err(Error::new(ExitCode::Failure, "data block size must not be 0"));
         }
         let conn = Connection::open(db_path).map_err(open_err)?;
-        // WAL: readers (the metadata snapshot) never block the filesystem; NORMAL: commits
+        // WAL: readers (the read connection, the metadata snapshot) never block the
+        // filesystem nor wait for it; NORMAL: commits
         // do not fsync (sync_metadata does it on demand); integrity checks are fsck's job.
         // journal_size_limit 0: the WAL is truncated when it restarts, so commits append
         // to it. Overwriting an old WAL whose pages left the page cache made every
@@ -298,6 +327,7 @@ impl Filesystem {
         // an inode number that was 0 or 1), which cost a quarter of a lookup's CPU time.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(open_err)?;
+        let reader = open_reader(db_path)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
@@ -308,6 +338,7 @@ impl Filesystem {
             ));
         }
         let fs = Filesystem {
+            reader: Mutex::new(reader),
             db: Arc::new(Mutex::new(conn)),
             state: Mutex::new(State {
                 lookups: HashMap::new(),
@@ -343,6 +374,10 @@ impl Filesystem {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic under the lock dropped (rolled back) its transaction: the state is sound.
         self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
@@ -412,18 +447,21 @@ impl Filesystem {
         Ok(value)
     }
 
-    /// Run a read-only `f` on the connection.
+    /// Run a read-only `f` on the read connection: it sees every committed change.
     pub(crate) fn query<T>(&self, f: impl FnOnce(&Connection) -> FsResult<T>) -> FsResult<T> {
-        f(&self.conn())
+        f(&self.reader())
     }
 
-    /// Run a read-only `f` on the connection; if it succeeds, count one kernel lookup of
-    /// each inode it pushed.
+    /// Run a read-only `f` on the read connection; if it succeeds, count one kernel
+    /// lookup of each inode it pushed.
+    ///
+    /// `state` is held from before the read until the counts are in: a transaction holds
+    /// it from start to commit, so none is half done while `f` reads, and an unlink that
+    /// follows sees the new count and does not purge an inode just handed to the kernel.
     pub(crate) fn read_counting<T>(&self, f: impl FnOnce(&Connection, &mut Vec<i64>) -> FsResult<T>) -> FsResult<T> {
-        let conn = self.conn();
-        let mut counted = Vec::new();
-        let value = f(&conn, &mut counted)?;
         let mut state = self.state();
+        let mut counted = Vec::new();
+        let value = f(&self.reader(), &mut counted)?;
         for ino in counted {
             *state.lookups.entry(ino).or_insert(0) += 1;
         }
@@ -460,5 +498,58 @@ impl Filesystem {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(&self.db_path)?.sync_all(),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer is busy (a batch of upload commits, say) with a change it has not
+    /// committed: lookups, getattr and listings still answer, from the last commit.
+    #[test]
+    fn reads_neither_wait_for_the_writer_nor_see_its_uncommitted_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("meta.db");
+        let conn = Connection::open(&db).unwrap();
+        crate::meta::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
+        drop(conn);
+        let fs = Filesystem::open(&db, 4096).unwrap();
+        let ctx = Ctx { uid: 0, gid: 0, pid: 1 };
+        let d = fs
+            .mkdir(&ctx, crate::meta::schema::ROOT_INODE as u64, b"d", 0o755)
+            .unwrap();
+        let f = fs.mknod(&ctx, d.ino, b"f", 0o100644, 0).unwrap();
+        let counted_before = fs.lookup_count(f.ino);
+
+        let writer = fs.db();
+        let busy = writer.lock().unwrap();
+        busy.execute_batch(&format!(
+            "BEGIN IMMEDIATE; UPDATE inodes SET size = 999 WHERE id = {}",
+            f.ino
+        ))
+        .unwrap();
+        let (done, answers) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let looked_up = fs.lookup(d.ino, b"f").unwrap();
+                let attr = fs.getattr(f.ino).unwrap();
+                let mut listed = Vec::new();
+                fs.readdirplus(d.ino, 0, |e, a| {
+                    listed.push((e.name.clone(), a.size));
+                    true
+                })
+                .unwrap();
+                done.send((looked_up.size, attr.size, listed)).unwrap();
+            });
+            let answer = answers.recv_timeout(Duration::from_secs(60));
+            busy.execute_batch("ROLLBACK").unwrap();
+            drop(busy);
+            let (looked_up, getattr, listed) = answer.expect("reads waited for the busy writer");
+            assert_eq!((looked_up, getattr), (0, 0));
+            assert!(listed.contains(&(b"f".to_vec(), 0)), "{listed:?}");
+        });
+        // One lookup from lookup(), one from the listing.
+        assert_eq!(fs.lookup_count(f.ino), counted_before + 2);
     }
 }

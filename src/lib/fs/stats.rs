@@ -87,16 +87,17 @@ impl Filesystem {
     /// Compute the totals once and keep them current from now on (a scan of every
     /// table: call once per mount).
     pub fn enable_stats(&self) -> FsResult<()> {
-        self.query(|c| Ok(c.execute_batch(SETUP)?))
+        // The totals live in TEMP tables of the writer, whose triggers keep them current.
+        Ok(self.conn().execute_batch(SETUP)?)
     }
 
     /// The current totals (one row read); `None` before [`Filesystem::enable_stats`].
     pub fn db_stats(&self) -> FsResult<Option<DbStats>> {
-        self.query(|c| match read_totals(c) {
+        match read_totals(&self.conn()) {
             Ok(s) => Ok(Some(s)),
             Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => Ok(None),
             Err(e) => Err(e.into()),
-        })
+        }
     }
 
     /// Size of the metadata database on local disk, WAL included.
