@@ -138,9 +138,21 @@ pub fn mount_pid(mnt: &Path) -> i32 {
     std::str::from_utf8(&buf[..n as usize]).unwrap().parse().unwrap()
 }
 
+/// Whether process `pid` exists and has not exited. A zombie has exited: its files,
+/// locks and FUSE connection are gone, and its reaping is up to whoever is PID 1 here.
+fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 pub fn wait_gone(pid: i32) {
     let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
+    while is_running(pid) {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "mount process {pid} did not exit"
