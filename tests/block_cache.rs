@@ -146,6 +146,30 @@ fn read_block(c: &BlockCache, ino: u64, blk: u64) -> Vec<u8> {
     c.read(ino, blk, 0, BS as u32).unwrap()
 }
 
+/// A write to a block past the end of its file creates the block without asking the DB
+/// whether it is stored, so it completes while the DB is held (as by a batch of upload
+/// commits).
+#[test]
+fn writes_past_the_end_of_a_file_do_not_wait_for_the_db() {
+    let f = Fixture::new();
+    let c = f.open("c");
+    let ino = f.new_inode();
+    let busy = f.db.lock().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            c.write_past_end(ino, 0, 10, b"new file").unwrap();
+            done.send(()).unwrap();
+        });
+        let answer = finished.recv_timeout(Duration::from_secs(60));
+        drop(busy);
+        answer.expect("the write waited for the DB");
+    });
+    assert_eq!(c.read(ino, 0, 10, 8).unwrap(), b"new file");
+    c.upload_all().unwrap();
+    f.check_consistent();
+}
+
 #[test]
 fn write_read_round_trip_holes_and_truncate() {
     let f = Fixture::new();

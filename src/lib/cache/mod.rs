@@ -758,12 +758,31 @@ impl BlockCache {
     /// needed. A stored block that is not cached is downloaded first, unless `data`
     /// covers the whole block. Waits (never fails) while the cache is full of dirty data.
     pub fn write(&self, inode: u64, blockno: u64, offset: u32, data: &[u8]) -> Result<(), CacheError> {
+        self.write_block(inode, blockno, offset, data, false)
+    }
+
+    /// [`BlockCache::write`] to a block that starts at or past the end of its file, so
+    /// that nothing of it is stored (shrinking a file releases such blocks): the DB is
+    /// not asked for it. This spares the first write of every new file a wait for the
+    /// DB mutex, which batches of upload commits hold.
+    pub fn write_past_end(&self, inode: u64, blockno: u64, offset: u32, data: &[u8]) -> Result<(), CacheError> {
+        self.write_block(inode, blockno, offset, data, true)
+    }
+
+    fn write_block(
+        &self,
+        inode: u64,
+        blockno: u64,
+        offset: u32,
+        data: &[u8],
+        past_end: bool,
+    ) -> Result<(), CacheError> {
         self.check_range(offset, data.len())?;
         let key = (inode, blockno);
         let end = u64::from(offset) + data.len() as u64;
         let whole = offset == 0 && end == self.cfg.block_size;
         self.modify_block(key, end, |e, f| {
-            if !f.present && (whole || !self.load(e, f)?) {
+            if !f.present && (whole || past_end || !self.load(e, f)?) {
                 self.ensure_space(end, true);
                 self.create_dirty(e, f)?;
             }

@@ -101,12 +101,16 @@ impl Filesystem {
             .checked_add(data.len() as u64)
             .filter(|&e| e <= MAX_FILE_SIZE)
             .ok_or(FsError::new(libc::EFBIG))?;
-        self.writable_file(id)?;
+        let size = self.writable_file(id)?;
         let cache = self.data_cache()?;
         for (blockno, in_block, n, at) in self.pieces(offset, data.len() as u64) {
-            cache
-                .write(ino, blockno, in_block, &data[at..at + n as usize])
-                .map_err(cache_err)?;
+            let piece = &data[at..at + n as usize];
+            if blockno * self.block_size() >= size {
+                cache.write_past_end(ino, blockno, in_block, piece)
+            } else {
+                cache.write(ino, blockno, in_block, piece)
+            }
+            .map_err(cache_err)?;
         }
         self.grow_and_touch(ctx, id, end)?;
         Ok(data.len())
