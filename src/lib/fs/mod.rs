@@ -510,6 +510,18 @@ impl Filesystem {
     }
 }
 
+/// A new, empty filesystem in a temporary directory, which lives as long as the guard.
+#[cfg(test)]
+pub(crate) fn empty_for_tests(block_size: u64) -> (tempfile::TempDir, Filesystem) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("meta.db");
+    let conn = Connection::open(&db).unwrap();
+    crate::meta::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
+    drop(conn);
+    let fs = Filesystem::open(&db, block_size).unwrap();
+    (dir, fs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,12 +530,7 @@ mod tests {
     /// committed: lookups, getattr and listings still answer, from the last commit.
     #[test]
     fn reads_neither_wait_for_the_writer_nor_see_its_uncommitted_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("meta.db");
-        let conn = Connection::open(&db).unwrap();
-        crate::meta::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
-        drop(conn);
-        let fs = Filesystem::open(&db, 4096).unwrap();
+        let (_dir, fs) = empty_for_tests(4096);
         let ctx = Ctx { uid: 0, gid: 0, pid: 1 };
         let d = fs
             .mkdir(&ctx, crate::meta::schema::ROOT_INODE as u64, b"d", 0o755)

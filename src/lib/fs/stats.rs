@@ -112,17 +112,11 @@ impl Filesystem {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::fs::{Ctx, SetAttr};
 
     #[test]
     fn totals_follow_every_change_without_a_scan() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("meta.db");
-        let conn = Connection::open(&db).unwrap();
-        crate::meta::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
-        drop(conn);
-        let fs = Filesystem::open(&db, 4096).unwrap();
+        let (_dir, fs) = crate::fs::empty_for_tests(4096);
         assert_eq!(fs.db_stats().unwrap(), None);
         fs.enable_stats().unwrap();
         let before = fs.db_stats().unwrap().unwrap();
