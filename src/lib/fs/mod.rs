@@ -273,11 +273,20 @@ fn open_reader(db_path: &Path) -> Result<Connection, Error> {
          PRAGMA cache_size = -32768;",
     )
     .map_err(open_err)?;
+    tune_statements(&conn, 64)?;
+    Ok(conn)
+}
+
+/// What both connections share: waiting (not failing) on a busy DB, a statement cache
+/// of `capacity`, and a fixed plan per statement. Without the latter, SQLite re-prepares
+/// a cached statement whenever a rebound parameter might change its plan (a LIMIT value,
+/// an inode number that was 0 or 1), which cost a quarter of a lookup's CPU time.
+fn tune_statements(conn: &Connection, capacity: usize) -> Result<(), Error> {
     conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(capacity);
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(open_err)?;
-    Ok(conn)
+    Ok(())
 }
 
 fn open_err(e: rusqlite::Error) -> Error {
@@ -324,14 +333,7 @@ impl Filesystem {
              PRAGMA journal_size_limit = 0;",
         )
         .map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
-        conn.set_prepared_statement_cache_capacity(256);
-        // A fixed plan per statement: without this, SQLite re-prepares a cached
-        // statement whenever a rebound parameter might change its plan (a LIMIT value,
-        // an inode number that was 0 or 1), which cost a quarter of a lookup's CPU time.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-            .map_err(open_err)?;
-        let reader = open_reader(db_path)?;
+        tune_statements(&conn, 256)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
@@ -341,6 +343,7 @@ impl Filesystem {
                 format!("metadata database has schema version {version}, expected {SCHEMA_VERSION}"),
             ));
         }
+        let reader = open_reader(db_path)?;
         let fs = Filesystem {
             reader: Mutex::new(reader),
             db: Arc::new(Mutex::new(conn)),
