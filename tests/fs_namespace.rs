@@ -1122,6 +1122,29 @@ fn selinux_label_reads_as_unsupported_until_one_is_set() {
     assert_eq!(errno(t.fs.getxattr(f, b"security.selinux")), libc::EOPNOTSUPP);
 }
 
+/// The kernel reads `security.capability` before every chown, and the filesystem
+/// answers from a flag while no file has one: the answer must stay right when one is
+/// set, after a reopen, and after a chown removes it.
+#[test]
+fn capability_reads_as_absent_until_one_is_set_and_chown_removes_it() {
+    let t = T::new();
+    let f = t.file(ROOT, "f");
+    let g = t.file(ROOT, "g");
+    assert_eq!(errno(t.fs.getxattr(f, b"security.capability")), libc::ENODATA);
+    let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    t.fs.setxattr(f, b"security.capability", cap, 0).unwrap();
+    assert_eq!(t.fs.getxattr(f, b"security.capability").unwrap(), cap);
+    assert_eq!(errno(t.fs.getxattr(g, b"security.capability")), libc::ENODATA);
+    let t = t.reopen();
+    assert_eq!(t.fs.getxattr(f, b"security.capability").unwrap(), cap);
+    let chown = SetAttr {
+        uid: Some(1000),
+        ..SetAttr::default()
+    };
+    t.fs.setattr(&ROOT_CTX, f, &chown).unwrap();
+    assert_eq!(errno(t.fs.getxattr(f, b"security.capability")), libc::ENODATA);
+}
+
 #[test]
 fn xattrs_round_trip_and_errors() {
     let t = T::new();
