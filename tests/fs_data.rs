@@ -121,6 +121,61 @@ fn truncate_never_resurrects_old_bytes() {
     );
 }
 
+/// The kernel sends readahead asynchronously, so a read may run while a truncate is
+/// between dropping the cached blocks past the new end and releasing their rows. A
+/// block loaded from those rows in that window must not outlive the truncate: a later
+/// write past the end would otherwise show the cut bytes where a hole belongs.
+///
+/// The read is made to come in while the truncate waits for the DB: the test holds the
+/// writer until the truncate is queued on it, then reads at once, taking the lock
+/// before the woken truncate runs. That ordering is not certain in one round, so the
+/// test runs several; it failed every run before the fix.
+#[test]
+fn a_read_racing_a_truncate_does_not_keep_the_cut_blocks() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"r", 0o100644, 0).unwrap().ino;
+    let shrink = SetAttr {
+        size: Some(BS),
+        ..Default::default()
+    };
+    let mut raced = 0;
+    for round in 0..20u8 {
+        let old = pattern(2 * BS as usize, round);
+        s.fs.write(&CTX, f, 0, &old).unwrap();
+        s.cache.upload_all().unwrap();
+        s.cache.drop_clean(); // block 1 must be loaded from the store
+        let writer = s.fs.db();
+        let busy = writer.lock().unwrap();
+        let read = std::thread::scope(|sc| {
+            let truncate = sc.spawn(|| s.fs.setattr(&CTX, f, &shrink).unwrap());
+            std::thread::sleep(Duration::from_millis(30));
+            drop(busy);
+            let read = s.fs.read(f, BS, BS as u32).unwrap();
+            truncate.join().unwrap();
+            read
+        });
+        // The read saw the old size: it returned the old bytes, so it loaded them
+        // inside the truncate's window.
+        raced += usize::from(read == old[BS as usize..]);
+        s.fs.write(&CTX, f, 2 * BS, b"grown").unwrap();
+        let hole = s.fs.read(f, BS, BS as u32).unwrap();
+        assert!(
+            hole.iter().all(|&b| b == 0),
+            "round {round}: the hole over the cut block reads old bytes"
+        );
+        s.fs.setattr(
+            &CTX,
+            f,
+            &SetAttr {
+                size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    assert!(raced > 0, "no read came in during a truncate: the test proves nothing");
+}
+
 #[test]
 fn punch_hole_lseek_and_copy_file_range() {
     let s = setup();

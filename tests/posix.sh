@@ -111,7 +111,15 @@ for i in "${!pids[@]}"; do
 done
 for seed in "${bad[@]}"; do
     echo "posix.sh: fsx seed $seed failed (reproduce: fsx -f tests/posix/fsx.toml -N $FSX_OPS -S $seed FILE):" >&2
-    tail -n 40 "$work/fsx-$seed.out" >&2
+    # The reason comes first and the operation log last: keep both ends.
+    out="$work/fsx-$seed.out"
+    if [ "$(wc -l <"$out")" -le 160 ]; then
+        cat "$out" >&2
+    else
+        head -n 60 "$out" >&2
+        echo "[...]" >&2
+        tail -n 100 "$out" >&2
+    fi
 done
 if [ ${#bad[@]} -gt 0 ]; then
     echo "posix.sh: end of the mount log:" >&2

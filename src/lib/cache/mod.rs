@@ -35,7 +35,9 @@
 //!   deletes the `inode_blocks` rows (`fs::release_blocks`). An upload that commits
 //!   before `remove_blocks` has its row deleted by that transaction; one that would
 //!   commit after sees the entry removed (checked under the DB lock) and drops its
-//!   object. Writes to an inode must not run concurrently with its truncation (the
+//!   object. Call it again after that transaction: a read running meanwhile (the
+//!   kernel's readahead is asynchronous) may have loaded a block from the rows being
+//!   released. Writes to an inode must not run concurrently with its truncation (the
 //!   kernel serialises them).
 //! - Objects released by the namespace (refcount 0) are deleted from the store through
 //!   [`BlockCache::delete_objects`].
@@ -850,7 +852,8 @@ impl BlockCache {
 
     /// Forget the cached blocks `from_blockno..` of `inode`, clean or dirty: their files
     /// are deleted, pending uploads cancelled, uploads in flight not committed. Call it
-    /// *before* the transaction that releases the blocks' rows (see the module docs).
+    /// *before* the transaction that releases the blocks' rows, and again after it (see
+    /// the module docs).
     pub fn remove_blocks(&self, inode: u64, from_blockno: u64) {
         self.remove_block_range(inode, from_blockno, u64::MAX);
     }

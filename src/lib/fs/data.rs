@@ -265,7 +265,12 @@ impl Filesystem {
                     .execute(params![id_out, bno_out as i64, block])?;
             }
             written(op, ctx, id_out, end)
-        })
+        })?;
+        // A read racing with the share may have loaded the old block between the first
+        // removal and the commit (see `setattr`): drop it, so the next read loads the
+        // shared one.
+        cache.remove_block_range(id_out as u64, bno_out, bno_out);
+        Ok(())
     }
 }
 

@@ -170,6 +170,11 @@ impl Filesystem {
         })?;
         if let Some((cache, new)) = shrink {
             let bs = self.block_size();
+            // Again, now that the rows are gone: a read racing with this truncate (the
+            // kernel sends readahead asynchronously) may have loaded a block past the new
+            // end from its row after the first pass, and a later write past the end
+            // would otherwise find the old bytes there instead of a hole.
+            cache.remove_blocks(ino, new.div_ceil(bs));
             if new % bs != 0 {
                 cache.truncate_block(ino, new / bs, (new % bs) as u32).map_err(|e| {
                     log::warn!("block cache: {e}");
