@@ -16,6 +16,7 @@ use bytes::Bytes;
 use crate::exit::{Error, ExitCode};
 
 pub mod fault;
+mod group_sync;
 pub mod local;
 pub mod metrics;
 pub mod open;
