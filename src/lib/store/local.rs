@@ -84,12 +84,16 @@ impl LocalStore {
                 ));
             }
         }
-        let flush_root = root.to_path_buf();
+        // One descriptor for the store's lifetime: syncfs reports the write-back errors
+        // since the descriptor's last report, and a fresh one would miss those that
+        // struck before it was opened.
+        let root_dir = File::open(root)
+            .map_err(|e| Error::new(ExitCode::AccessDenied, format!("cannot open {}: {e}", root.display())))?;
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
                 tmp_counter: AtomicU64::new(0),
-                group_sync: GroupSync::new(Box::new(move || syncfs(&flush_root))),
+                group_sync: GroupSync::new(Box::new(move || syncfs(&root_dir))),
             }),
         })
     }
@@ -306,10 +310,9 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Flush every file and directory of the filesystem holding `path` to disk.
-fn syncfs(path: &Path) -> io::Result<()> {
+/// Flush every file and directory of the filesystem holding `dir` to disk.
+fn syncfs(dir: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let dir = File::open(path)?;
     // SAFETY: syncfs on a valid, owned file descriptor.
     if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
         return Err(io::Error::last_os_error());
