@@ -21,6 +21,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_uploading_after(Duration::ZERO)
+}
+
+/// [`setup`] with blocks uploaded once unwritten for `delay`.
+fn setup_uploading_after(delay: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("meta.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -34,7 +39,7 @@ fn setup() -> Setup {
     );
     let fs = Arc::new(Filesystem::open(&db, BS).unwrap());
     let mut config = CacheConfig::new(dir.path().join("cache"), BS);
-    config.dirty_upload_delay = Duration::from_millis(0);
+    config.dirty_upload_delay = delay;
     let cache = BlockCache::open(config, fs.db(), db.clone(), store).unwrap();
     fs.attach_cache(cache.clone());
     Setup {
@@ -254,6 +259,29 @@ fn copy_file_range_shares_stored_blocks() {
     assert_eq!(
         s.fs.read(h, 0, (3 * BS) as u32).unwrap(),
         s.fs.read(f, 0, (3 * BS) as u32).unwrap()
+    );
+}
+
+/// Truncating a locked file is refused, and its blocks not yet uploaded stay.
+#[test]
+fn a_refused_truncate_of_a_locked_file_keeps_its_dirty_blocks() {
+    let s = setup_uploading_after(Duration::from_secs(3600));
+    let f = s.fs.create(&CTX, ROOT, b"locked", 0o100644, 0).unwrap().ino;
+    let data = pattern(3 * BS as usize, 4);
+    s.fs.write(&CTX, f, 0, &data).unwrap();
+    s.fs.lock_tree(f).unwrap();
+    assert!(s.cache.is_dirty(f, 2), "the test needs a block not yet uploaded");
+    let shrink = SetAttr {
+        size: Some(BS / 2),
+        ..Default::default()
+    };
+    assert_eq!(s.fs.setattr(&CTX, f, &shrink).unwrap_err().errno(), libc::EPERM);
+    assert!(s.fs.read(f, 0, (3 * BS) as u32).unwrap() == data, "the data is intact");
+    s.cache.upload_all().unwrap();
+    s.cache.drop_clean();
+    assert!(
+        s.fs.read(f, 0, (3 * BS) as u32).unwrap() == data,
+        "the data is intact in the store"
     );
 }
 

@@ -90,7 +90,15 @@ impl Filesystem {
         // the partial last block is cut after the size is committed.
         let shrink = match (set.size, self.cache()) {
             (Some(new), Some(cache)) => {
-                let old = self.query(|c| Ok(load_inode(c, id)?.size as u64))?;
+                // A locked file is refused here, before its blocks are dropped: they may
+                // still be dirty (locking does not wait for uploads).
+                let old = self.query(|c| {
+                    let row = load_inode(c, id)?;
+                    if row.locked {
+                        return err(libc::EPERM);
+                    }
+                    Ok(row.size as u64)
+                })?;
                 (new < old).then(|| {
                     cache.remove_blocks(ino, new.div_ceil(self.block_size()));
                     (cache.clone(), new)
