@@ -680,16 +680,29 @@ impl BlockCache {
     /// Waits for space first; the entry is a placeholder, so waiting cannot block an
     /// upload.
     fn load(&self, e: &Entry, f: &mut EntryFile) -> Result<bool, CacheError> {
-        let loc = db::block_location(&lock(&self.db), e.key.0, e.key.1)?;
-        let Some(loc) = loc else { return Ok(false) };
+        let mut loc = db::block_location(&lock(&self.db), e.key.0, e.key.1)?;
+        let (loc, name, body) = loop {
+            let Some(l) = loc else { return Ok(false) };
+            self.ensure_space(l.size.max(0) as u64, true);
+            let name = names::data(l.obj_id as u64);
+            let body = crate::runtime::block_on(async {
+                let _permit = self.connections.acquire().await;
+                self.store.get_if_exists(&name).await
+            })
+            .map_err(|e| CacheError::Store(e.message))?;
+            if let Some(body) = body {
+                break (l, name, body);
+            }
+            // Missing: a truncate or a reflink racing with this read may have released
+            // the block (and deleted its object) since its row was read. Only a row that
+            // still names the object means damage.
+            let now = db::block_location(&lock(&self.db), e.key.0, e.key.1)?;
+            if now.is_some_and(|n| n.obj_id == l.obj_id) {
+                return Err(CacheError::Store(format!("object {name} is missing from the store")));
+            }
+            loc = now;
+        };
         let size = loc.size.max(0) as u64;
-        self.ensure_space(size, true);
-        let name = names::data(loc.obj_id as u64);
-        let body = crate::runtime::block_on(async {
-            let _permit = self.connections.acquire().await;
-            self.store.get(&name).await
-        })
-        .map_err(|e| CacheError::Store(e.message))?;
         let start = loc.obj_offset.max(0) as usize;
         let Some(data) = body.get(start..start + size as usize) else {
             return Err(CacheError::Store(format!(
