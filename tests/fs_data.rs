@@ -285,6 +285,93 @@ fn a_refused_truncate_of_a_locked_file_keeps_its_dirty_blocks() {
     );
 }
 
+/// Make every transaction that `sql_when` matches fail, from a connection of its own, as
+/// a full disk or an I/O error would fail it: a trigger that aborts.
+fn fail_transactions(s: &Setup, table: &str, event: &str, when: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(s._dir.path().join("meta.db")).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER injected_failure BEFORE {event} ON {table} WHEN {when}
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+    ))
+    .unwrap();
+    conn
+}
+
+/// A truncate whose transaction fails leaves the file as it was: the blocks past the new
+/// end that were not uploaded yet are not dropped before the transaction commits.
+#[test]
+fn a_failed_truncate_keeps_its_dirty_blocks() {
+    let s = setup_uploading_after(Duration::from_secs(3600));
+    let f = s.fs.create(&CTX, ROOT, b"f", 0o100644, 0).unwrap().ino;
+    let data = pattern(3 * BS as usize, 6);
+    s.fs.write(&CTX, f, 0, &data).unwrap();
+    assert!(s.cache.is_dirty(f, 2), "the test needs a block not yet uploaded");
+    let conn = fail_transactions(&s, "inodes", "UPDATE OF size", "NEW.size < OLD.size");
+    let shrink = SetAttr {
+        size: Some(BS / 2),
+        ..Default::default()
+    };
+    assert!(
+        s.fs.setattr(&CTX, f, &shrink).is_err(),
+        "the injected failure is reported"
+    );
+    assert_eq!(s.fs.getattr(f).unwrap().size, 3 * BS, "the size is unchanged");
+    assert!(s.fs.read(f, 0, (3 * BS) as u32).unwrap() == data, "the data is intact");
+    conn.execute_batch("DROP TRIGGER injected_failure").unwrap();
+    s.cache.upload_all().unwrap();
+    s.cache.drop_clean();
+    assert!(
+        s.fs.read(f, 0, (3 * BS) as u32).unwrap() == data,
+        "the data is intact in the store"
+    );
+    // And once the truncate succeeds, the cut blocks are gone.
+    s.fs.setattr(&CTX, f, &shrink).unwrap();
+    let grow = SetAttr {
+        size: Some(3 * BS),
+        ..Default::default()
+    };
+    s.fs.setattr(&CTX, f, &grow).unwrap();
+    let mut expect = data[..(BS / 2) as usize].to_vec();
+    expect.resize(3 * BS as usize, 0);
+    assert!(
+        s.fs.read(f, 0, (3 * BS) as u32).unwrap() == expect,
+        "a hole past the cut"
+    );
+}
+
+/// A reflink (copy_file_range of a whole stored block) whose transaction fails leaves
+/// the destination block as it was, also when it was not uploaded yet.
+#[test]
+fn a_failed_reflink_keeps_the_destination_block() {
+    let s = setup_uploading_after(Duration::from_secs(3600));
+    let src = s.fs.create(&CTX, ROOT, b"src", 0o100644, 0).unwrap().ino;
+    s.fs.write(&CTX, src, 0, &pattern(BS as usize, 7)).unwrap();
+    s.cache.upload_all().unwrap();
+    let dst = s.fs.create(&CTX, ROOT, b"dst", 0o100644, 0).unwrap().ino;
+    let old = pattern(BS as usize, 8);
+    s.fs.write(&CTX, dst, 0, &old).unwrap();
+    assert!(
+        s.cache.is_dirty(dst, 0),
+        "the test needs a destination block not yet uploaded"
+    );
+    let conn = fail_transactions(&s, "inode_blocks", "INSERT", &format!("NEW.inode = {dst}"));
+    assert!(
+        s.fs.copy_file_range(&CTX, src, 0, dst, 0, BS).is_err(),
+        "the injected failure is reported"
+    );
+    assert!(
+        s.fs.read(dst, 0, BS as u32).unwrap() == old,
+        "the destination is intact"
+    );
+    conn.execute_batch("DROP TRIGGER injected_failure").unwrap();
+    s.cache.upload_all().unwrap();
+    s.cache.drop_clean();
+    assert!(
+        s.fs.read(dst, 0, BS as u32).unwrap() == old,
+        "the destination is intact in the store"
+    );
+}
+
 #[test]
 fn writes_to_directories_and_locked_files_are_refused() {
     let s = setup();

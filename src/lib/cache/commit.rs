@@ -156,10 +156,11 @@ fn in_one_transaction(conn: &mut Connection, requests: &[Request]) -> rusqlite::
     Ok(done)
 }
 
-/// One step, inside the batch's transaction. The entry's `removed` flag is read with
-/// the DB mutex held, which is what the cache's contract with truncate and unlink needs.
+/// One step, inside the batch's transaction. The entry's `removed` and `releasing`
+/// flags are read with the DB mutex held, which is what the cache's contract with
+/// truncate and unlink needs; a block being released is skipped like a removed one.
 fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
-    let removed = r.entry.removed.load(Ordering::Acquire);
+    let removed = r.entry.removed.load(Ordering::Acquire) || r.entry.releasing.load(Ordering::Acquire);
     let (inode, blockno) = r.entry.key;
     let done = |outcome, dedup| Done {
         prepared: Prepared::Done(outcome),
@@ -241,6 +242,7 @@ mod tests {
         Arc::new(Entry {
             key,
             removed: AtomicBool::new(false),
+            releasing: AtomicBool::new(false),
             generation: AtomicU64::new(1),
             file: Mutex::new(EntryFile::default()),
         })
@@ -343,10 +345,12 @@ mod tests {
     }
 
     #[test]
-    fn removed_entries_and_purged_inodes_are_not_linked() {
+    fn removed_or_releasing_entries_and_purged_inodes_are_not_linked() {
         let (db, ino, c) = committer_on_one_inode();
         let removed = entry((ino, 0));
         removed.removed.store(true, Ordering::Release);
+        let releasing = entry((ino, 1));
+        releasing.releasing.store(true, Ordering::Release);
         let orphan = entry((ino + 1000, 0));
         let req = |e: &Arc<Entry>, step| Request {
             entry: e.clone(),
@@ -363,12 +367,17 @@ mod tests {
                 req(&orphan, Step::Prepare),
                 req(&removed, Step::Commit { obj_id: 77, phys: 20 }),
                 req(&orphan, Step::Commit { obj_id: 78, phys: 20 }),
+                req(&releasing, Step::Prepare),
+                req(&releasing, Step::Commit { obj_id: 79, phys: 20 }),
             ],
         );
         assert!(matches!(done[0].prepared, Prepared::Done(Outcome::Skipped(ref d)) if d.is_empty()));
         assert!(matches!(done[1].prepared, Prepared::Done(Outcome::Orphan(ref d)) if d.is_empty()));
         assert!(matches!(done[2].prepared, Prepared::Done(Outcome::Skipped(ref d)) if d == &[names::data(77)]));
         assert!(matches!(done[3].prepared, Prepared::Done(Outcome::Orphan(ref d)) if d == &[names::data(78)]));
+        // A block whose rows are being released is skipped like a removed one.
+        assert!(matches!(done[4].prepared, Prepared::Done(Outcome::Skipped(ref d)) if d.is_empty()));
+        assert!(matches!(done[5].prepared, Prepared::Done(Outcome::Skipped(ref d)) if d == &[names::data(79)]));
         let n: i64 = lock(&db)
             .query_row("SELECT count(*) FROM inode_blocks", [], |r| r.get(0))
             .unwrap();

@@ -31,14 +31,15 @@
 //!
 //! # Contract with the namespace core
 //!
-//! - Truncate/unlink: call [`BlockCache::remove_blocks`] *before* the transaction that
-//!   deletes the `inode_blocks` rows (`fs::release_blocks`). An upload that commits
-//!   before `remove_blocks` has its row deleted by that transaction; one that would
-//!   commit after sees the entry removed (checked under the DB lock) and drops its
-//!   object. Call it again after that transaction: a read running meanwhile (the
-//!   kernel's readahead is asynchronous) may have loaded a block from the rows being
-//!   released. Writes to an inode must not run concurrently with its truncation (the
-//!   kernel serialises them).
+//! - Truncate and reflink: run the transaction that deletes `inode_blocks` rows
+//!   (`fs::release_blocks`) through [`BlockCache::release_range`]. An upload that
+//!   commits before it has its row deleted by that transaction; one that would commit
+//!   after sees the entry marked (checked under the DB lock) and drops its object. The
+//!   cached blocks are dropped only once the transaction has committed, so a failed one
+//!   loses nothing, and are dropped then even if a read running meanwhile (the kernel's
+//!   readahead is asynchronous) loaded one from the rows being released. Writes to an
+//!   inode must not run concurrently with its truncation (the kernel serialises them).
+//! - Purge of an inode: [`BlockCache::remove_blocks`] after the transaction.
 //! - Objects released by the namespace (refcount 0) are deleted from the store through
 //!   [`BlockCache::delete_objects`].
 //! - `read`, `write`, `truncate_block`, `upload_all` block the calling thread: call them
@@ -285,6 +286,9 @@ pub struct RecoveryReport {
 struct Entry {
     key: Key,
     removed: AtomicBool,
+    /// A transaction releasing this block's rows is under way ([`BlockCache::release_range`]):
+    /// no upload may commit the block, but its data stays until that transaction commits.
+    releasing: AtomicBool,
     /// Bumped by every modification of the content.
     generation: AtomicU64,
     file: Mutex<EntryFile>,
@@ -493,6 +497,7 @@ impl BlockCache {
             let entry = Arc::new(Entry {
                 key: f.key,
                 removed: AtomicBool::new(false),
+                releasing: AtomicBool::new(false),
                 generation: AtomicU64::new(0),
                 file: Mutex::new(EntryFile {
                     present: true,
@@ -562,6 +567,7 @@ impl BlockCache {
                     let entry = Arc::new(Entry {
                         key,
                         removed: AtomicBool::new(false),
+                        releasing: AtomicBool::new(false),
                         generation: AtomicU64::new(0),
                         file: Mutex::new(EntryFile::default()),
                     });
@@ -863,22 +869,55 @@ impl BlockCache {
         })
     }
 
+    /// Run `release`, the transaction that deletes the rows of blocks
+    /// `from_blockno..=to_blockno` of `inode`, with the cache's side of the contract (see
+    /// the module docs): no upload of those blocks commits while it runs; if it succeeds
+    /// the cached blocks are dropped, else they stay as they were, dirty ones included.
+    pub fn release_range<T, E>(
+        &self,
+        inode: u64,
+        from_blockno: u64,
+        to_blockno: u64,
+        release: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let marked = self.entries_in(inode, from_blockno, to_blockno);
+        for e in &marked {
+            e.releasing.store(true, Ordering::Release);
+        }
+        let result = release();
+        if result.is_ok() {
+            // Also drops entries a racing read loaded from the released rows meanwhile.
+            self.remove_block_range(inode, from_blockno, to_blockno);
+        }
+        for e in &marked {
+            e.releasing.store(false, Ordering::Release);
+        }
+        if result.is_err() {
+            // The kept dirty blocks are due for upload again.
+            self.work_cv.notify_all();
+        }
+        result
+    }
+
+    fn entries_in(&self, inode: u64, from_blockno: u64, to_blockno: u64) -> Vec<Arc<Entry>> {
+        lock(&self.state)
+            .slots
+            .range((inode, from_blockno)..=(inode, to_blockno))
+            .map(|(_, s)| s.entry.clone())
+            .collect()
+    }
+
     /// Forget the cached blocks `from_blockno..` of `inode`, clean or dirty: their files
-    /// are deleted, pending uploads cancelled, uploads in flight not committed. Call it
-    /// *before* the transaction that releases the blocks' rows, and again after it (see
-    /// the module docs).
+    /// are deleted, pending uploads cancelled, uploads in flight not committed. For
+    /// blocks whose rows are gone already (a purged inode); a transaction that releases
+    /// rows goes through [`BlockCache::release_range`].
     pub fn remove_blocks(&self, inode: u64, from_blockno: u64) {
         self.remove_block_range(inode, from_blockno, u64::MAX);
     }
 
     /// [`BlockCache::remove_blocks`] for the blocks `from_blockno..=to_blockno` only.
-    pub fn remove_block_range(&self, inode: u64, from_blockno: u64, to_blockno: u64) {
-        let entries: Vec<Arc<Entry>> = lock(&self.state)
-            .slots
-            .range((inode, from_blockno)..=(inode, to_blockno))
-            .map(|(_, s)| s.entry.clone())
-            .collect();
-        for e in entries {
+    fn remove_block_range(&self, inode: u64, from_blockno: u64, to_blockno: u64) {
+        for e in self.entries_in(inode, from_blockno, to_blockno) {
             let mut f = lock(&e.file);
             if e.removed.load(Ordering::Acquire) {
                 continue;

@@ -135,7 +135,8 @@ impl BlockCache {
                 break;
             }
             let s = &st.slots[&key];
-            if s.in_flight {
+            // A block being released waits for that transaction's outcome.
+            if s.in_flight || s.entry.releasing.load(Ordering::Acquire) {
                 continue;
             }
             if let Some(at) = s.retry_at
@@ -325,7 +326,7 @@ impl BlockCache {
     /// The content and generation of a dirty entry, or `None` if there is nothing to do.
     fn snapshot(&self, e: &Entry) -> Result<Option<(Vec<u8>, u64)>, Failure> {
         let mut f = lock(&e.file);
-        if e.removed.load(Ordering::Acquire) || !f.present || !f.dirty {
+        if e.removed.load(Ordering::Acquire) || e.releasing.load(Ordering::Acquire) || !f.present || !f.dirty {
             return Ok(None);
         }
         let mut buf = vec![0u8; f.size as usize];

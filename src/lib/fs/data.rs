@@ -246,31 +246,28 @@ impl Filesystem {
     /// that is one), and the file at least `end` bytes long.
     fn share_block(&self, ctx: &Ctx, id_in: i64, bno_in: u64, id_out: i64, bno_out: u64, end: u64) -> FsResult<()> {
         let cache = self.data_cache()?;
-        // The destination's cached copy goes first (the cache's contract for releases).
-        cache.remove_block_range(id_out as u64, bno_out, bno_out);
-        self.transact(|op| {
-            let released = super::db::release_block_range(&op.tx, id_out, bno_out as i64, bno_out as i64)?;
-            op.deleted_objects.extend(released.objects);
-            let block: Option<i64> = op
-                .tx
-                .prepare_cached("SELECT block_id FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
-                .query_row(params![id_in, bno_in as i64], |r| r.get(0))
-                .optional()?;
-            if let Some(block) = block {
-                op.tx
-                    .prepare_cached("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1")?
-                    .execute([block])?;
-                op.tx
-                    .prepare_cached("INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)")?
-                    .execute(params![id_out, bno_out as i64, block])?;
-            }
-            written(op, ctx, id_out, end)
-        })?;
-        // A read racing with the share may have loaded the old block between the first
-        // removal and the commit (see `setattr`): drop it, so the next read loads the
-        // shared one.
-        cache.remove_block_range(id_out as u64, bno_out, bno_out);
-        Ok(())
+        // The destination's cached copy is dropped once this commits (the cache's
+        // contract for releases).
+        cache.release_range(id_out as u64, bno_out, bno_out, || {
+            self.transact(|op| {
+                let released = super::db::release_block_range(&op.tx, id_out, bno_out as i64, bno_out as i64)?;
+                op.deleted_objects.extend(released.objects);
+                let block: Option<i64> = op
+                    .tx
+                    .prepare_cached("SELECT block_id FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
+                    .query_row(params![id_in, bno_in as i64], |r| r.get(0))
+                    .optional()?;
+                if let Some(block) = block {
+                    op.tx
+                        .prepare_cached("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1")?
+                        .execute([block])?;
+                    op.tx
+                        .prepare_cached("INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)")?
+                        .execute(params![id_out, bno_out as i64, block])?;
+                }
+                written(op, ctx, id_out, end)
+            })
+        })
     }
 }
 

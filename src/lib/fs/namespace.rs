@@ -86,27 +86,36 @@ impl Filesystem {
     /// block cache's work, done by its caller.
     pub fn setattr(&self, ctx: &Ctx, ino: u64, set: &SetAttr) -> FsResult<Attr> {
         let id = ino_id(ino)?;
-        // Shrinking: cached blocks past the new end go first (the cache's contract),
-        // the partial last block is cut after the size is committed.
+        // Shrinking: the blocks wholly past the new end are released in the transaction,
+        // through the cache (its contract); the partial last block is cut after.
         let shrink = match (set.size, self.cache()) {
             (Some(new), Some(cache)) => {
-                // A locked file is refused here, before its blocks are dropped: they may
-                // still be dirty (locking does not wait for uploads).
-                let old = self.query(|c| {
-                    let row = load_inode(c, id)?;
-                    if row.locked {
-                        return err(libc::EPERM);
-                    }
-                    Ok(row.size as u64)
-                })?;
-                (new < old).then(|| {
-                    cache.remove_blocks(ino, new.div_ceil(self.block_size()));
-                    (cache.clone(), new)
-                })
+                let old = self.query(|c| Ok(load_inode(c, id)?.size as u64))?;
+                (new < old).then(|| (cache.clone(), new))
             }
             _ => None,
         };
-        let attr = self.transact(|op| {
+        let bs = self.block_size();
+        let attr = match &shrink {
+            Some((cache, new)) => {
+                cache.release_range(ino, new.div_ceil(bs), u64::MAX, || self.change_attrs(ctx, id, set))?
+            }
+            None => self.change_attrs(ctx, id, set)?,
+        };
+        if let Some((cache, new)) = shrink
+            && new % bs != 0
+        {
+            cache.truncate_block(ino, new / bs, (new % bs) as u32).map_err(|e| {
+                log::warn!("block cache: {e}");
+                super::FsError::new(e.errno())
+            })?;
+        }
+        Ok(attr)
+    }
+
+    /// The transaction of [`Filesystem::setattr`].
+    fn change_attrs(&self, ctx: &Ctx, id: i64, set: &SetAttr) -> FsResult<Attr> {
+        self.transact(|op| {
             let mut row = load_inode(&op.tx, id)?;
             if row.locked {
                 return err(libc::EPERM);
@@ -175,22 +184,7 @@ impl Filesystem {
                     id, row.uid, row.gid, row.mode, row.mtime, row.atime, row.ctime, row.size
                 ])?;
             attr_of(&op.tx, &row)
-        })?;
-        if let Some((cache, new)) = shrink {
-            let bs = self.block_size();
-            // Again, now that the rows are gone: a read racing with this truncate (the
-            // kernel sends readahead asynchronously) may have loaded a block past the new
-            // end from its row after the first pass, and a later write past the end
-            // would otherwise find the old bytes there instead of a hole.
-            cache.remove_blocks(ino, new.div_ceil(bs));
-            if new % bs != 0 {
-                cache.truncate_block(ino, new / bs, (new % bs) as u32).map_err(|e| {
-                    log::warn!("block cache: {e}");
-                    super::FsError::new(e.errno())
-                })?;
-            }
-        }
-        Ok(attr)
+        })
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
