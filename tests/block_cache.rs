@@ -545,3 +545,83 @@ fn concurrent_writers_and_readers() {
     }
     fresh.shutdown();
 }
+
+/// An object that disappears while a read fetches it (a truncate or a reflink released
+/// its block meanwhile) makes the read look the block up again: a released block is a
+/// hole, a block now held by another object is read from that one, and only an object
+/// that its row still names is an error.
+#[test]
+fn an_object_gone_during_a_read_is_looked_up_again() {
+    let f = Fixture::new();
+    let slow = Arc::new(FaultStore::new(f.raw.clone(), FaultConfig::default()));
+    let c = f.open_with(f.config("c"), slow.clone());
+    let ino = f.new_inode();
+    for blk in 0..3 {
+        c.write(ino, blk, 0, &pattern(blk + 10, BS as usize)).unwrap();
+    }
+    c.upload_all().unwrap();
+    c.drop_clean();
+    let block_id = |blk: u64| {
+        f.query(&format!(
+            "SELECT block_id FROM inode_blocks WHERE inode = {ino} AND blockno = {blk}"
+        ))
+    };
+    let object_of = |blk: u64| {
+        let id = f.query(&format!("SELECT obj_id FROM blocks WHERE id = {}", block_id(blk)));
+        format!("s3fs_data_{id}")
+    };
+    // Start reading `blk`; once its GET is under way (held back by the store's latency),
+    // change the DB as `change` says and delete the object the read is fetching.
+    let race = |blk: u64, change: &dyn Fn()| {
+        let gone = object_of(blk);
+        slow.set_config(FaultConfig {
+            latency: Some(Duration::from_millis(300)),
+            ..FaultConfig::default()
+        });
+        let before = slow.counts().operations.load(std::sync::atomic::Ordering::Relaxed);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| c.read(ino, blk, 0, BS as u32));
+            while slow.counts().operations.load(std::sync::atomic::Ordering::Relaxed) == before {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            change();
+            block_on(f.raw.delete(&gone)).unwrap();
+            let r = reader.join().unwrap();
+            slow.set_config(FaultConfig::default());
+            r
+        })
+    };
+
+    // Released: the row is gone.
+    let r = race(0, &|| {
+        f.db.lock()
+            .unwrap()
+            .execute(
+                &format!("DELETE FROM inode_blocks WHERE inode = {ino} AND blockno = 0"),
+                [],
+            )
+            .unwrap();
+    });
+    assert_eq!(r.unwrap(), Vec::<u8>::new(), "a released block reads as a hole");
+
+    // Shared: the row now names block 2's object.
+    let two = block_id(2);
+    let r = race(1, &|| {
+        f.db.lock()
+            .unwrap()
+            .execute(
+                &format!("UPDATE inode_blocks SET block_id = {two} WHERE inode = {ino} AND blockno = 1"),
+                [],
+            )
+            .unwrap();
+    });
+    assert!(
+        r.unwrap() == pattern(12, BS as usize),
+        "the block is read from its new object"
+    );
+
+    // Damaged: the row still names the deleted object.
+    let r = race(2, &|| {});
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("is missing from the store"), "{err}");
+}
