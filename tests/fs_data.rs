@@ -262,30 +262,40 @@ fn copy_file_range_shares_stored_blocks() {
     );
 }
 
+/// A file of three blocks that are not uploaded yet (uploads must be held back), and
+/// its data.
+fn file_of_dirty_blocks(s: &Setup, name: &[u8], seed: u8) -> (u64, Vec<u8>) {
+    let f = s.fs.create(&CTX, ROOT, name, 0o100644, 0).unwrap().ino;
+    let data = pattern(3 * BS as usize, seed);
+    s.fs.write(&CTX, f, 0, &data).unwrap();
+    assert!(s.cache.is_dirty(f, 2), "the test needs a block not yet uploaded");
+    (f, data)
+}
+
+/// `f` reads back as `data`, from the cache and, once uploaded, from the store.
+fn assert_intact(s: &Setup, f: u64, data: &[u8]) {
+    let len = data.len() as u32;
+    assert!(s.fs.read(f, 0, len).unwrap() == data, "the data is intact");
+    s.cache.upload_all().unwrap();
+    s.cache.drop_clean();
+    assert!(s.fs.read(f, 0, len).unwrap() == data, "the data is intact in the store");
+}
+
 /// Truncating a locked file is refused, and its blocks not yet uploaded stay.
 #[test]
 fn a_refused_truncate_of_a_locked_file_keeps_its_dirty_blocks() {
     let s = setup_uploading_after(Duration::from_secs(3600));
-    let f = s.fs.create(&CTX, ROOT, b"locked", 0o100644, 0).unwrap().ino;
-    let data = pattern(3 * BS as usize, 4);
-    s.fs.write(&CTX, f, 0, &data).unwrap();
+    let (f, data) = file_of_dirty_blocks(&s, b"locked", 4);
     s.fs.lock_tree(f).unwrap();
-    assert!(s.cache.is_dirty(f, 2), "the test needs a block not yet uploaded");
     let shrink = SetAttr {
         size: Some(BS / 2),
         ..Default::default()
     };
     assert_eq!(s.fs.setattr(&CTX, f, &shrink).unwrap_err().errno(), libc::EPERM);
-    assert!(s.fs.read(f, 0, (3 * BS) as u32).unwrap() == data, "the data is intact");
-    s.cache.upload_all().unwrap();
-    s.cache.drop_clean();
-    assert!(
-        s.fs.read(f, 0, (3 * BS) as u32).unwrap() == data,
-        "the data is intact in the store"
-    );
+    assert_intact(&s, f, &data);
 }
 
-/// Make every transaction that `sql_when` matches fail, from a connection of its own, as
+/// Make every change that the trigger clause `event ON table WHEN when` matches fail, from a connection of its own, as
 /// a full disk or an I/O error would fail it: a trigger that aborts.
 fn fail_transactions(s: &Setup, table: &str, event: &str, when: &str) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(s._dir.path().join("meta.db")).unwrap();
@@ -302,10 +312,7 @@ fn fail_transactions(s: &Setup, table: &str, event: &str, when: &str) -> rusqlit
 #[test]
 fn a_failed_truncate_keeps_its_dirty_blocks() {
     let s = setup_uploading_after(Duration::from_secs(3600));
-    let f = s.fs.create(&CTX, ROOT, b"f", 0o100644, 0).unwrap().ino;
-    let data = pattern(3 * BS as usize, 6);
-    s.fs.write(&CTX, f, 0, &data).unwrap();
-    assert!(s.cache.is_dirty(f, 2), "the test needs a block not yet uploaded");
+    let (f, data) = file_of_dirty_blocks(&s, b"f", 6);
     let conn = fail_transactions(&s, "inodes", "UPDATE OF size", "NEW.size < OLD.size");
     let shrink = SetAttr {
         size: Some(BS / 2),
@@ -316,14 +323,8 @@ fn a_failed_truncate_keeps_its_dirty_blocks() {
         "the injected failure is reported"
     );
     assert_eq!(s.fs.getattr(f).unwrap().size, 3 * BS, "the size is unchanged");
-    assert!(s.fs.read(f, 0, (3 * BS) as u32).unwrap() == data, "the data is intact");
     conn.execute_batch("DROP TRIGGER injected_failure").unwrap();
-    s.cache.upload_all().unwrap();
-    s.cache.drop_clean();
-    assert!(
-        s.fs.read(f, 0, (3 * BS) as u32).unwrap() == data,
-        "the data is intact in the store"
-    );
+    assert_intact(&s, f, &data);
     // And once the truncate succeeds, the cut blocks are gone.
     s.fs.setattr(&CTX, f, &shrink).unwrap();
     let grow = SetAttr {
@@ -359,17 +360,8 @@ fn a_failed_reflink_keeps_the_destination_block() {
         s.fs.copy_file_range(&CTX, src, 0, dst, 0, BS).is_err(),
         "the injected failure is reported"
     );
-    assert!(
-        s.fs.read(dst, 0, BS as u32).unwrap() == old,
-        "the destination is intact"
-    );
     conn.execute_batch("DROP TRIGGER injected_failure").unwrap();
-    s.cache.upload_all().unwrap();
-    s.cache.drop_clean();
-    assert!(
-        s.fs.read(dst, 0, BS as u32).unwrap() == old,
-        "the destination is intact in the store"
-    );
+    assert_intact(&s, dst, &old);
 }
 
 #[test]
