@@ -375,6 +375,29 @@ fn writes_to_directories_and_locked_files_are_refused() {
     );
 }
 
+/// truncate keeps to the size limit that write, fallocate and copy_file_range keep to:
+/// a size of 2^63 - 1 made the statistics overflow and every later mount fail.
+#[test]
+fn truncate_beyond_the_size_limit_is_efbig() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"huge", 0o100644, 0).unwrap().ino;
+    let truncate = |size: u64| {
+        s.fs.setattr(
+            &CTX,
+            f,
+            &SetAttr {
+                size: Some(size),
+                ..Default::default()
+            },
+        )
+    };
+    for size in [i64::MAX as u64, s3fs::fs::MAX_FILE_SIZE + 1, u64::MAX] {
+        assert_eq!(truncate(size).unwrap_err().errno(), libc::EFBIG, "size {size}");
+        assert_eq!(s.fs.getattr(f).unwrap().size, 0, "size {size} left nothing behind");
+    }
+    assert_eq!(truncate(s3fs::fs::MAX_FILE_SIZE).unwrap().size, s3fs::fs::MAX_FILE_SIZE);
+}
+
 /// An unlinked file's objects leave the store once the kernel forgets it.
 #[test]
 fn removed_files_release_their_objects() {

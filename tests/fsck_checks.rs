@@ -812,6 +812,61 @@ fn file_size_below_its_blocks_is_raised() {
     assert_has(&out, check_id::INODES_SIZE, "/copy has size 10 but data up to 5096");
 }
 
+/// Sizes a filesystem cannot have (written by an older s3fs, or a damaged DB) are set
+/// to the end of the file's data: one of them made every mount fail.
+#[test]
+fn file_size_beyond_the_limit_or_negative_is_cut_to_its_data() {
+    let t = T::new();
+    let c = t.db();
+    c.execute("UPDATE inodes SET size = ?2 WHERE id = ?1", params![t.copy, i64::MAX])
+        .unwrap();
+    c.execute(
+        "UPDATE inodes SET size = ?2 WHERE id = ?1",
+        params![t.empty, s3fs::fs::MAX_FILE_SIZE as i64 + 1],
+    )
+    .unwrap();
+    c.execute("UPDATE inodes SET size = -5 WHERE id = ?1", [t.file])
+        .unwrap();
+    let out = t.repair();
+    assert_eq!(checks_of(&out), [check_id::INODES_SIZE]);
+    assert_eq!(out.items.len(), 3, "{:#?}", out.items);
+    assert_has(
+        &out,
+        check_id::INODES_SIZE,
+        &format!("/copy has size {}, outside 0..=", i64::MAX),
+    );
+    let size = |ino: i64| -> i64 {
+        c.query_row("SELECT size FROM inodes WHERE id = ?1", [ino], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(size(t.copy), BS as i64 + 1000);
+    assert_eq!(size(t.empty), 0);
+    assert_eq!(size(t.file), BS as i64 + 100);
+}
+
+/// A mapping no file size can reach (a damaged DB) would make the end of the file's
+/// data overflow: it is deleted.
+#[test]
+fn block_mappings_beyond_the_largest_file_are_deleted() {
+    let t = T::new();
+    let c = t.db();
+    c.execute(
+        "INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)",
+        params![t.copy, i64::MAX / 2, COPY_B1.0],
+    )
+    .unwrap();
+    c.execute("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1", [COPY_B1.0])
+        .unwrap();
+    let out = t.repair();
+    assert_eq!(checks_of(&out), [check_id::INODE_BLOCKS]);
+    assert_has(
+        &out,
+        check_id::INODE_BLOCKS,
+        "/copy had 1 data block mappings beyond the largest file size",
+    );
+    assert_eq!(t.path(t.copy).as_deref(), Some("/copy"), "not quarantined");
+}
+
 #[test]
 fn inode_without_file_type() {
     let t = T::new();

@@ -106,10 +106,13 @@ fn time(ns: i64) -> SystemTime {
     }
 }
 
+/// A time from the kernel as nanoseconds since the epoch. Times past what i64
+/// nanoseconds hold (years before 1678 or after 2262) are clamped to the nearest one, as
+/// ext4 clamps to its own range, instead of wrapping around to another century.
 fn ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
     }
 }
 
@@ -641,5 +644,24 @@ impl fuser::Filesystem for Adapter {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_beyond_what_nanoseconds_hold_are_clamped_not_wrapped() {
+        let year = Duration::from_secs(365 * 86400);
+        // 2300 and 1600: outside 1678..2262.
+        assert_eq!(ns(UNIX_EPOCH + year * 330), i64::MAX);
+        assert_eq!(ns(UNIX_EPOCH - year * 370), i64::MIN);
+        assert_eq!(ns(UNIX_EPOCH + Duration::new(5, 7)), 5_000_000_007);
+        assert_eq!(ns(UNIX_EPOCH - Duration::new(5, 7)), -5_000_000_007);
+        assert_eq!(
+            time(ns(UNIX_EPOCH + year * 330)),
+            UNIX_EPOCH + Duration::from_nanos(i64::MAX as u64)
+        );
     }
 }

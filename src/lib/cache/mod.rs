@@ -689,7 +689,15 @@ impl BlockCache {
         let mut loc = db::block_location(&lock(&self.db), e.key.0, e.key.1)?;
         let (loc, name, body) = loop {
             let Some(l) = loc else { return Ok(false) };
-            self.ensure_space(l.size.max(0) as u64, true);
+            // The row is trusted no further than the block size: a damaged one must not
+            // make us wait for space we can never have, or index past the object.
+            if l.obj_offset < 0 || !(0..=self.cfg.block_size as i64).contains(&l.size) {
+                return Err(CacheError::Db(format!(
+                    "a block of object {} has size {} at offset {}: out of range",
+                    l.obj_id, l.size, l.obj_offset
+                )));
+            }
+            self.ensure_space(l.size as u64, true);
             let name = names::data(l.obj_id as u64);
             let body = crate::runtime::block_on(async {
                 let _permit = self.connections.acquire().await;
@@ -708,14 +716,12 @@ impl BlockCache {
             }
             loc = now;
         };
-        let size = loc.size.max(0) as u64;
-        let start = loc.obj_offset.max(0) as usize;
-        let Some(data) = body.get(start..start + size as usize) else {
+        // Both checked non-negative above, the size against the block size.
+        let (size, start) = (loc.size as u64, loc.obj_offset as usize);
+        let Some(data) = start.checked_add(size as usize).and_then(|end| body.get(start..end)) else {
             return Err(CacheError::Store(format!(
-                "object {name} holds {} bytes, block needs {}..{}",
+                "object {name} holds {} bytes, block needs {size} bytes at {start}",
                 body.len(),
-                start,
-                start + size as usize
             )));
         };
         let tmp = files::tmp_path(&self.cfg.dir, e.key);

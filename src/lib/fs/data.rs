@@ -32,7 +32,7 @@ impl Filesystem {
                 return err(libc::EPERM);
             }
             match row.fmt() {
-                libc::S_IFREG => Ok(row.size as u64),
+                libc::S_IFREG => Ok(row.size()),
                 libc::S_IFDIR => err(libc::EISDIR),
                 _ => err(libc::EINVAL),
             }
@@ -78,7 +78,7 @@ impl Filesystem {
             if row.is_dir() {
                 return err(libc::EISDIR);
             }
-            Ok(row.size as u64)
+            Ok(row.size())
         })?;
         if offset >= file_size {
             return Ok(Vec::new());
@@ -209,7 +209,7 @@ impl Filesystem {
             if row.is_dir() {
                 return err(libc::EISDIR);
             }
-            Ok(row.size as u64)
+            Ok(row.size())
         })?;
         self.writable_file(id_out)?;
         let len = len.min(src_size.saturating_sub(off_in)).min(u32::MAX as u64 / 2);

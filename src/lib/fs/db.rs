@@ -30,6 +30,11 @@ impl InodeRow {
     pub fn fmt(&self) -> u32 {
         self.mode & libc::S_IFMT
     }
+
+    /// The size, with a negative one (a damaged DB; fsck repairs it) as 0.
+    pub fn size(&self) -> u64 {
+        self.size.max(0) as u64
+    }
 }
 
 /// An inode number from the kernel as a row id (ENOENT if it cannot be one).
@@ -93,12 +98,12 @@ pub(crate) fn attr_of(c: &Connection, row: &InodeRow) -> FsResult<Attr> {
         if row.refcount <= 0 {
             0
         } else {
-            row.refcount + 1 + subdir_count(c, row.id)?
+            row.refcount.saturating_add(1).saturating_add(subdir_count(c, row.id)?)
         }
     } else {
         row.refcount.max(0)
     };
-    let size = row.size.max(0) as u64;
+    let size = row.size();
     Ok(Attr {
         ino: row.id as u64,
         size,

@@ -60,6 +60,7 @@ use crate::cache::BlockCache;
 use crate::exit::{Error, ExitCode};
 use crate::meta::schema::SCHEMA_VERSION;
 
+pub use data::MAX_FILE_SIZE;
 pub use db::{Released, release_blocks};
 pub use stats::DbStats;
 pub use tree::{CopyReport, RemoveReport};
@@ -357,8 +358,7 @@ impl Filesystem {
             selinux_labels: AtomicBool::new(false),
             capabilities: AtomicBool::new(false),
         };
-        fs.find_special_xattrs()
-            .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}")))?;
+        fs.find_special_xattrs().map_err(open_err)?;
         fs.transact(|op| {
             let orphans: Vec<i64> = {
                 let mut st = op.tx.prepare("SELECT id FROM inodes WHERE refcount <= 0")?;

@@ -86,11 +86,14 @@ impl Filesystem {
     /// block cache's work, done by its caller.
     pub fn setattr(&self, ctx: &Ctx, ino: u64, set: &SetAttr) -> FsResult<Attr> {
         let id = ino_id(ino)?;
+        if set.size.is_some_and(|s| s > super::MAX_FILE_SIZE) {
+            return err(libc::EFBIG);
+        }
         // Shrinking: the blocks wholly past the new end are released in the transaction,
         // through the cache (its contract); the partial last block is cut after.
         let shrink = match (set.size, self.cache()) {
             (Some(new), Some(cache)) => {
-                let old = self.query(|c| Ok(load_inode(c, id)?.size as u64))?;
+                let old = self.query(|c| Ok(load_inode(c, id)?.size()))?;
                 (new < old).then(|| (cache.clone(), new))
             }
             _ => None,
@@ -127,7 +130,8 @@ impl Filesystem {
                     libc::S_IFDIR => return err(libc::EISDIR),
                     _ => return err(libc::EINVAL),
                 }
-                let size = i64::try_from(size).map_err(|_| super::FsError::new(libc::EFBIG))?;
+                // At most MAX_FILE_SIZE (checked in setattr), so it fits.
+                let size = size as i64;
                 if size < row.size {
                     let first_gone = (size as u64).div_ceil(op.block_size) as i64;
                     let released = super::release_blocks(&op.tx, id, first_gone)?;
@@ -510,15 +514,18 @@ impl Filesystem {
     /// statfs(2): used space from the blocks' sizes, plus a fixed 1 PiB free, since an
     /// object store does not fill up; inodes in use plus a large number free.
     pub fn statfs(&self) -> FsResult<StatFs> {
-        let (used_bytes, inodes): (i64, i64) = self.query(|c| {
+        let (used_bytes, inodes): (f64, i64) = self.query(|c| {
             Ok(c.query_row(
-                "SELECT (SELECT coalesce(sum(size), 0) FROM blocks), (SELECT count(*) FROM inodes)",
+                // total(), not sum(): a sum past i64 (a damaged or hostile DB) is a
+                // large number, not an error.
+                "SELECT (SELECT total(size) FROM blocks), (SELECT count(*) FROM inodes)",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?)
         })?;
         let frsize = u64::from(super::BLKSIZE);
-        let used = (used_bytes.max(0) as u64).div_ceil(frsize);
+        // Saturating: f64 → u64 clamps to 0..=u64::MAX; room is left for the free blocks.
+        let used = (used_bytes as u64).div_ceil(frsize).min(u64::MAX / 2);
         let free = REPORTED_FREE_BYTES / frsize;
         Ok(StatFs {
             frsize: super::BLKSIZE,

@@ -4,6 +4,10 @@
 //! The triggers and the totals table live in the connection's TEMP schema: they are
 //! never part of the uploaded metadata, and other connections (fsck) do not pay for
 //! them. [`Filesystem::enable_stats`] computes the totals once, at mount.
+//!
+//! Byte totals are kept as REAL (`total()`, not `sum()`): whatever sizes the DB holds,
+//! a sum past `i64::MAX` is a large number instead of SQLite's "integer overflow"
+//! error, which made every mount of such a filesystem fail. They are exact up to 2^53.
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -35,9 +39,9 @@ INSERT INTO temp.fs_totals SELECT
     (SELECT count(*) FROM main.contents),
     (SELECT count(*) FROM main.inodes),
     (SELECT count(*) FROM main.objects),
-    (SELECT coalesce(sum(size), 0) FROM main.inodes),
-    (SELECT coalesce(sum(size), 0) FROM main.blocks),
-    (SELECT coalesce(sum(max(phys_size, 0)), 0) FROM main.objects);
+    (SELECT total(size) FROM main.inodes),
+    (SELECT total(size) FROM main.blocks),
+    (SELECT total(max(phys_size, 0)) FROM main.objects);
 CREATE TEMP TRIGGER IF NOT EXISTS fs_totals_entry_add AFTER INSERT ON main.contents
     BEGIN UPDATE temp.fs_totals SET entries = entries + 1; END;
 CREATE TEMP TRIGGER IF NOT EXISTS fs_totals_entry_del AFTER DELETE ON main.contents
@@ -71,7 +75,8 @@ CREATE TEMP TRIGGER IF NOT EXISTS fs_totals_object_size AFTER UPDATE OF phys_siz
 fn read_totals(c: &Connection) -> rusqlite::Result<DbStats> {
     c.prepare_cached("SELECT entries, inodes, objects, total_bytes, dedup_bytes, stored_bytes FROM temp.fs_totals")?
         .query_row([], |r| {
-            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            // Byte totals are REAL (see SETUP); f64 → u64 saturates.
+            let n = |i: usize| r.get::<_, f64>(i).map(|v| v as u64);
             Ok(DbStats {
                 entries: n(0)?,
                 inodes: n(1)?,
@@ -86,9 +91,20 @@ fn read_totals(c: &Connection) -> rusqlite::Result<DbStats> {
 impl Filesystem {
     /// Compute the totals once and keep them current from now on (a scan of every
     /// table: call once per mount).
-    pub fn enable_stats(&self) -> FsResult<()> {
+    ///
+    /// A failure says what SQLite said: it is a reason the filesystem cannot be mounted,
+    /// and "Input/output error" would not tell the user what to do.
+    pub fn enable_stats(&self) -> Result<(), crate::exit::Error> {
         // The totals live in TEMP tables of the writer, whose triggers keep them current.
-        Ok(self.conn().execute_batch(SETUP)?)
+        self.conn().execute_batch(SETUP).map_err(|e| {
+            crate::exit::Error::new(
+                crate::exit::ExitCode::LocalDbCorrupt,
+                format!(
+                    "metadata database {}: cannot compute its statistics ({e}); run fsck.s3fs --force",
+                    self.db_path.display()
+                ),
+            )
+        })
     }
 
     /// The current totals (one row read); `None` before [`Filesystem::enable_stats`].

@@ -61,15 +61,13 @@ const CAPABILITY: &[u8] = b"security.capability";
 impl Filesystem {
     /// Note whether any inode carries a `security.selinux` or a `security.capability`
     /// xattr (once, at open).
-    pub(super) fn find_special_xattrs(&self) -> FsResult<()> {
-        let any = |name: &[u8]| -> FsResult<bool> {
-            self.query(|c| {
-                Ok(c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM ext_attributes_v WHERE name = ?1)",
-                    [name],
-                    |r| r.get(0),
-                )?)
-            })
+    pub(super) fn find_special_xattrs(&self) -> rusqlite::Result<()> {
+        let any = |name: &[u8]| -> rusqlite::Result<bool> {
+            self.read_conn().query_row(
+                "SELECT EXISTS (SELECT 1 FROM ext_attributes_v WHERE name = ?1)",
+                [name],
+                |r| r.get(0),
+            )
         };
         self.selinux_labels.store(any(SELINUX)?, Ordering::Relaxed);
         self.capabilities.store(any(CAPABILITY)?, Ordering::Relaxed);

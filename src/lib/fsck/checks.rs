@@ -13,11 +13,11 @@
 //! | 4 | `contents-inode` | entries whose inode is missing | entry deleted |
 //! | 5 | `contents-parent` | entries whose parent is missing or not a directory | moved to `/lost+found/[<parent>]-<name>` (a parent without file type is left to check 15) |
 //! | 6 | `blocks-hash` | blocks with a NULL hash (failed uploads) | block and its mappings deleted, files quarantined |
-//! | 7 | `inode-blocks` | mappings to missing blocks; of missing or non-regular inodes (an inode without file type counts as regular) | deleted; files of missing blocks quarantined |
+//! | 7 | `inode-blocks` | mappings to missing blocks; of missing or non-regular inodes (an inode without file type counts as regular); beyond the largest file size | deleted; files of missing blocks quarantined |
 //! | 8 | `blocks-refcount` | `blocks.refcount` = mappings | fix; unused blocks deleted |
 //! | 9 | `objects-refcount` | blocks in missing objects; `objects.refcount` = blocks | block and mappings deleted, files quarantined; fix; unused objects deleted and queued in [`Findings::objects_to_delete`] |
 //! | 10 | `inodes-refcount` | `inodes.refcount` = entries (the root: 1, no entry); directories have one entry | fix; see below |
-//! | 11 | `inodes-size` | size of a regular file covers its blocks | size raised |
+//! | 11 | `inodes-size` | sizes within `0..=MAX_FILE_SIZE`; size of a regular file covers its blocks | out of range: set to the end of the data; too small: raised |
 //! | 12 | `xattrs` | xattrs of missing inodes; with missing names | deleted; renamed `user.lost+found_<n>`, `n` = the missing name id (+1 until free on the inode), `trusted.` instead of `user.` on inodes other than files and directories |
 //! | 13 | `symlinks` | targets of missing or non-symlink inodes; symlinks without target | deleted; *reported only* |
 //! | 14 | `loops` | every entry reachable from the root | one entry of each unreachable cycle moved to `/lost+found/<its name>` |
@@ -787,39 +787,55 @@ fn check_blocks_hash(c: &Connection, st: &mut State, out: &mut Findings) -> rusq
     quarantine(c, st, out, CHECK, &inodes, "a data block's upload had failed")
 }
 
-/// Check 7: mappings to missing blocks (files quarantined), of missing inodes and of
-/// non-regular inodes are deleted.
+/// Check 7: mappings to missing blocks (files quarantined), of missing inodes, of
+/// non-regular inodes and beyond the largest file size are deleted.
 fn check_inode_blocks(c: &Connection, st: &mut State, out: &mut Findings) -> rusqlite::Result<()> {
     const CHECK: &str = check_id::INODE_BLOCKS;
-    // (inode, blockno, block_id, block exists, inode mode)
-    let rows: Vec<(i64, i64, i64, bool, Option<u32>)> = query_vec(
+    let last_blockno = last_blockno(st.block_size);
+    // (inode, blockno, block_id, block exists, inode mode, beyond the largest file)
+    let rows: Vec<(i64, i64, i64, bool, Option<u32>, bool)> = query_vec(
         c,
-        "SELECT ib.inode, ib.blockno, ib.block_id, b.id IS NOT NULL, i.mode FROM inode_blocks ib
+        "SELECT ib.inode, ib.blockno, ib.block_id, b.id IS NOT NULL, i.mode,
+                ib.blockno < 0 OR ib.blockno > ?1 FROM inode_blocks ib
          LEFT JOIN blocks b ON b.id = ib.block_id LEFT JOIN inodes i ON i.id = ib.inode
          WHERE b.id IS NULL OR i.id IS NULL
-            OR (i.mode & 61440) IN (16384, 40960, 4096, 49152, 8192, 24576)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            OR (i.mode & 61440) IN (16384, 40960, 4096, 49152, 8192, 24576)
+            OR ib.blockno < 0 OR ib.blockno > ?1",
+        [last_blockno],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
     )?;
     if rows.is_empty() {
         return Ok(());
     }
     let mut del = c.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?;
-    // inode -> (mode, blocks missing, other mappings deleted)
-    let mut by_inode: BTreeMap<i64, (Option<u32>, u64, u64)> = BTreeMap::new();
-    for (ino, blockno, block, exists, mode) in rows {
+    // inode -> (mode, blocks missing, other mappings deleted, of which beyond the limit)
+    let mut by_inode: BTreeMap<i64, (Option<u32>, u64, u64, u64)> = BTreeMap::new();
+    for (ino, blockno, block, exists, mode, beyond) in rows {
         del.execute(params![ino, blockno])?;
-        let e = by_inode.entry(ino).or_insert((mode, 0, 0));
+        let e = by_inode.entry(ino).or_insert((mode, 0, 0, 0));
         if exists {
             st.unlinked_blocks.insert(block);
             e.2 += 1;
         } else {
             e.1 += 1;
         }
+        e.3 += u64::from(beyond);
     }
     drop(del);
     let mut lost = Vec::new();
-    for (ino, (mode, missing, other)) in by_inode {
+    for (ino, (mode, missing, other, beyond)) in by_inode {
+        if beyond > 0 && mode.is_some() {
+            out.add_repaired(
+                CHECK,
+                format!(
+                    "{} had {beyond} data block mappings beyond the largest file size; deleted them",
+                    describe(c, ino)?
+                ),
+            );
+            if missing + other == beyond {
+                continue;
+            }
+        }
         match mode {
             None => out.add_repaired(
                 CHECK,
@@ -1111,10 +1127,39 @@ fn check_inodes_refcount(c: &Connection, st: &mut State, out: &mut Findings) -> 
     Ok(())
 }
 
-/// Check 11: the size of a regular file covers its blocks (raised, never lowered).
+/// The largest block number a file may use: its last byte is below
+/// [`crate::fs::MAX_FILE_SIZE`].
+fn last_blockno(block_size: u64) -> i64 {
+    ((crate::fs::MAX_FILE_SIZE - 1) / block_size.max(1)) as i64
+}
+
+/// Check 11: sizes lie in `0..=MAX_FILE_SIZE` (a size outside is set to the end of the
+/// file's data); the size of a regular file covers its blocks (raised, never lowered).
 fn check_inodes_size(c: &Connection, st: &mut State, out: &mut Findings) -> rusqlite::Result<()> {
     const CHECK: &str = check_id::INODES_SIZE;
     let bs = i64::try_from(st.block_size).unwrap_or(i64::MAX);
+    let max = crate::fs::MAX_FILE_SIZE as i64;
+    // Check 7 deleted mappings beyond the limit, so the ends of data are below it.
+    let out_of_range: Vec<(i64, i64, i64)> = query_vec(
+        c,
+        "SELECT i.id, i.size, coalesce(
+             (SELECT max(ib.blockno * ?1 + b.size) FROM inode_blocks ib JOIN blocks b ON b.id = ib.block_id
+              WHERE ib.inode = i.id), 0)
+         FROM inodes i WHERE i.size < 0 OR i.size > ?2",
+        [bs, max],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    for (id, old, end) in out_of_range {
+        let new = end.clamp(0, max);
+        c.execute("UPDATE inodes SET size = ?2 WHERE id = ?1", params![id, new])?;
+        out.add_repaired(
+            CHECK,
+            format!(
+                "{} has size {old}, outside 0..={max} bytes; size set to the end of its data, {new}",
+                describe(c, id)?
+            ),
+        );
+    }
     let wrong: Vec<(i64, i64, i64)> = query_vec(
         c,
         "SELECT i.id, i.size, m.min_size FROM

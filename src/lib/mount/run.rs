@@ -320,8 +320,7 @@ fn open_cache(
 fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: Mounted) -> Result<(), Error> {
     m.fs.attach_cache(m.cache.clone());
     // Totals for s3fsstat: one scan now, kept current by triggers from here on.
-    m.fs.enable_stats()
-        .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}")))?;
+    m.fs.enable_stats()?;
     let (requests_tx, requests) = std::sync::mpsc::channel();
     let shared = Arc::new(Mutex::new(MountShared::new(m.params.seq)));
     let control = Arc::new(Control::new(m.fs.clone(), m.cache.clone(), requests_tx, shared.clone()));

@@ -1,0 +1,78 @@
+//! Hostile and unlucky input, end to end: real binaries, real mounts, real stores. What
+//! a user or whoever can write to the bucket sends must never brick, downgrade, hang or
+//! leak a filesystem (README, "What s3fs refuses").
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::mount::Fixture;
+use common::{code, text};
+use s3fs::mount::state::LocalFiles;
+use s3fs::store::StorageUrl;
+
+const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");
+
+fn fsck(f: &Fixture, cache: &str, extra: &[&str]) -> Output {
+    let cachedir = f.cachedir(cache);
+    let mut args = vec!["--batch", "--cachedir", &cachedir];
+    args.extend_from_slice(extra);
+    args.push(&f.url);
+    f.tool(FSCK, &args)
+}
+
+/// The local files of the fixture's filesystem in cache directory `cache`.
+fn local_files(f: &Fixture, cache: &str) -> LocalFiles {
+    LocalFiles::new(Path::new(&f.cachedir(cache)), &StorageUrl::parse(&f.url).unwrap())
+}
+
+fn errno_of(r: std::io::Result<()>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+/// Item 1: a truncate past the size limit is EFBIG; sizes an older s3fs let in neither
+/// stop the next mount nor survive `fsck.s3fs --force`.
+#[test]
+fn a_giant_truncate_is_refused_and_giant_sizes_do_not_brick_the_filesystem() {
+    let f = Fixture::local();
+    f.mount("cache");
+    let huge: PathBuf = f.mnt.join("huge");
+    std::fs::write(&huge, b"data").unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&huge).unwrap();
+    assert_eq!(errno_of(file.set_len(i64::MAX as u64)), Some(libc::EFBIG));
+    assert_eq!(errno_of(file.set_len(s3fs::fs::MAX_FILE_SIZE + 1)), Some(libc::EFBIG));
+    drop(file);
+    std::fs::write(f.mnt.join("other"), b"x").unwrap();
+    f.umount();
+    f.mount("cache");
+    assert_eq!(std::fs::read(&huge).unwrap(), b"data");
+    f.umount();
+
+    // What an older s3fs let in: two such sizes, whose sum overflowed at every mount.
+    let db = rusqlite::Connection::open(local_files(&f, "cache").db).unwrap();
+    db.execute("UPDATE inodes SET size = ?1 WHERE mode & 61440 = 32768", [i64::MAX])
+        .unwrap();
+    drop(db);
+    f.mount("cache");
+    assert_eq!(std::fs::metadata(&huge).unwrap().size(), i64::MAX as u64);
+    let stat = std::process::Command::new(env!("CARGO_BIN_EXE_s3fsstat"))
+        .arg(&f.mnt)
+        .output()
+        .unwrap();
+    assert_eq!(code(&stat), 0, "s3fsstat: {}", text(&stat));
+    f.umount();
+    let o = fsck(&f, "cache", &["--force"]);
+    assert_eq!(code(&o), 128, "fsck repairs the sizes: {}", text(&o));
+    assert!(text(&o).contains("outside 0..="), "{}", text(&o));
+    f.mount("cache");
+    assert_eq!(
+        std::fs::read(&huge).unwrap(),
+        b"data",
+        "size set to the end of the data"
+    );
+    assert_eq!(std::fs::metadata(f.mnt.join("other")).unwrap().size(), 1);
+    f.umount();
+    assert_eq!(code(&fsck(&f, "cache", &["--force"])), 0);
+}
