@@ -181,6 +181,57 @@ fn a_read_racing_a_truncate_does_not_keep_the_cut_blocks() {
     assert!(raced > 0, "no read came in during a truncate: the test proves nothing");
 }
 
+/// Punching a hole releases the whole blocks in the range (a hole stores nothing) and
+/// zeroes only the partial blocks at its ends: it wrote a block of zeros through the
+/// cache for every block of the range, so a hole over a large sparse file never ended.
+#[test]
+fn punch_hole_releases_whole_blocks_and_zeroes_only_the_ends() {
+    let s = setup();
+    let f = s.fs.create(&CTX, ROOT, b"p", 0o100644, 0).unwrap().ino;
+    let data = pattern(6 * BS as usize, 4);
+    s.fs.write(&CTX, f, 0, &data).unwrap();
+    // A large sparse tail: 4096 blocks nobody wrote.
+    let size = 4096 * BS;
+    s.fs.setattr(
+        &CTX,
+        f,
+        &SetAttr {
+            size: Some(size),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    s.cache.upload_all().unwrap();
+    assert_eq!(data_objects(&s.store_dir), 6);
+    s.cache.drop_clean();
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // From the middle of block 1 to the end of the file.
+    let from = BS + 100;
+    s.fs.fallocate(&CTX, f, from, size - from, mode).unwrap();
+    let stats = s.cache.stats();
+    assert!(
+        stats.entries <= 1,
+        "only the partial block at the start is in the cache: {stats:?}"
+    );
+    let back = s.fs.read(f, 0, (6 * BS) as u32).unwrap();
+    assert_eq!(&back[..from as usize], &data[..from as usize]);
+    assert!(
+        back[from as usize..].iter().all(|&b| b == 0),
+        "the range reads as zeros"
+    );
+    assert_eq!(s.fs.getattr(f).unwrap().size, size, "KEEP_SIZE");
+    s.cache.upload_all().unwrap();
+    assert_eq!(
+        data_objects(&s.store_dir),
+        2,
+        "blocks 2..5 were released (block 0 and the new block 1 are stored)"
+    );
+    // A hole inside one block, and one of whole blocks only.
+    s.fs.fallocate(&CTX, f, 10, 20, mode).unwrap();
+    s.fs.fallocate(&CTX, f, 0, BS, mode).unwrap();
+    assert!(s.fs.read(f, 0, BS as u32).unwrap().iter().all(|&b| b == 0));
+}
+
 #[test]
 fn punch_hole_lseek_and_copy_file_range() {
     let s = setup();

@@ -76,3 +76,36 @@ fn a_giant_truncate_is_refused_and_giant_sizes_do_not_brick_the_filesystem() {
     f.umount();
     assert_eq!(code(&fsck(&f, "cache", &["--force"])), 0);
 }
+
+/// Item 6: `truncate -s 1T f; fallocate -p -l 1T f` returns at once, the data before
+/// the hole stays, and nothing is stored for the hole.
+#[test]
+fn punching_a_terabyte_hole_returns_promptly() {
+    use std::os::fd::AsRawFd;
+    let f = Fixture::local();
+    f.mount("cache");
+    let path = f.mnt.join("sparse");
+    std::fs::write(&path, common::random_bytes(3 << 20, 6)).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(1 << 40).unwrap();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on an open descriptor.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, 1 << 20, (1 << 40) - (1 << 20)) };
+        let _ = done.send((r, std::io::Error::last_os_error()));
+    });
+    let (r, e) = result
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("fallocate(PUNCH_HOLE) over 1 TiB did not return within a minute");
+    assert_eq!(r, 0, "fallocate: {e}");
+    let back = std::fs::File::open(&path).unwrap();
+    let mut head = vec![0u8; 2 << 20];
+    std::os::unix::fs::FileExt::read_exact_at(&back, &mut head, 0).unwrap();
+    assert_eq!(&head[..1 << 20], &common::random_bytes(3 << 20, 6)[..1 << 20]);
+    assert!(head[1 << 20..].iter().all(|&b| b == 0));
+    assert_eq!(std::fs::metadata(&path).unwrap().size(), 1 << 40);
+    drop(back);
+    f.umount();
+    assert_eq!(f.data_objects(), 1, "only the first block is stored");
+}

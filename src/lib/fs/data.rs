@@ -150,27 +150,65 @@ impl Filesystem {
             }
             libc::FALLOC_FL_KEEP_SIZE => Ok(()),
             m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
-                let end = end.min(size);
-                if offset >= end {
-                    return Ok(());
-                }
-                let cache = self.data_cache()?;
-                let zeros = vec![0u8; self.block_size() as usize];
-                for (blockno, in_block, n, _) in self.pieces(offset, end - offset) {
-                    cache
-                        .write(ino, blockno, in_block, &zeros[..n as usize])
-                        .map_err(cache_err)?;
-                }
-                self.transact(|op| {
-                    op.tx.execute(
-                        "UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE id = ?1",
-                        params![id, op.now],
-                    )?;
-                    Ok(())
-                })
+                self.punch_hole(ino, id, offset, end.min(size), size)
             }
             _ => err(libc::EOPNOTSUPP),
         }
+    }
+
+    /// Make `[offset, end)` of a file of `size` bytes read as zeros. Blocks the range
+    /// covers up to their end (or the end of the file) are released, as a truncate
+    /// releases them: a hole stores nothing, and the work does not grow with the range.
+    /// Only the partial blocks at its ends are zeroed through the cache.
+    fn punch_hole(&self, ino: u64, id: i64, offset: u64, end: u64, size: u64) -> FsResult<()> {
+        if offset >= end {
+            return Ok(());
+        }
+        let bs = self.block_size();
+        let cache = self.data_cache()?;
+        // A block is wholly inside when the range covers it up to its end, or up to the
+        // end of the file for the last block.
+        let first_whole = offset.div_ceil(bs);
+        let after_whole = if end == size { end.div_ceil(bs) } else { end / bs };
+        let zero = |from: u64, to: u64| -> FsResult<()> {
+            let zeros = vec![0u8; (to - from) as usize];
+            cache
+                .write(ino, from / bs, (from % bs) as u32, &zeros)
+                .map_err(cache_err)
+        };
+        if first_whole >= after_whole {
+            // Within one block, or across one boundary without a whole block between.
+            for (blockno, in_block, n, _) in self.pieces(offset, end - offset) {
+                let from = blockno * bs + u64::from(in_block);
+                zero(from, from + u64::from(n))?;
+            }
+        } else {
+            if offset < first_whole * bs {
+                zero(offset, first_whole * bs)?;
+            }
+            if end > after_whole * bs {
+                zero(after_whole * bs, end)?;
+            }
+        }
+        let touch = |op: &mut super::Op<'_>| -> FsResult<()> {
+            op.tx.execute(
+                "UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE id = ?1",
+                params![id, op.now],
+            )?;
+            Ok(())
+        };
+        if first_whole >= after_whole {
+            return self.transact(touch);
+        }
+        let (from_bno, to_bno) = (first_whole, after_whole - 1);
+        // The cached copies are dropped once this commits (the cache's contract).
+        cache.release_range(ino, from_bno, to_bno, || {
+            self.transact(|op| {
+                let released = super::db::release_block_range(&op.tx, id, from_bno as i64, to_bno as i64)?;
+                op.deleted_objects.extend(released.objects);
+                touch(op)
+            })
+        })
     }
 
     /// SEEK_DATA / SEEK_HOLE (the kernel handles the other whences). The whole file is
