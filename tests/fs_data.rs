@@ -7,6 +7,8 @@ use s3fs::cache::{BlockCache, CacheConfig};
 use s3fs::codec::{Codec, Compression};
 use s3fs::fs::{Ctx, Filesystem, SetAttr};
 use s3fs::fs_store::FsStore;
+use s3fs::store::Store;
+use s3fs::store::fault::{FaultConfig, FaultStore};
 use s3fs::store::local::LocalStore;
 
 const BS: u64 = 64 * 1024;
@@ -26,6 +28,12 @@ fn setup() -> Setup {
 
 /// [`setup`] with blocks uploaded once unwritten for `delay`.
 fn setup_uploading_after(delay: Duration) -> Setup {
+    setup_with(delay, |store| store)
+}
+
+/// [`setup`] with blocks uploaded once unwritten for `delay`, through the store that
+/// `wrap` makes of the local one (a fault-injecting wrapper, say).
+fn setup_with(delay: Duration, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("meta.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -34,7 +42,7 @@ fn setup_uploading_after(delay: Duration) -> Setup {
     let store_dir = dir.path().join("store");
     std::fs::create_dir(&store_dir).unwrap();
     let store = FsStore::new(
-        Arc::new(LocalStore::open(&store_dir).unwrap()),
+        wrap(Arc::new(LocalStore::open(&store_dir).unwrap())),
         Codec::new(None, Compression::default()),
     );
     let fs = Arc::new(Filesystem::open(&db, BS).unwrap());
@@ -488,4 +496,36 @@ fn unprivileged_write_clears_setuid() {
     };
     s.fs.write(&user, f, 0, b"user clears it").unwrap();
     assert_eq!(s.fs.getattr(f).unwrap().mode & 0o7777, 0o0755);
+}
+
+/// s3fscp checks that the target is not inside the source, then uploads dirty blocks
+/// (slow over a network) before it copies. A target renamed into the source meanwhile
+/// made the copy walk into its own output and grow without end: it is refused.
+#[test]
+fn a_snapshot_target_moved_into_its_source_during_the_upload_is_refused() {
+    let s = setup_with(Duration::from_secs(3600), |store| {
+        Arc::new(FaultStore::new(
+            store,
+            FaultConfig {
+                latency: Some(Duration::from_millis(1500)),
+                ..Default::default()
+            },
+        ))
+    });
+    let src = s.fs.mkdir(&CTX, ROOT, b"src", 0o755).unwrap().ino;
+    let dst = s.fs.mkdir(&CTX, ROOT, b"dst", 0o755).unwrap().ino;
+    let f = s.fs.create(&CTX, src, b"f", 0o100644, 0).unwrap().ino;
+    s.fs.write(&CTX, f, 0, b"dirty: the copy must upload it first").unwrap();
+    let (done, result) = std::sync::mpsc::channel();
+    let fs = s.fs.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(fs.copy_tree(src, dst).map_err(|e| e.errno()));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.cache.is_dirty(f, 0), "the rename must happen during the upload");
+    s.fs.rename(ROOT, b"dst", src, b"dst", 0).unwrap();
+    let r = result
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the copy did not end: it walked into its own target");
+    assert_eq!(r, Err(libc::EINVAL));
 }

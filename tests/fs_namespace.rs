@@ -1118,6 +1118,30 @@ fn statistics_and_statfs_survive_sizes_that_sum_past_i64() {
     t.fs.db_stats().unwrap().unwrap();
 }
 
+/// The control file's name is reserved in every directory: an entry of that name
+/// would be hidden behind the control file (rename was the way to make one).
+#[test]
+fn the_control_file_name_is_reserved() {
+    let t = T::new();
+    let name = s3fs::fs::CONTROL_NAME.as_bytes();
+    let a = t.file(ROOT, "a");
+    assert_eq!(t.fs.rename(ROOT, b"a", ROOT, name, 0).unwrap_err().errno(), libc::EPERM);
+    assert_eq!(
+        t.fs.rename(ROOT, b"a", ROOT, name, libc::RENAME_EXCHANGE)
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
+    assert_eq!(
+        t.fs.create(&USER, ROOT, name, 0o644, 0).unwrap_err().errno(),
+        libc::EEXIST
+    );
+    assert_eq!(t.fs.mkdir(&USER, ROOT, name, 0o755).unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(t.fs.symlink(&USER, ROOT, name, b"x").unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(t.fs.link(a, ROOT, name).unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(t.names(ROOT), ["a", "lost+found"]);
+}
+
 #[test]
 fn statfs_reports_plenty_of_space() {
     let t = T::new();

@@ -3,8 +3,8 @@
 //! authinfo2 follows S3QL: an INI file (default `~/.s3fs/authinfo2`) whose sections apply
 //! when the canonical storage URL starts with the section's `storage-url`; all matching
 //! sections are merged in file order and later sections win. Unknown keys are an error
-//! (exit 2) and a file readable by group or others is refused (exit 12), because it holds
-//! secrets.
+//! (exit 2) and a file readable or writable by group or others, or owned by another user
+//! than the one running the tool (or root), is refused (exit 12), because it holds secrets.
 
 use std::io::{BufRead, IsTerminal};
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +16,8 @@ use crate::store::StorageUrl;
 pub const AUTHINFO_HELP: &str = "\
 AUTHINFO2
   Credentials and settings are read from ~/.s3fs/authinfo2 (or --authfile), an INI file
-  that must not be readable by group or others. Each section applies when the storage
+  that must belong to you (or root) and not be readable or writable by group or others
+  (chmod 600; exit 12 otherwise). Each section applies when the storage
   URL starts with its storage-url; later sections override earlier ones:
       [backup]
       storage-url: s3c://s3.example.com/bucket/
@@ -83,19 +84,41 @@ pub fn read_authinfo(path: &Path, url: &StorageUrl) -> Result<AuthInfo, Error> {
             ));
         }
     };
-    if meta.permissions().mode() & 0o044 != 0 {
-        return Err(Error::new(
-            ExitCode::InsecureAuthfile,
-            format!(
-                "{} is readable by group or others; run: chmod 600 {}",
-                path.display(),
-                path.display()
-            ),
-        ));
-    }
+    check_authfile_owner(path, &meta)?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new(ExitCode::BadArgument, format!("cannot read {}: {e}", path.display())))?;
     parse_authinfo(&text, &url.to_string()).map_err(|e| e.context(path.display()))
+}
+
+/// authinfo2 holds secrets and says which passphrase and store to use: it must be
+/// neither readable nor writable by group or others, and belong to the user running
+/// the tool (or to root), since whoever can change it can point the tool elsewhere.
+fn check_authfile_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let insecure = |why: &str, fix: String| {
+        Error::new(
+            ExitCode::InsecureAuthfile,
+            format!("{} {why}; run: {fix}", path.display()),
+        )
+    };
+    if meta.mode() & 0o077 != 0 {
+        return Err(insecure(
+            "is readable or writable by group or others",
+            format!("chmod 600 {}", path.display()),
+        ));
+    }
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(insecure(
+            &format!(
+                "belongs to user {}, not to the user running this tool ({me})",
+                meta.uid()
+            ),
+            format!("chown {me} {}", path.display()),
+        ));
+    }
+    Ok(())
 }
 
 /// Parse authinfo2 text and merge the sections that apply to `canonical_url`.
@@ -365,8 +388,21 @@ backend-login: ignored
         std::fs::write(&path, "[a]\nstorage-url: local://\nfs-passphrase: p\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(read_authinfo(&path, &url).unwrap_err().code, ExitCode::InsecureAuthfile);
+        for mode in [0o620, 0o602, 0o640, 0o660, 0o606] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(
+                read_authinfo(&path, &url).unwrap_err().code,
+                ExitCode::InsecureAuthfile,
+                "mode {mode:o}"
+            );
+        }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_authinfo(&path, &url).unwrap().fs_passphrase.as_deref(), Some("p"));
+        // Another user's file (tests run as root, so that user is not root).
+        std::os::unix::fs::chown(&path, Some(4321), None).unwrap();
+        let e = read_authinfo(&path, &url).unwrap_err();
+        assert_eq!(e.code, ExitCode::InsecureAuthfile);
+        assert!(e.message.contains("belongs to user 4321"), "{}", e.message);
     }
 
     struct Scripted(Vec<&'static str>, bool);

@@ -19,7 +19,7 @@ use crate::fs::{Attr, DbStats, Filesystem, FsError, FsResult};
 use crate::store::metrics::{METRICS, MetricsSnapshot};
 
 /// Name of the control file in every directory.
-pub const CTRL_NAME: &str = ".__s3fs_ctrl__";
+pub const CTRL_NAME: &str = crate::fs::CONTROL_NAME;
 /// Its inode number: far above any id SQLite's AUTOINCREMENT will hand out.
 pub const CTRL_INO: u64 = 1 << 62;
 

@@ -58,7 +58,10 @@ impl ExitCode {
             (BadArgument, "invalid argument, storage URL or authinfo2 key"),
             (BadBackendOption, "invalid backend option"),
             (LogFile, "log file not writable"),
-            (InsecureAuthfile, "authinfo2 file is readable by group or others"),
+            (
+                InsecureAuthfile,
+                "authinfo2 file is readable or writable by group or others, or owned by another user",
+            ),
             (BadProxy, "invalid http_proxy/https_proxy environment variable"),
             (
                 AuthFailed,

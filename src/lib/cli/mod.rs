@@ -268,7 +268,7 @@ fn mount_help() -> String {
     name = "mount.s3fs",
     version,
     about = "Mount an s3fs filesystem",
-    long_about = "Mount an s3fs filesystem.\n\nRuns in the background by default and exits 0 only once the mount is up; otherwise it prints the reason and exits with one of the codes below. Also works as a mount(8) helper: `mount.s3fs STORAGE_URL MOUNTPOINT -o opt,opt=val` (as used by `mount -t s3fs` and /etc/fstab), where each option is a long option without the dashes (`cachedir=/var/cache/s3fs,allow_other`) and the generic fstab words (_netdev, noauto, x-systemd.*, ...) are ignored. SIGINT and SIGTERM unmount cleanly: everything is uploaded before the process ends.",
+    long_about = "Mount an s3fs filesystem.\n\nRuns in the background by default and exits 0 only once the mount is up; otherwise it prints the reason and exits with one of the codes below. Also works as a mount(8) helper: `mount.s3fs STORAGE_URL MOUNTPOINT -o opt,opt=val` (as used by `mount -t s3fs` and /etc/fstab), where each option is a long option without the dashes (`cachedir=/var/cache/s3fs,allow_other`), the kernel's mount flags (noexec, nosuid, nodev, ...) are applied as with --kernel-flags, user/users/owner/group imply noexec,nosuid,nodev as in mount(8), the words only mount(8), fstab and systemd read (_netdev, noauto, nofail, x-systemd.*, ...) are ignored, and sync, dirsync and mand are refused. SIGINT and SIGTERM unmount cleanly: everything is uploaded before the process ends.",
     after_long_help = mount_help()
 )]
 pub struct MountArgs {
@@ -296,6 +296,13 @@ pub struct MountArgs {
     /// Stay in the foreground
     #[arg(long)]
     pub fg: bool,
+    /// Mount flags for the kernel, comma-separated: noexec/exec, nosuid/suid, nodev/dev,
+    /// noatime, rw, async; later words win [default: nosuid,nodev, as for every FUSE
+    /// mount]. atime, relatime, strictatime, lazytime and the diratime words are accepted
+    /// but change nothing: reads never update access times (only utimensat does). sync,
+    /// dirsync and mand are refused (exit 2).
+    #[arg(long, value_name = "WORDS", value_delimiter = ',')]
+    pub kernel_flags: Vec<String>,
     /// Name in the first column of `mount` [default: the storage URL]
     #[arg(long, value_name = "NAME")]
     pub fs_name: Option<String>,

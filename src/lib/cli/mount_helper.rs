@@ -1,47 +1,65 @@
 //! mount(8) helper form: `mount.s3fs SPEC DIR [-sfnv] [-o opt,opt=val,...]`, as called by
 //! `mount -t s3fs` and for `/etc/fstab` lines. `-o` options become long options
-//! (`cachedir=/x` → `--cachedir /x`, `allow_other` → `--allow-other`); the generic words
-//! fstab and mount(8) use are ignored; `ro` is refused (read-only mounts are not
-//! supported, exit 35, as in S3QL).
+//! (`cachedir=/x` → `--cachedir /x`, `allow_other` → `--allow-other`); the kernel's mount
+//! flags (`noexec`, `nosuid`, …) are collected into `--kernel-flags`, so that they are
+//! applied, not dropped; the words that only mount(8), fstab or systemd read are
+//! ignored; flags s3fs cannot honour (`sync`, `dirsync`, `mand`) are refused (exit 2),
+//! and so is `ro` (exit 35, read-only mounts are not supported yet, as in S3QL).
 
 use std::ffi::OsString;
 
 use crate::exit::{Error, ExitCode};
 
-/// fstab/mount(8) words that are not s3fs options.
+/// Words that only mount(8), fstab or systemd read: nothing for the mount to do.
 const IGNORED: &[&str] = &[
-    "rw",
     "defaults",
     "auto",
     "noauto",
-    "user",
     "nouser",
-    "users",
-    "owner",
-    "group",
-    "dev",
-    "nodev",
-    "suid",
-    "nosuid",
-    "exec",
-    "noexec",
-    "atime",
-    "noatime",
-    "diratime",
-    "nodiratime",
-    "relatime",
-    "norelatime",
-    "strictatime",
-    "lazytime",
-    "mand",
-    "nomand",
     "_netdev",
     "nofail",
     "nobootwait",
-    "sync",
-    "async",
     "silent",
     "loud",
+];
+
+/// Words that let users mount: as mount(8) documents, they imply noexec, nosuid and
+/// nodev unless a later word says otherwise.
+const USER_MOUNT: &[&str] = &["user", "users", "owner", "group"];
+
+/// Mount flags the kernel applies (see [`crate::mount::run`]'s `kernel_mount_options`).
+pub const KERNEL_FLAGS: &[&str] = &[
+    "rw",
+    "async",
+    "exec",
+    "noexec",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "diratime",
+    "nodiratime",
+    "lazytime",
+    "nolazytime",
+];
+
+/// Flags s3fs cannot honour: refused rather than silently dropped.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "sync",
+        "every write would have to reach the store before returning; use fsync",
+    ),
+    (
+        "dirsync",
+        "directory changes would have to reach the store before returning",
+    ),
+    ("mand", "mandatory locks are not supported"),
 ];
 
 /// Rewrite a helper-style command line into the long-option form clap parses. Arguments
@@ -71,6 +89,7 @@ pub fn translate(args: Vec<OsString>) -> Result<Vec<OsString>, Error> {
             out.push(arg);
             continue;
         };
+        let mut kernel_flags: Vec<&str> = Vec::new();
         for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
             let (key, value) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
@@ -82,6 +101,20 @@ pub fn translate(args: Vec<OsString>) -> Result<Vec<OsString>, Error> {
                     "read-only mounts are not supported (option ro)",
                 ));
             }
+            if let Some((_, why)) = REFUSED.iter().find(|(w, _)| *w == key) {
+                return Err(Error::new(
+                    ExitCode::BadArgument,
+                    format!("mount option {key} is not supported: {why}"),
+                ));
+            }
+            if USER_MOUNT.contains(&key) {
+                kernel_flags.extend(["noexec", "nosuid", "nodev"]);
+                continue;
+            }
+            if KERNEL_FLAGS.contains(&key) && value.is_none() {
+                kernel_flags.push(key);
+                continue;
+            }
             if IGNORED.contains(&key) || key.starts_with("x-") || key == "comment" {
                 continue;
             }
@@ -89,6 +122,10 @@ pub fn translate(args: Vec<OsString>) -> Result<Vec<OsString>, Error> {
             if let Some(v) = value {
                 out.push(OsString::from(v));
             }
+        }
+        if !kernel_flags.is_empty() {
+            out.push(OsString::from("--kernel-flags"));
+            out.push(OsString::from(kernel_flags.join(",")));
         }
     }
     Ok(out)
@@ -110,7 +147,7 @@ mod tests {
             "local:///srv/fs",
             "/mnt",
             "-o",
-            "rw,_netdev,noauto,x-systemd.automount,allow_other,cachedir=/var/cache/s3fs,compress=zstd-9",
+            "rw,_netdev,noauto,x-systemd.automount,allow_other,noexec,cachedir=/var/cache/s3fs,compress=zstd-9",
         ])
         .unwrap();
         assert_eq!(
@@ -123,9 +160,29 @@ mod tests {
                 "--cachedir",
                 "/var/cache/s3fs",
                 "--compress",
-                "zstd-9"
+                "zstd-9",
+                "--kernel-flags",
+                "rw,noexec"
             ]
         );
+    }
+
+    #[test]
+    fn user_mounts_imply_noexec_nosuid_nodev_unless_overridden() {
+        let out = t(&["mount.s3fs", "s", "/m", "-o", "users,exec"]).unwrap();
+        assert_eq!(
+            out,
+            ["mount.s3fs", "s", "/m", "--kernel-flags", "noexec,nosuid,nodev,exec"]
+        );
+    }
+
+    #[test]
+    fn flags_that_cannot_be_honoured_are_exit_2() {
+        for word in ["sync", "dirsync", "mand"] {
+            let e = t(&["mount.s3fs", "s", "/m", "-o", word]).unwrap_err();
+            assert_eq!(e.code, ExitCode::BadArgument, "{word}");
+            assert!(e.message.contains(word), "{}", e.message);
+        }
     }
 
     #[test]

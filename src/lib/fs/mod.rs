@@ -71,6 +71,9 @@ pub const BLKSIZE: u32 = 128 << 10;
 pub const NAME_MAX: usize = 255;
 /// Largest xattr value, in bytes.
 pub const XATTR_SIZE_MAX: usize = 64 << 10;
+/// The name of the control file that every directory of a mount resolves (see
+/// [`crate::control`]); no entry may have it, or the control file would hide it.
+pub const CONTROL_NAME: &str = ".__s3fs_ctrl__";
 /// Most entries one [`Filesystem::readdir`] or [`Filesystem::readdirplus`] call returns.
 pub const READDIR_BATCH: usize = 256;
 

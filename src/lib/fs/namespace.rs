@@ -272,7 +272,7 @@ impl Filesystem {
         let parent = ino_id(parent)?;
         self.transact(|op| {
             let dir = load_dir(&op.tx, parent)?;
-            if is_dot(name) {
+            if is_dot(name) || is_reserved(name) {
                 return err(libc::EEXIST);
             }
             check_name(name)?;
@@ -385,6 +385,10 @@ impl Filesystem {
         }
         let parent = ino_id(parent)?;
         let newparent = ino_id(newparent)?;
+        if is_reserved(newname) {
+            // The control file cannot be replaced or exchanged.
+            return err(libc::EPERM);
+        }
         self.transact(|op| {
             let pdir = load_dir(&op.tx, parent)?;
             let npdir = load_dir(&op.tx, newparent)?;
@@ -467,7 +471,7 @@ impl Filesystem {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
         let id = ino_id(ino)?;
         let newparent = ino_id(newparent)?;
-        if is_dot(newname) {
+        if is_dot(newname) || is_reserved(newname) {
             return err(libc::EEXIST);
         }
         check_name(newname)?;
@@ -538,6 +542,11 @@ impl Filesystem {
             namelen: NAME_MAX as u32,
         })
     }
+}
+
+/// Whether `name` is the control file's (see [`super::CONTROL_NAME`]).
+fn is_reserved(name: &[u8]) -> bool {
+    name == super::CONTROL_NAME.as_bytes()
 }
 
 /// Load a directory that can receive entries (not removed).

@@ -114,23 +114,26 @@ impl Filesystem {
     /// Dirty blocks are uploaded first, since only uploaded blocks can be shared.
     pub fn copy_tree(&self, src: u64, dst: u64) -> FsResult<CopyReport> {
         let (src, dst) = (ino_id(src)?, ino_id(dst)?);
-        self.transact(|op| {
-            let s = load_dir(&op.tx, src)?;
-            let d = load_dir(&op.tx, dst)?;
+        let check = |c: &Connection| -> FsResult<()> {
+            let s = load_dir(c, src)?;
+            let d = load_dir(c, dst)?;
             if s.refcount <= 0 || d.refcount <= 0 {
                 return err(libc::ENOENT);
             }
             if d.locked {
                 return err(libc::EPERM);
             }
-            if is_ancestor_or_self(&op.tx, src, dst)? {
+            if is_ancestor_or_self(c, src, dst)? {
                 return err(libc::EINVAL);
             }
-            if has_entries(&op.tx, dst)? {
+            if has_entries(c, dst)? {
                 return err(libc::ENOTEMPTY);
             }
             Ok(())
-        })?;
+        };
+        // Checked before the upload, to fail fast, and again in the transaction that
+        // starts the copy: the tree may change while dirty blocks upload.
+        self.transact(|op| check(&op.tx))?;
         if let Some(cache) = self.cache() {
             cache.upload_all().map_err(|e| {
                 log::error!("copy: cannot upload dirty blocks first: {e}");
@@ -139,6 +142,7 @@ impl Filesystem {
         }
         let mut report = CopyReport::default();
         self.transact(|op| {
+            check(&op.tx)?;
             op.tx
                 .prepare_cached(
                     "UPDATE inodes SET (uid, gid, mode, mtime_ns, atime_ns) =
@@ -157,6 +161,12 @@ impl Filesystem {
                 let mut last = None;
                 for e in &batch {
                     last = Some(e.rowid);
+                    if e.inode == dst {
+                        // The target was moved into the source during the copy: every
+                        // copy is below it, so skipping it keeps the walk out of its own
+                        // output.
+                        continue;
+                    }
                     if !e.is_dir
                         && e.refcount > 1
                         && let Some(&copy) = links.get(&e.inode)

@@ -178,6 +178,7 @@ fn check_mountpoint(path: &Path) -> Result<(), Error> {
 
 /// Mount and serve until unmounted. Reports readiness through `reporter`.
 pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSource) -> Result<(), Error> {
+    kernel_mount_options(&args.kernel_flags)?;
     check_mountpoint(&args.mountpoint)?;
     if is_mountpoint(&args.mountpoint) {
         return Err(Error::new(
@@ -332,6 +333,7 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
         fuser::MountOption::Subtype("s3fs".into()),
         fuser::MountOption::DefaultPermissions,
     ];
+    options.extend(kernel_mount_options(&args.kernel_flags)?);
     let acl = if args.allow_other {
         fuser::SessionACL::All
     } else if args.allow_root {
@@ -423,6 +425,42 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
     }
     log::info!("unmounted cleanly; metadata version {} is in the store", m.params.seq);
     Ok(())
+}
+
+/// The kernel mount flags of `--kernel-flags` (see its help), later words winning.
+/// Words the kernel's FUSE cannot take (the atime variants other than noatime) are
+/// accepted without effect: reads never update access times here.
+fn kernel_mount_options(words: &[String]) -> Result<Vec<fuser::MountOption>, Error> {
+    use fuser::MountOption as M;
+    // Each flag with its opposite: only the last of a pair is passed on.
+    let pairs: [(&str, M, &str, M); 4] = [
+        ("exec", M::Exec, "noexec", M::NoExec),
+        ("suid", M::Suid, "nosuid", M::NoSuid),
+        ("dev", M::Dev, "nodev", M::NoDev),
+        ("atime", M::Atime, "noatime", M::NoAtime),
+    ];
+    let mut chosen: Vec<Option<M>> = vec![None; pairs.len()];
+    for word in words.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
+        if let Some(i) = pairs.iter().position(|(on, _, off, _)| word == *on || word == *off) {
+            let (on, on_opt, _, off_opt) = &pairs[i];
+            chosen[i] = Some(if word == *on { on_opt.clone() } else { off_opt.clone() });
+            continue;
+        }
+        match word {
+            "rw" | "async" | "relatime" | "norelatime" | "strictatime" | "nostrictatime" | "diratime"
+            | "nodiratime" | "lazytime" | "nolazytime" => {}
+            other => {
+                return Err(Error::new(
+                    ExitCode::BadArgument,
+                    format!(
+                        "unknown kernel flag {other:?} (known: {})",
+                        crate::cli::mount_helper::KERNEL_FLAGS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(chosen.into_iter().flatten().collect())
 }
 
 fn lock_shared(shared: &Mutex<MountShared>) -> std::sync::MutexGuard<'_, MountShared> {

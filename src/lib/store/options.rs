@@ -12,7 +12,8 @@ pub const BACKEND_OPTIONS_HELP: &str = "\
 BACKEND OPTIONS (--backend-options, comma-separated; s3:// and s3c:// only)
   no-ssl              plain HTTP instead of HTTPS
   ssl-ca-path=PATH    PEM file of CA certificates to trust instead of the system store
-  tcp-timeout=SECS    timeout for connecting and for each read or write (default 20)
+  tcp-timeout=SECS    timeout for connecting and for each read or write, 0.1 to 86400
+                      (default 20)
   sig-region=REGION   region used in SigV4 signatures (s3c://; default us-east-1)
   sse                 ask the store to encrypt objects at rest (x-amz-server-side-encryption: AES256)
   storage-class=NAME  storage class for new objects (e.g. STANDARD_IA)
@@ -43,6 +44,9 @@ impl Default for S3Options {
         }
     }
 }
+
+/// Accepted `tcp-timeout` values, in seconds.
+const TCP_TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 0.1..=86400.0;
 
 fn bad(msg: String) -> Error {
     Error::new(ExitCode::BadBackendOption, msg)
@@ -86,11 +90,19 @@ pub fn parse_s3_options(url: &StorageUrl, text: &str) -> Result<S3Options, Error
             "ssl-ca-path" => o.ssl_ca_path = Some(PathBuf::from(need_value(&value)?)),
             "tcp-timeout" => {
                 let v = need_value(&value)?;
+                // Bounded before it becomes a Duration (which panics past ~5·10^11 years):
+                // below 0.1 s every request times out, above a day a dead store hangs.
                 let secs: f64 = v
                     .parse()
                     .ok()
-                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
-                    .ok_or_else(|| bad(format!("tcp-timeout must be a positive number of seconds, not {v:?}")))?;
+                    .filter(|s: &f64| TCP_TIMEOUT_SECS.contains(s))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "tcp-timeout must be a number of seconds from {} to {}, not {v:?}",
+                            TCP_TIMEOUT_SECS.start(),
+                            TCP_TIMEOUT_SECS.end()
+                        ))
+                    })?;
                 o.tcp_timeout = Duration::from_secs_f64(secs);
             }
             "sig-region" => o.sig_region = Some(need_value(&value)?),
@@ -147,7 +159,16 @@ mod tests {
 
     #[test]
     fn unknown_or_malformed_options_are_exit_3() {
-        for text in ["bogus", "no-ssl=1", "tcp-timeout", "tcp-timeout=-1", "tcp-timeout=x"] {
+        for text in [
+            "bogus",
+            "no-ssl=1",
+            "tcp-timeout",
+            "tcp-timeout=-1",
+            "tcp-timeout=x",
+            "tcp-timeout=1e30",
+            "tcp-timeout=1e-30",
+            "tcp-timeout=inf",
+        ] {
             assert_eq!(
                 parse_s3_options(&s3c(), text).unwrap_err().code,
                 ExitCode::BadBackendOption,
