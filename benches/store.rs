@@ -29,7 +29,7 @@ fn bench(label: &str, store: Arc<dyn Store>, parallel: usize) {
                     if put {
                         s.put(&k, b, PutMode::Overwrite).await.unwrap();
                     } else {
-                        assert_eq!(s.get(&k).await.unwrap().len(), OBJECT);
+                        assert_eq!(s.get(&k, u64::MAX).await.unwrap().len(), OBJECT);
                     }
                 });
             }

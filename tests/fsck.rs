@@ -235,7 +235,7 @@ fn lock_left_by_a_killed_unmount_is_released_by_fsck() {
     let f = Fixture::local();
     f.mount("cache");
     let store = LocalStore::open(&f.dir.path().join("store")).unwrap();
-    let lock = s3fs::runtime::block_on(store.get(s3fs::mount::guard::LOCK)).unwrap();
+    let lock = s3fs::runtime::block_on(store.get(s3fs::mount::guard::LOCK, u64::MAX)).unwrap();
     std::fs::write(f.mnt.join("kept"), b"kept").unwrap();
     f.umount();
     s3fs::runtime::block_on(store.put(s3fs::mount::guard::LOCK, lock, PutMode::Overwrite)).unwrap();
@@ -298,7 +298,7 @@ fn deleted_object_is_reported_with_the_file_path() {
 fn truncated_object_is_treated_as_damaged() {
     let (f, store) = damaged_fixture();
     let key = data_keys(&store).into_iter().next().unwrap();
-    let body = s3fs::runtime::block_on(store.get(&key)).unwrap();
+    let body = s3fs::runtime::block_on(store.get(&key, u64::MAX)).unwrap();
     s3fs::runtime::block_on(store.put(&key, body.slice(..body.len() / 2), s3fs::store::PutMode::Overwrite)).unwrap();
     repaired_then_clean(&f, "dir/file");
 }
@@ -329,7 +329,7 @@ fn damaged_metadata_chunk_in_the_store_is_repaired() {
         .iter()
         .max_by_key(|k| k.rsplit('_').next().unwrap().to_owned())
         .unwrap();
-    let body = s3fs::runtime::block_on(store.get(newest)).unwrap();
+    let body = s3fs::runtime::block_on(store.get(newest, u64::MAX)).unwrap();
     s3fs::runtime::block_on(store.put(newest, body.slice(..body.len() - 7), s3fs::store::PutMode::Overwrite)).unwrap();
     repaired_then_clean(&f, "metadata version");
     // The repaired filesystem mounts from an empty cache (its metadata in the store is

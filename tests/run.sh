@@ -22,6 +22,12 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+# Unprivileged users mount through fusermount3 and /dev/fuse, which Debian's udev rule
+# makes mode 0666; a container may leave it 0600 (tests/trust.rs mounts as nobody).
+if [ "$(id -u)" = 0 ] && [ -c /dev/fuse ]; then
+    chmod 0666 /dev/fuse
+fi
+
 bash tests/servers/install.sh
 
 envfile=$(mktemp "${TMPDIR:-/tmp}/s3fs-test-env.XXXXXX")

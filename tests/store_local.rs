@@ -95,7 +95,7 @@ fn concurrent_small_data_objects_all_land() {
             put.await.unwrap().unwrap();
         }
         for id in 1..=64u64 {
-            let got = store.get(&format!("s3fs_data_{id}")).await.unwrap();
+            let got = store.get(&format!("s3fs_data_{id}"), u64::MAX).await.unwrap();
             assert_eq!(
                 got,
                 format!("object {id}").repeat(id as usize).as_bytes(),
@@ -132,7 +132,7 @@ fn objects_of_every_size_around_the_direct_io_threshold_read_back_exactly() {
             for mode in [PutMode::Overwrite, PutMode::IfNoneMatch] {
                 let key = format!("s3fs_data_{}{}", i + 1, matches!(mode, PutMode::IfNoneMatch) as u8);
                 store.put(&key, Bytes::from(data.clone()), mode).await.unwrap();
-                assert_eq!(store.get(&key).await.unwrap(), data, "size {n}");
+                assert_eq!(store.get(&key, u64::MAX).await.unwrap(), data, "size {n}");
                 assert_eq!(store.head(&key).await.unwrap().size, n as u64, "size {n}");
             }
         }
@@ -142,7 +142,7 @@ fn objects_of_every_size_around_the_direct_io_threshold_read_back_exactly() {
             .put("s3fs_data_61", Bytes::from(short.clone()), PutMode::Overwrite)
             .await
             .unwrap();
-        assert_eq!(store.get("s3fs_data_61").await.unwrap(), short);
+        assert_eq!(store.get("s3fs_data_61", u64::MAX).await.unwrap(), short);
     });
     let on_disk: Vec<u64> = walk(dir.path())
         .iter()
@@ -233,7 +233,7 @@ fn conditional_put_with_lost_reply_succeeds() {
         };
         let (r, ()) = tokio::join!(put, heal);
         r.unwrap();
-        assert_eq!(raw.get("k").await.unwrap(), Bytes::from_static(b"mine"));
+        assert_eq!(raw.get("k", u64::MAX).await.unwrap(), Bytes::from_static(b"mine"));
         // Someone else's object under the name is still a conflict.
         assert!(matches!(
             retry.put("k", Bytes::from_static(b"other"), PutMode::IfNoneMatch).await,
@@ -273,7 +273,7 @@ fn endless_temporary_failures_give_up_with_a_clear_error() {
         give_up_after: Duration::from_millis(200),
     };
     let retry = RetryStore::new(Arc::new(FaultStore::new(raw, config)), policy);
-    let e = block_on(retry.get("k")).unwrap_err();
+    let e = block_on(retry.get("k", u64::MAX)).unwrap_err();
     assert!(e.is_temporary());
     assert!(e.to_string().contains("gave up after"), "{e}");
 }
@@ -302,7 +302,7 @@ fn short_reads_are_detected_and_refetched() {
         let reader = FsStore::new(faulty.clone(), Codec::new(key, Compression::default()));
         block_on(async {
             for (i, p) in payloads.iter().enumerate() {
-                assert_eq!(&reader.get(&format!("obj{i}")).await.unwrap(), p);
+                assert_eq!(&reader.get(&format!("obj{i}"), u64::MAX).await.unwrap(), p);
             }
         });
         assert!(
@@ -323,7 +323,7 @@ fn object_corrupt_at_rest_is_an_error() {
     let n = bytes.len();
     bytes[n - 3] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
-    let e = block_on(fs.get("s3fs_params")).unwrap_err();
+    let e = block_on(fs.get("s3fs_params", 1 << 16)).unwrap_err();
     assert!(
         e.message.contains("s3fs_params") && e.message.contains("corrupt"),
         "{}",

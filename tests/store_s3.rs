@@ -96,7 +96,7 @@ fn moto_if_match_with_stale_etag_is_precondition_failed() {
             .unwrap();
         let r = s.put("k", Bytes::from_static(b"three"), PutMode::IfMatch(stale)).await;
         assert!(matches!(r, Err(StoreError::PreconditionFailed(_))), "{r:?}");
-        assert_eq!(s.get("k").await.unwrap(), Bytes::from_static(b"two"));
+        assert_eq!(s.get("k", u64::MAX).await.unwrap(), Bytes::from_static(b"two"));
         // The etag a listing reports is just as usable.
         let listed = s.list("", None).await.unwrap().objects;
         let current = listed
@@ -107,7 +107,7 @@ fn moto_if_match_with_stale_etag_is_precondition_failed() {
         s.put("k", Bytes::from_static(b"four"), PutMode::IfMatch(current))
             .await
             .unwrap();
-        assert_eq!(s.get("k").await.unwrap(), Bytes::from_static(b"four"));
+        assert_eq!(s.get("k", u64::MAX).await.unwrap(), Bytes::from_static(b"four"));
         let r = s
             .put("missing", Bytes::from_static(b"x"), PutMode::IfMatch("0123".into()))
             .await;
@@ -141,7 +141,7 @@ fn keys_are_relative_to_the_url_prefix() {
                 .await
                 .unwrap();
             assert_eq!(
-                outer.get("sub/obj").await.unwrap(),
+                outer.get("sub/obj", u64::MAX).await.unwrap(),
                 Bytes::from_static(b"data"),
                 "{}",
                 server.name
@@ -157,7 +157,10 @@ fn keys_are_relative_to_the_url_prefix() {
             assert_eq!(keys, vec!["obj".to_owned()], "{}", server.name);
             assert_eq!(inner.head("obj").await.unwrap().key, "obj");
             inner.delete("obj").await.unwrap();
-            assert!(matches!(outer.get("sub/obj").await, Err(StoreError::NotFound(_))));
+            assert!(matches!(
+                outer.get("sub/obj", u64::MAX).await,
+                Err(StoreError::NotFound(_))
+            ));
         });
         assert!(
             inner.describe().ends_with(&format!("{prefix}sub/")),
@@ -181,7 +184,7 @@ fn sse_and_storage_class_options_are_accepted() {
             .put("obj", Bytes::from_static(b"secret"), PutMode::Overwrite)
             .await
             .unwrap();
-        assert_eq!(store.get("obj").await.unwrap(), Bytes::from_static(b"secret"));
+        assert_eq!(store.get("obj", u64::MAX).await.unwrap(), Bytes::from_static(b"secret"));
     });
 }
 
@@ -271,7 +274,7 @@ fn missing_object_classification() {
         let store = open_raw(&server, &server.url_with_prefix("missing"), &server.options);
         block_on(async {
             assert_eq!(
-                store.get("nope").await,
+                store.get("nope", u64::MAX).await,
                 Err(StoreError::NotFound("nope".into())),
                 "{}",
                 server.name
@@ -373,13 +376,13 @@ fn corrupted_download_is_a_temporary_checksum_error() {
         block_on(direct.put("obj", body.clone(), PutMode::Overwrite)).unwrap();
         let proxy = corrupting_proxy(port_of(&server.url), b"CORRUPTME", b"CORRUPTED", true);
         let proxied = open_raw(&server, &via_proxy(&server, proxy, &prefix), &server.options);
-        match block_on(proxied.get("obj")) {
+        match block_on(proxied.get("obj", u64::MAX)) {
             Err(StoreError::Temporary { message, .. }) => {
                 assert!(message.contains("checksum mismatch"), "{}: {message}", server.name)
             }
             other => panic!("{}: corrupted GET gave {other:?}", server.name),
         }
-        assert_eq!(block_on(direct.get("obj")).unwrap(), body);
+        assert_eq!(block_on(direct.get("obj", u64::MAX)).unwrap(), body);
     }
 }
 

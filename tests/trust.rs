@@ -211,3 +211,380 @@ fn insecure_authinfo2_and_absurd_backend_options_are_refused() {
     assert_eq!(code(&o), 3, "{}", text(&o));
     assert!(text(&o).contains("tcp-timeout"), "{}", text(&o));
 }
+
+/// The plain filesystem of `f` as the store holds it (what anyone with write access to
+/// the bucket can change).
+fn plain_store(f: &Fixture) -> s3fs::fs_store::FsStore {
+    let raw = s3fs::store::local::LocalStore::open(&f.dir.path().join("store")).unwrap();
+    s3fs::fs_store::FsStore::new(
+        std::sync::Arc::new(raw),
+        s3fs::codec::Codec::new(None, s3fs::codec::Compression::default()),
+    )
+}
+
+/// Replace the current superblock with `params` as they are, valid or not.
+fn put_params(fs: &s3fs::fs_store::FsStore, params: &s3fs::params::Params) {
+    s3fs::runtime::block_on(fs.put(
+        s3fs::fs_store::names::PARAMS,
+        &params.to_json(),
+        s3fs::store::PutMode::Overwrite,
+    ))
+    .unwrap();
+}
+
+/// The file holding object `name` in a local store.
+fn object_file(store: &Path, name: &str) -> PathBuf {
+    common::walk(store)
+        .into_iter()
+        .find(|(rel, _, _)| rel.file_name().is_some_and(|n| n == name))
+        .map(|(_, full, _)| full)
+        .unwrap_or_else(|| panic!("no object {name} in {}", store.display()))
+}
+
+fn no_panic(o: &Output) {
+    assert_ne!(code(o), 101, "panicked: {}", text(o));
+    assert!(!text(o).contains("panicked"), "{}", text(o));
+}
+
+/// Item 5: sizes and parameters from the store are bounded before anything is
+/// allocated or computed with them: each refusal is a one-line error, the mount
+/// process does not abort, and the filesystem is intact once the store is repaired.
+#[test]
+fn sizes_and_parameters_from_the_store_are_bounded() {
+    let f = Fixture::local();
+    f.mount("cache");
+    std::fs::write(f.mnt.join("file"), common::random_bytes(100_000, 5)).unwrap();
+    f.umount();
+    let fs = plain_store(&f);
+
+    // A data object the store says is 200 GiB (sparse here): reading the file is EIO,
+    // the mount lives on.
+    let obj = object_file(&f.dir.path().join("store"), "s3fs_data_1");
+    let saved = std::fs::read(&obj).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&obj)
+        .unwrap()
+        .set_len(200 << 30)
+        .unwrap();
+    f.mount("fresh-cache");
+    let e = std::fs::read(f.mnt.join("file")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    std::fs::write(f.mnt.join("still-alive"), b"yes").unwrap();
+    f.umount();
+    std::fs::write(&obj, &saved).unwrap();
+    let good = s3fs::runtime::block_on(fs.read_params()).unwrap();
+
+    // Superblocks with a zero chunk size, a metadata size of 2^50, a size that does not
+    // fit on the disk: refused in words, on a host with an empty cache.
+    let disk_free = s3fs::localdisk::disk_space(f.dir.path()).unwrap().1;
+    for (bad, says) in [
+        (
+            s3fs::params::Params {
+                metadata_block_size: 0,
+                ..good.clone()
+            },
+            "metadata block size 0 is out of range",
+        ),
+        (
+            s3fs::params::Params {
+                db_size: 1 << 50,
+                ..good.clone()
+            },
+            "metadata size",
+        ),
+        (
+            s3fs::params::Params {
+                db_size: disk_free + (1 << 30),
+                ..good.clone()
+            },
+            "too few for metadata version",
+        ),
+    ] {
+        put_params(&fs, &bad);
+        let o = f.mount_with(&f.cachedir(&format!("empty-{}", bad.db_size)), &f.mnt, &[]);
+        no_panic(&o);
+        assert_ne!(code(&o), 0, "{}", text(&o));
+        assert!(text(&o).contains(says), "{says:?} in {}", text(&o));
+    }
+    put_params(&fs, &good);
+    f.mount("fresh-cache-2");
+    assert_eq!(
+        std::fs::read(f.mnt.join("file")).unwrap(),
+        common::random_bytes(100_000, 5)
+    );
+    f.umount();
+}
+
+/// Item 5: a metadata database from the store runs nothing that s3fs did not put in
+/// its schema.
+#[test]
+fn a_downloaded_database_with_a_foreign_trigger_is_refused() {
+    let f = Fixture::local();
+    f.mount("cache");
+    std::fs::write(f.mnt.join("file"), b"data").unwrap();
+    f.umount();
+    let fs = plain_store(&f);
+    let mut params = s3fs::runtime::block_on(fs.read_params()).unwrap();
+    let db = local_files(&f, "cache").db;
+    let evil = f.dir.path().join("evil.db");
+    std::fs::copy(&db, &evil).unwrap();
+    let c = rusqlite::Connection::open(&evil).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode = DELETE;
+         CREATE TRIGGER wipe AFTER UPDATE ON inodes BEGIN DELETE FROM contents; END;",
+    )
+    .unwrap();
+    drop(c);
+    params.seq += 1;
+    let digest = s3fs::runtime::block_on(s3fs::meta::chunks::upload_all(
+        &fs,
+        &evil,
+        params.seq,
+        params.metadata_block_size,
+        4,
+    ))
+    .unwrap();
+    params.db_size = digest.size;
+    params.db_sha256 = digest.sha256;
+    s3fs::runtime::block_on(fs.write_params(&params)).unwrap();
+    let o = f.mount_with(&f.cachedir("empty"), &f.mnt, &[]);
+    no_panic(&o);
+    assert_eq!(code(&o), 43, "{}", text(&o));
+    assert!(text(&o).contains("trigger \"wipe\""), "{}", text(&o));
+}
+
+/// mkfs.s3fs of an encrypted filesystem at `f.url`, the new passphrase on stdin (it is
+/// never taken from authinfo2).
+fn mkfs_encrypted(f: &Fixture, passphrase: &str) {
+    use std::io::Write;
+    let mut mkfs = std::process::Command::new(common::mount::MKFS)
+        .env("HOME", f.dir.path())
+        .arg("--authfile")
+        .arg(f.dir.path().join("authinfo2"))
+        .arg(&f.url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = mkfs.stdin.take().unwrap();
+    stdin.write_all(format!("{passphrase}\n").as_bytes()).unwrap();
+    drop(stdin);
+    let o = mkfs.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "mkfs: {}", text(&o));
+}
+
+/// Item 5: a key object whose Argon2 parameters ask for 4 GiB and 64 passes is damaged,
+/// refused before any derivation.
+#[test]
+fn absurd_key_derivation_parameters_are_refused_at_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("local://{}/store", dir.path().display());
+    let auth = dir.path().join("authinfo2");
+    std::fs::write(
+        &auth,
+        format!("[fs]\nstorage-url: {url}\nfs-passphrase: secret words\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let f = Fixture {
+        dir,
+        url: url.clone(),
+        mnt: PathBuf::new(),
+    };
+    mkfs_encrypted(&f, "secret words");
+    let store = f.dir.path().join("store");
+    for name in s3fs::fs_store::names::KEY_COPIES {
+        let path = object_file(&store, name);
+        let mut blob = std::fs::read(&path).unwrap();
+        blob[10..14].copy_from_slice(&(4u32 << 20).to_le_bytes());
+        blob[14..18].copy_from_slice(&64u32.to_le_bytes());
+        std::fs::write(&path, blob).unwrap();
+    }
+    let o = f.tool(FSCK, &["--batch", "--cachedir", &f.cachedir("c"), &url]);
+    no_panic(&o);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains("bad KDF parameters"), "{}", text(&o));
+}
+
+/// An encrypted filesystem whose owner keeps the passphrase in authinfo2: written,
+/// unmounted, its cache directory `cache` kept.
+fn encrypted_fixture() -> Fixture {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("local://{}/store", dir.path().display());
+    let auth = dir.path().join("authinfo2");
+    std::fs::write(
+        &auth,
+        format!("[fs]\nstorage-url: {url}\nfs-passphrase: secret words\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let f = Fixture { dir, url, mnt };
+    mkfs_encrypted(&f, "secret words");
+    f.mount("cache");
+    std::fs::write(f.mnt.join("secret"), b"the owner's data").unwrap();
+    f.umount();
+    f
+}
+
+/// What someone with write access to the bucket (and no passphrase) can do: delete the
+/// keys and the metadata, and put a plain filesystem of their own in their place.
+fn replace_with_plain_filesystem(f: &Fixture) {
+    let other = Fixture::local();
+    other.mount("cache");
+    std::fs::write(other.mnt.join("secret"), b"the attacker's data").unwrap();
+    other.umount();
+    let victim = s3fs::store::local::LocalStore::open(&f.dir.path().join("store")).unwrap();
+    let theirs = s3fs::store::local::LocalStore::open(&other.dir.path().join("store")).unwrap();
+    use s3fs::store::Store;
+    s3fs::runtime::block_on(async {
+        for o in s3fs::store::list_all(&victim, "s3fs_").await.unwrap() {
+            if !o.key.starts_with("s3fs_data_") {
+                victim.delete(&o.key).await.unwrap();
+            }
+        }
+        for o in s3fs::store::list_all(&theirs, "s3fs_").await.unwrap() {
+            if !o.key.starts_with("s3fs_data_") {
+                let body = theirs.get(&o.key, u64::MAX).await.unwrap();
+                victim.put(&o.key, body, s3fs::store::PutMode::Overwrite).await.unwrap();
+            }
+        }
+    });
+}
+
+/// Item 3: a filesystem that was encrypted stays encrypted: with the passphrase in
+/// authinfo2, or a cache directory that remembers, a plain superblock put in its place
+/// is refused (exit 47), never mounted, and nothing is uploaded in plaintext.
+#[test]
+fn encryption_cannot_be_switched_off_from_the_store() {
+    let f = encrypted_fixture();
+    replace_with_plain_filesystem(&f);
+    let store = f.dir.path().join("store");
+    let objects_before = common::walk(&store).len();
+    // A new host with an empty cache: the configured passphrase says it is encrypted.
+    let o = f.mount_with(&f.cachedir("new-host"), &f.mnt, &[]);
+    assert_eq!(code(&o), 47, "{}", text(&o));
+    assert!(text(&o).contains("not encrypted"), "{}", text(&o));
+    assert!(!common::mount::is_mounted(&f.mnt));
+    // The owner's host without the passphrase in authinfo2: its cache remembers.
+    std::fs::write(f.dir.path().join("authinfo2"), "").unwrap();
+    let o = f.mount_with(&f.cachedir("cache"), &f.mnt, &[]);
+    assert_eq!(code(&o), 47, "{}", text(&o));
+    assert!(text(&o).contains("was encrypted"), "{}", text(&o));
+    let o = fsck(&f, "cache", &["--force"]);
+    assert_eq!(code(&o), 47, "fsck refuses too: {}", text(&o));
+    assert_eq!(
+        common::walk(&store).len(),
+        objects_before,
+        "nothing was written to the store"
+    );
+}
+
+/// Item 3: a plain filesystem says so, once in the mount log and in s3fsstat.
+#[test]
+fn a_plain_filesystem_says_it_is_not_encrypted() {
+    let f = Fixture::local();
+    f.mount("cache");
+    let stat = std::process::Command::new(env!("CARGO_BIN_EXE_s3fsstat"))
+        .arg(&f.mnt)
+        .output()
+        .unwrap();
+    assert!(
+        text(&stat).contains("Encryption:") && text(&stat).contains("none"),
+        "{}",
+        text(&stat)
+    );
+    f.umount();
+    let log = std::fs::read_to_string(f.dir.path().join("mount.log")).unwrap();
+    assert_eq!(log.matches("not encrypted").count(), 1, "{log}");
+}
+
+/// Item 4: an older superblock put back in the store (object versioning, a restored
+/// bucket) is refused where the store or this host knows of a newer version.
+#[test]
+fn a_rolled_back_superblock_is_refused() {
+    let f = Fixture::local();
+    let store = s3fs::store::local::LocalStore::open(&f.dir.path().join("store")).unwrap();
+    use s3fs::store::Store;
+    let current = || s3fs::runtime::block_on(store.get("s3fs_params", u64::MAX)).unwrap();
+    f.mount("cache");
+    std::fs::write(f.mnt.join("one"), b"1").unwrap();
+    f.umount();
+    let old = current();
+    f.mount("cache");
+    std::fs::write(f.mnt.join("two"), b"2").unwrap();
+    f.umount();
+    s3fs::runtime::block_on(store.put("s3fs_params", old, s3fs::store::PutMode::Overwrite)).unwrap();
+    // A host with an empty cache: the store lists a newer version.
+    let o = f.mount_with(&f.cachedir("new-host"), &f.mnt, &[]);
+    assert_eq!(code(&o), 47, "{}", text(&o));
+    assert!(text(&o).contains("rolled back"), "{}", text(&o));
+    // The host that wrote the newer version knows it too.
+    let o = f.mount_with(&f.cachedir("cache"), &f.mnt, &[]);
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("rolled back"), "{}", text(&o));
+    // fsck on that host brings the newer version back as the current one.
+    let o = fsck(&f, "cache", &[]);
+    assert!(matches!(code(&o), 0 | 128), "{}", text(&o));
+    f.mount("new-host");
+    assert_eq!(std::fs::read(f.mnt.join("two")).unwrap(), b"2");
+    f.umount();
+}
+
+/// Item 2: permissions are checked as on ext4 for a user who mounts their own
+/// filesystem (without --allow-other): a 0444 file cannot be written (EACCES) and a
+/// chown to another user is EPERM. Runs the real binaries as an unprivileged user.
+#[test]
+fn an_unprivileged_users_own_mount_checks_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let fuse = std::fs::metadata("/dev/fuse").expect("/dev/fuse");
+    assert!(
+        fuse.permissions().mode() & 0o006 == 0o006,
+        "/dev/fuse must be usable by every user, as on Debian (tests/run.sh sets mode 0666)"
+    );
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(root.join("mnt")).unwrap();
+    std::os::unix::fs::chown(root, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(root.join("mnt"), Some(NOBODY), Some(NOBODY)).unwrap();
+    let url = format!("local://{}/store", root.display());
+    let mnt = root.join("mnt");
+    let as_user = |program: &str, args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program)
+            .args(args)
+            .env("HOME", root)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let cache = root.join("cache").display().to_string();
+    let mnt_s = mnt.display().to_string();
+    let o = as_user(common::mount::MKFS, &["--plain", &url]);
+    assert_eq!(code(&o), 0, "mkfs as nobody: {}", text(&o));
+    let o = as_user(common::mount::MOUNT, &["--cachedir", &cache, &url, &mnt_s]);
+    assert_eq!(code(&o), 0, "mount as nobody: {}", text(&o));
+    let file = mnt.join("f").display().to_string();
+    let shell = |script: &str| as_user("sh", &["-c", script]);
+    let o = shell(&format!("echo data > {file} && chmod 0444 {file}"));
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = shell(&format!("echo more >> {file}"));
+    assert_ne!(code(&o), 0, "writing a 0444 file must fail");
+    assert!(text(&o).contains("Permission denied"), "EACCES: {}", text(&o));
+    let o = shell(&format!("chown 0 {file}"));
+    assert_ne!(code(&o), 0, "chown to root must fail");
+    assert!(text(&o).contains("Operation not permitted"), "EPERM: {}", text(&o));
+    let o = shell(&format!("chmod 0644 {file} && echo more >> {file} && cat {file}"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "data\nmore\n", "{}", text(&o));
+    let o = as_user(common::mount::UMOUNT, &[&mnt_s]);
+    assert_eq!(code(&o), 0, "umount as nobody: {}", text(&o));
+    assert!(!common::mount::is_mounted(&mnt));
+}

@@ -112,7 +112,7 @@ fn tree_state(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
 }
 
 fn flip_a_byte(store: &dyn Store, key: &str) {
-    let mut raw = block_on(store.get(key)).unwrap().to_vec();
+    let mut raw = block_on(store.get(key, u64::MAX)).unwrap().to_vec();
     let i = raw.len() / 2;
     raw[i] ^= 0x40;
     block_on(store.put(key, raw.into(), PutMode::Overwrite)).unwrap();
@@ -287,7 +287,7 @@ fn encrypted_filesystem_is_decrypted_and_checked() {
     // The objects really are encrypted: the plaintext's bytes do not appear in them.
     let plain = common::random_bytes(4000, 8);
     for key in &keys {
-        let raw = block_on(store.get(key)).unwrap();
+        let raw = block_on(store.get(key, u64::MAX)).unwrap();
         assert!(!raw.windows(64).any(|w| w == &plain[..64]), "{key} is not encrypted");
     }
 

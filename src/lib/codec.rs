@@ -223,8 +223,22 @@ impl Codec {
         out
     }
 
+    /// The largest object that holds at most `max_plain` bytes of plaintext (the payload
+    /// is never larger than the plaintext: compression is used only if it makes it
+    /// smaller): what a reader expecting that much fetches at most.
+    pub fn max_object_len(max_plain: u64) -> u64 {
+        max_plain.saturating_add((ENC_HEADER_LEN + HASH_LEN.max(TAG_LEN)) as u64)
+    }
+
     /// Check and decode `object`, which was stored under `name`, back into the plaintext.
     pub fn decode(&self, name: &str, object: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.decode_at_most(name, object, MAX_PLAINTEXT_LEN)
+    }
+
+    /// [`Codec::decode`] of an object whose plaintext its reader expects to be at most
+    /// `max_plain` bytes: one whose header claims more is corrupt, before anything is
+    /// allocated or decompressed for it (a small object could claim a gigabyte).
+    pub fn decode_at_most(&self, name: &str, object: &[u8], max_plain: u64) -> Result<Vec<u8>, CodecError> {
         let corrupt = |why: String| CodecError::Corrupt {
             name: name.to_string(),
             why,
@@ -260,9 +274,10 @@ impl Codec {
         if reserved != 0 {
             return Err(corrupt(format!("reserved header byte is {reserved}")));
         }
-        if plain_len > MAX_PLAINTEXT_LEN {
+        if plain_len > MAX_PLAINTEXT_LEN.min(max_plain) {
             return Err(corrupt(format!(
-                "header claims {plain_len} bytes, more than the maximum object size"
+                "header claims {plain_len} bytes, more than the {} expected",
+                MAX_PLAINTEXT_LEN.min(max_plain)
             )));
         }
         let plain_len = plain_len as usize;

@@ -7,7 +7,6 @@
 //! than the one running the tool (or root), is refused (exit 12), because it holds secrets.
 
 use std::io::{BufRead, IsTerminal};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::exit::{Error, ExitCode};
@@ -334,6 +333,7 @@ pub fn cache_stem(url: &StorageUrl) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const SAMPLE: &str = "
 [general]

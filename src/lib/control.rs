@@ -57,6 +57,7 @@ pub enum MountRequest {
 pub struct MountShared {
     pub last_metadata_upload: Option<SystemTime>,
     pub metadata_seq: u64,
+    pub encrypted: bool,
     /// (when, bytes uploaded so far) samples for the upload rate.
     samples: VecDeque<(Instant, u64)>,
 }
@@ -65,9 +66,10 @@ pub struct MountShared {
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 impl MountShared {
-    pub fn new(metadata_seq: u64) -> MountShared {
+    pub fn new(metadata_seq: u64, encrypted: bool) -> MountShared {
         MountShared {
             metadata_seq,
+            encrypted,
             ..Default::default()
         }
     }
@@ -99,6 +101,8 @@ impl MountShared {
 /// Everything `s3fsstat` shows. Sizes in bytes, times in seconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MountStats {
+    /// Whether objects are encrypted (a plain filesystem says so here).
+    pub encrypted: bool,
     /// Entries, inodes, objects and sizes before and after dedup and compression.
     #[serde(flatten)]
     pub db: DbStats,
@@ -342,6 +346,7 @@ impl Control {
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let lookups = c.hits + c.misses;
         Ok(MountStats {
+            encrypted: shared.encrypted,
             db,
             db_bytes: self.fs.db_file_bytes(),
             cache_bytes: c.bytes,

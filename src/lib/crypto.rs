@@ -148,12 +148,17 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
-    /// Largest accepted memory cost: 4 GiB.
-    pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+    // The parameters come from the key object, which anyone who can write to the bucket
+    // can replace, and they are only authenticated once the derivation is done: what is
+    // accepted is what a hostile key object can make every mount spend. s3fs writes the
+    // defaults (64 MiB, 3 passes, 1 lane); up to 4 times that is accepted.
+
+    /// Largest accepted memory cost: 256 MiB.
+    pub const MAX_M_COST_KIB: u32 = 256 * 1024;
     /// Largest accepted number of passes.
-    pub const MAX_T_COST: u32 = 64;
+    pub const MAX_T_COST: u32 = 12;
     /// Largest accepted parallelism.
-    pub const MAX_P_COST: u32 = 64;
+    pub const MAX_P_COST: u32 = 8;
 
     /// Check that the parameters are within the sane range this s3fs accepts (and that
     /// Argon2 accepts: at least 8 KiB per lane). The error text says what is wrong.
@@ -426,7 +431,9 @@ mod tests {
         };
         for bad in [
             set(10, u32::MAX),                      // m_cost 4 TiB
-            set(10, KdfParams::MAX_M_COST_KIB + 1), // just above 4 GiB
+            set(10, KdfParams::MAX_M_COST_KIB + 1), // just above 256 MiB
+            set(10, 4 * 1024 * 1024),               // 4 GiB, once accepted
+            set(14, 64),                            // 64 passes, once accepted
             set(10, 0),                             // m_cost 0
             set(14, 0),                             // t_cost 0
             set(14, u32::MAX),                      // t_cost absurd

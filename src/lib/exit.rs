@@ -38,6 +38,9 @@ pub enum ExitCode {
     Uncorrectable = 44,
     CacheDirInaccessible = 45,
     VerifyFoundProblems = 46,
+    /// The store contradicts what is known of the filesystem: encryption gone, or its
+    /// metadata rolled back. s3fs's own; S3QL has no such check.
+    Tampered = 47,
     /// fsck.s3fs: errors were found (and repaired): 128 + 0.
     ErrorsFound = 128,
     /// fsck.s3fs: errors were found and some could not be repaired: 128 + 44.
@@ -76,6 +79,10 @@ impl ExitCode {
             (RevisionTooNew, "filesystem revision too new for this version of s3fs"),
             (Aborted, "aborted by the user"),
             (CacheDirInaccessible, "cache directory not accessible"),
+            (
+                Tampered,
+                "the store contradicts what is known of the filesystem (encryption removed, metadata rolled back): possibly tampered with; nothing was changed",
+            ),
         ]
     }
 

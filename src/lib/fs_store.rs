@@ -82,17 +82,19 @@ impl FsStore {
         &self.codec
     }
 
-    /// Fetch and decode `name`; a missing object is an error.
-    pub async fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
-        match self.get_if_exists(name).await? {
+    /// Fetch and decode `name`, whose plaintext is at most `max_plain` bytes; a missing
+    /// object is an error.
+    pub async fn get(&self, name: &str, max_plain: u64) -> Result<Vec<u8>, Error> {
+        match self.get_if_exists(name, max_plain).await? {
             Some(body) => Ok(body),
             None => Err(StoreError::NotFound(name.to_owned()).into()),
         }
     }
 
-    /// Fetch and decode `name`, or `None` if there is no such object.
-    pub async fn get_if_exists(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        match self.get_decoded(name).await? {
+    /// Fetch and decode `name`, whose plaintext is at most `max_plain` bytes, or `None`
+    /// if there is no such object.
+    pub async fn get_if_exists(&self, name: &str, max_plain: u64) -> Result<Option<Vec<u8>>, Error> {
+        match self.get_decoded(name, max_plain).await? {
             None => Ok(None),
             Some(fetched) => Ok(Some(fetched.plaintext?)),
         }
@@ -101,15 +103,30 @@ impl FsStore {
     /// Fetch and decode `name`, or `None` if there is no such object. Store failures are
     /// errors; an object that cannot be decoded (checked again after re-fetching it) is
     /// returned with its [`CodecError`], so that callers can tell damage from failure.
-    pub async fn get_decoded(&self, name: &str) -> Result<Option<Fetched>, Error> {
+    ///
+    /// The plaintext is at most `max_plain` bytes: a larger object is refused before it
+    /// is read, and one whose header claims more is corrupt, so what the store says
+    /// never decides how much memory is taken.
+    pub async fn get_decoded(&self, name: &str, max_plain: u64) -> Result<Option<Fetched>, Error> {
         let mut attempt = 0;
         loop {
-            let raw = match self.store.get(name).await {
+            let raw = match self.store.get(name, Codec::max_object_len(max_plain)).await {
                 Ok(raw) => raw,
                 Err(StoreError::NotFound(_)) => return Ok(None),
+                // Larger than anything of ours that name can hold: damage, like any
+                // other object that fails to decode.
+                Err(e @ StoreError::TooLarge { size, .. }) => {
+                    return Ok(Some(Fetched {
+                        stored_size: size,
+                        plaintext: Err(CodecError::Corrupt {
+                            name: name.to_owned(),
+                            why: e.to_string(),
+                        }),
+                    }));
+                }
                 Err(e) => return Err(e.into()),
             };
-            match self.codec.decode(name, &raw) {
+            match self.codec.decode_at_most(name, &raw, max_plain) {
                 Err(CodecError::Corrupt { .. }) if attempt < CORRUPT_REFETCHES => {
                     log::debug!("object {name} failed its integrity check; fetching it again");
                     attempt += 1;
@@ -131,7 +148,7 @@ impl FsStore {
     }
 
     pub async fn read_params(&self) -> Result<Params, Error> {
-        match self.get_if_exists(names::PARAMS).await? {
+        match self.get_if_exists(names::PARAMS, Params::MAX_JSON_LEN).await? {
             Some(raw) => Params::from_json(&raw),
             None => Err(Error::new(
                 ExitCode::NoFilesystem,
@@ -252,9 +269,11 @@ pub async fn has_filesystem(store: &dyn Store) -> Result<bool, Error> {
 async fn key_copies(store: &dyn Store) -> Result<Vec<(&'static str, Bytes)>, Error> {
     let mut found = Vec::new();
     for name in names::KEY_COPIES {
-        match store.get(name).await {
+        match store.get(name, crypto::WRAPPED_KEY_LEN as u64).await {
             Ok(b) => found.push((name, b)),
             Err(StoreError::NotFound(_)) => {}
+            // Not a key this s3fs wrote: it fails to unwrap as damaged, like any other.
+            Err(StoreError::TooLarge { .. }) => found.push((name, Bytes::new())),
             Err(e) => return Err(e.into()),
         }
     }
@@ -310,6 +329,17 @@ pub async fn open_filesystem(
 ) -> Result<Opened, Error> {
     let copies = key_copies(conn.store.as_ref()).await?;
     let key = if copies.is_empty() {
+        if conn.auth.fs_passphrase.is_some() {
+            // The owner said it is encrypted; the store says otherwise. Whoever can write
+            // to the bucket can delete the keys and put a plain filesystem there.
+            return Err(Error::new(
+                ExitCode::Tampered,
+                format!(
+                    "authinfo2 gives a passphrase for {}, but the store holds no encryption key: the filesystem there is not encrypted. If it was, someone with access to the bucket may have replaced it; refusing to use it. (For a filesystem made with --plain, remove fs-passphrase from its section.)",
+                    conn.url
+                ),
+            ));
+        }
         None
     } else {
         let passphrase = match &conn.auth.fs_passphrase {
@@ -326,6 +356,16 @@ pub async fn open_filesystem(
         ),
         _ => e,
     })?;
+    if params.encrypted != key.is_some() {
+        return Err(Error::new(
+            ExitCode::Tampered,
+            format!(
+                "the superblock says the filesystem is {}encrypted, but the store holds {}: refusing to use it",
+                if params.encrypted { "" } else { "not " },
+                if key.is_some() { "a key" } else { "no key" }
+            ),
+        ));
+    }
     Ok(Opened { fs, params, key })
 }
 

@@ -25,6 +25,7 @@ pub mod fs;
 pub mod fs_store;
 pub mod fsck;
 pub mod fuse;
+pub mod localdisk;
 pub mod logging;
 pub mod meta;
 pub mod mkfs;

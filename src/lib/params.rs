@@ -35,12 +35,50 @@ pub struct Params {
     pub last_modified: i64,
 }
 
+/// Block sizes a filesystem may have, in bytes (mkfs.s3fs takes 4 KiB to 64 MiB).
+pub const BLOCK_SIZES: std::ops::RangeInclusive<u64> = (4 << 10)..=(64 << 20);
+/// Largest metadata database accepted: it is downloaded to disk, so this bounds what a
+/// superblock can make us write, not what we hold in memory.
+pub const MAX_DB_SIZE: u64 = 1 << 40;
+
 impl Params {
+    /// Largest superblock read from the store or the cache directory.
+    pub const MAX_JSON_LEN: u64 = 64 << 10;
+
+    /// Check every number and string a superblock from the store could use against
+    /// what this s3fs writes: a zero chunk size divided by zero, a huge one would be
+    /// allocated. The message says which field is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if !BLOCK_SIZES.contains(&self.data_block_size) {
+            return Err(format!("data block size {} is out of range", self.data_block_size));
+        }
+        if !BLOCK_SIZES.contains(&self.metadata_block_size) {
+            return Err(format!(
+                "metadata block size {} is out of range",
+                self.metadata_block_size
+            ));
+        }
+        if self.db_size > MAX_DB_SIZE {
+            return Err(format!("metadata size {} is out of range", self.db_size));
+        }
+        if self.db_sha256.len() != 64 || !self.db_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("metadata checksum is not a SHA-256".into());
+        }
+        if self.uuid.is_empty() || self.uuid.len() > 64 || !self.uuid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err("uuid is malformed".into());
+        }
+        if self.label.len() > 256 {
+            return Err("label is longer than 256 bytes".into());
+        }
+        Ok(())
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("params serialize")
     }
 
-    /// Parse, refusing revisions this version cannot handle.
+    /// Parse, refusing revisions this version cannot handle and values out of range
+    /// ([`Params::validate`]).
     pub fn from_json(bytes: &[u8]) -> Result<Params, Error> {
         #[derive(Deserialize)]
         struct Rev {
@@ -63,8 +101,12 @@ impl Params {
                 format!("filesystem revision {} is too old for this s3fs", rev.revision),
             ));
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::new(ExitCode::Failure, format!("superblock is unreadable: {e}")))
+        let params: Params = serde_json::from_slice(bytes)
+            .map_err(|e| Error::new(ExitCode::Failure, format!("superblock is unreadable: {e}")))?;
+        params
+            .validate()
+            .map_err(|e| Error::new(ExitCode::Failure, format!("superblock is invalid: {e}")))?;
+        Ok(params)
     }
 }
 
@@ -89,7 +131,7 @@ mod tests {
             metadata_block_size: 64 << 10,
             seq: 5,
             db_size: 10,
-            db_sha256: "00".into(),
+            db_sha256: "ab".repeat(32),
             is_mounted: false,
             needs_fsck: false,
             created: 1,
@@ -118,5 +160,44 @@ mod tests {
             Params::from_json(&older.to_json()).unwrap_err().code,
             ExitCode::RevisionTooOld
         );
+    }
+
+    /// Values from the store that crashed or exhausted the mount are refused at parse.
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let bad = [
+            Params {
+                metadata_block_size: 0,
+                ..sample()
+            },
+            Params {
+                data_block_size: 0,
+                ..sample()
+            },
+            Params {
+                data_block_size: 1 << 40,
+                ..sample()
+            },
+            Params {
+                db_size: u64::MAX,
+                ..sample()
+            },
+            Params {
+                db_sha256: "x".into(),
+                ..sample()
+            },
+            Params {
+                uuid: "../../etc".into(),
+                ..sample()
+            },
+            Params {
+                label: "l".repeat(10_000),
+                ..sample()
+            },
+        ];
+        for p in bad {
+            let e = Params::from_json(&p.to_json()).unwrap_err();
+            assert!(e.message.contains("superblock is invalid"), "{p:?}: {}", e.message);
+        }
     }
 }

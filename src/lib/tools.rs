@@ -158,6 +158,15 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
         ),
         ("Database size", size(s.db_bytes, r)),
         (
+            "Encryption",
+            if s.encrypted {
+                "AES-256-GCM-SIV"
+            } else {
+                "none (not encrypted)"
+            }
+            .to_owned(),
+        ),
+        (
             "Cache size",
             format!(
                 "{}, {} entries (limit {})",

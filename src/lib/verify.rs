@@ -30,7 +30,6 @@ use crate::config::{self, SecretSource};
 use crate::exit::{Error, ExitCode};
 use crate::fs_store::{self, ConnectOptions, Fetched, FsStore, names};
 use crate::meta::chunks;
-use crate::meta::schema::SCHEMA_VERSION;
 use crate::mount::state::{LocalFiles, Start};
 use crate::params::Params;
 use crate::runtime::block_on;
@@ -234,15 +233,8 @@ impl MetaDb {
                 format!("opening the metadata {}: {e}", self.path.display()),
             )
         })?;
-        let version: i64 = db
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db_err)?;
-        if version != SCHEMA_VERSION {
-            return Err(Error::new(
-                ExitCode::Failure,
-                format!("the metadata has schema version {version}, expected {SCHEMA_VERSION}"),
-            ));
-        }
+        crate::meta::schema::harden(&db).map_err(db_err)?;
+        crate::meta::schema::check_schema(&db)?;
         if self.temporary {
             // SQLite keeps reading through its open descriptor (immutable: no journal, no
             // locks), and an interrupted run leaves no copy of the metadata behind.
@@ -562,7 +554,9 @@ async fn check_object(store: &FsStore, key: &str, job: Job, data: bool) -> Resul
             Err(e) => Err(e.into()),
         };
     };
-    let Some(fetched) = store.get_decoded(key).await? else {
+    // The metadata says how long the plaintext is; a larger object is damage.
+    let expected = u64::try_from(job.length).unwrap_or(0);
+    let Some(fetched) = store.get_decoded(key, expected).await? else {
         return Ok(Verdict::Missing);
     };
     // Hashing a whole object is CPU work: off the I/O threads.

@@ -28,20 +28,36 @@ pub async fn run_all(store: &dyn Store) {
     list_pages(store, "c9/").await;
     concurrent_puts(store, "c10/").await;
     conditional_writes(store, "c11/").await;
+    oversized_objects_are_refused(store, "c12/").await;
+}
+
+/// A reader says how much it will hold: a larger object is refused, not read.
+pub async fn oversized_objects_are_refused(s: &dyn Store, p: &str) {
+    let k = format!("{p}big");
+    s.put(&k, data(10_000, 9), PutMode::Overwrite).await.unwrap();
+    match s.get(&k, 9_999).await {
+        Err(StoreError::TooLarge { size, max, .. }) => assert_eq!((size, max), (10_000, 9_999)),
+        other => panic!("an object over the limit: {other:?}"),
+    }
+    assert_eq!(s.get(&k, 10_000).await.unwrap(), data(10_000, 9));
+    assert_eq!(
+        s.get_range(&k, 9_990..20_000).await.unwrap(),
+        data(10_000, 9).slice(9_990..)
+    );
 }
 
 pub async fn put_get_overwrite(s: &dyn Store, p: &str) {
     let k = format!("{p}obj");
     s.put(&k, data(1000, 1), PutMode::Overwrite).await.unwrap();
-    assert_eq!(s.get(&k).await.unwrap(), data(1000, 1), "read after write");
+    assert_eq!(s.get(&k, u64::MAX).await.unwrap(), data(1000, 1), "read after write");
     s.put(&k, data(500, 2), PutMode::Overwrite).await.unwrap();
-    assert_eq!(s.get(&k).await.unwrap(), data(500, 2), "read after overwrite");
+    assert_eq!(s.get(&k, u64::MAX).await.unwrap(), data(500, 2), "read after overwrite");
 }
 
 pub async fn missing_objects(s: &dyn Store, p: &str) {
     let k = format!("{p}nothing-here");
     assert!(
-        matches!(s.get(&k).await, Err(StoreError::NotFound(_))),
+        matches!(s.get(&k, u64::MAX).await, Err(StoreError::NotFound(_))),
         "get of a missing object"
     );
     assert!(
@@ -90,7 +106,7 @@ pub async fn delete_is_idempotent(s: &dyn Store, p: &str) {
     }
     s.delete(&keys[0]).await.unwrap();
     s.delete(&keys[0]).await.unwrap();
-    assert!(matches!(s.get(&keys[0]).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.get(&keys[0], u64::MAX).await, Err(StoreError::NotFound(_))));
     let mut many = keys[1..4].to_vec();
     many.push(format!("{p}never-existed"));
     s.delete_many(&many).await.unwrap();
@@ -113,7 +129,7 @@ pub async fn odd_keys(s: &dyn Store, p: &str) {
     for (i, n) in names.iter().enumerate() {
         let k = format!("{p}{n}");
         s.put(&k, data(100 + i, 7), PutMode::Overwrite).await.unwrap();
-        assert_eq!(s.get(&k).await.unwrap(), data(100 + i, 7), "key {k:?}");
+        assert_eq!(s.get(&k, u64::MAX).await.unwrap(), data(100 + i, 7), "key {k:?}");
     }
     let listed: BTreeSet<String> = list_all(s, p).await.unwrap().into_iter().map(|o| o.key).collect();
     let expected: BTreeSet<String> = names.iter().map(|n| format!("{p}{n}")).collect();
@@ -123,12 +139,12 @@ pub async fn odd_keys(s: &dyn Store, p: &str) {
 pub async fn empty_and_large_objects(s: &dyn Store, p: &str) {
     let k = format!("{p}empty");
     s.put(&k, Bytes::new(), PutMode::Overwrite).await.unwrap();
-    assert!(s.get(&k).await.unwrap().is_empty());
+    assert!(s.get(&k, u64::MAX).await.unwrap().is_empty());
     assert_eq!(s.head(&k).await.unwrap().size, 0);
     let k = format!("{p}large");
     let big = data(8 << 20, 8);
     s.put(&k, big.clone(), PutMode::Overwrite).await.unwrap();
-    assert!(s.get(&k).await.unwrap() == big, "8 MiB object round trip");
+    assert!(s.get(&k, u64::MAX).await.unwrap() == big, "8 MiB object round trip");
     assert_eq!(
         s.get_range(&k, (5 << 20)..(5 << 20) + 7).await.unwrap(),
         big.slice((5 << 20)..(5 << 20) + 7)
@@ -204,7 +220,7 @@ pub async fn concurrent_puts(s: &dyn Store, p: &str) {
         .map(|i| async move {
             let k = format!("{p}par{i}");
             s.put(&k, data(50_000 + i, i as u8), PutMode::Overwrite).await.unwrap();
-            assert_eq!(s.get(&k).await.unwrap(), data(50_000 + i, i as u8));
+            assert_eq!(s.get(&k, u64::MAX).await.unwrap(), data(50_000 + i, i as u8));
         })
         .collect();
     join_all(tasks).await;
@@ -216,13 +232,17 @@ pub async fn concurrent_puts(s: &dyn Store, p: &str) {
 pub async fn conditional_writes(s: &dyn Store, p: &str) {
     let k = format!("{p}cond");
     s.put(&k, data(10, 10), PutMode::IfNoneMatch).await.unwrap();
-    assert_eq!(s.get(&k).await.unwrap(), data(10, 10));
+    assert_eq!(s.get(&k, u64::MAX).await.unwrap(), data(10, 10));
     if probe_conditional_writes(s).await.unwrap() {
         assert!(matches!(
             s.put(&k, data(10, 11), PutMode::IfNoneMatch).await,
             Err(StoreError::PreconditionFailed(_))
         ));
-        assert_eq!(s.get(&k).await.unwrap(), data(10, 10), "a refused put changes nothing");
+        assert_eq!(
+            s.get(&k, u64::MAX).await.unwrap(),
+            data(10, 10),
+            "a refused put changes nothing"
+        );
         let etag = s
             .head(&k)
             .await
@@ -230,7 +250,7 @@ pub async fn conditional_writes(s: &dyn Store, p: &str) {
             .etag
             .expect("stores with conditional writes report etags");
         s.put(&k, data(10, 12), PutMode::IfMatch(etag.clone())).await.unwrap();
-        assert_eq!(s.get(&k).await.unwrap(), data(10, 12));
+        assert_eq!(s.get(&k, u64::MAX).await.unwrap(), data(10, 12));
         assert!(
             matches!(
                 s.put(&k, data(10, 13), PutMode::IfMatch(etag)).await,
@@ -238,7 +258,7 @@ pub async fn conditional_writes(s: &dyn Store, p: &str) {
             ),
             "stale etag"
         );
-        assert_eq!(s.get(&k).await.unwrap(), data(10, 12));
+        assert_eq!(s.get(&k, u64::MAX).await.unwrap(), data(10, 12));
     }
     // The probe leaves nothing behind.
     let left: Vec<String> = list_all(s, "")

@@ -78,7 +78,7 @@ fn verify_key(conn: &Connection, key: &MasterKey) -> Result<(), Error> {
         conn.store.clone(),
         Codec::new(Some(key.clone()), Compression::default()),
     );
-    match block_on(fs.get_if_exists(names::PARAMS)) {
+    match block_on(fs.get_if_exists(names::PARAMS, crate::params::Params::MAX_JSON_LEN)) {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(Error::new(
             ExitCode::NoFilesystem,

@@ -701,7 +701,7 @@ impl BlockCache {
             let name = names::data(l.obj_id as u64);
             let body = crate::runtime::block_on(async {
                 let _permit = self.connections.acquire().await;
-                self.store.get_if_exists(&name).await
+                self.store.get_if_exists(&name, self.cfg.block_size).await
             })
             .map_err(|e| CacheError::Store(e.message))?;
             if let Some(body) = body {

@@ -287,10 +287,11 @@ pub struct MountArgs {
     /// Keep the cached blocks at unmount, for the next mount on this machine
     #[arg(long)]
     pub keep_cache: bool,
-    /// Let every user access the filesystem (with permission checks by the kernel)
+    /// Let every user access the filesystem (permissions are checked by the kernel on
+    /// every mount, as on a local filesystem)
     #[arg(long, conflicts_with = "allow_root")]
     pub allow_other: bool,
-    /// Let root access the filesystem too (with permission checks by the kernel)
+    /// Let root access the filesystem too
     #[arg(long)]
     pub allow_root: bool,
     /// Stay in the foreground

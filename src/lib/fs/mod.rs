@@ -29,9 +29,9 @@
 //! and is then purged. Counts live in memory: after a crash, [`Filesystem::open`] purges
 //! every inode left without entries.
 //!
-//! **Permissions.** Like S3QL, the core does not check permissions: the mounting user
-//! has full access, and with `allow_other` the kernel checks modes itself
-//! (`default_permissions`). The core still applies what the kernel leaves to the
+//! **Permissions.** Like S3QL, the core does not check permissions: every mount has
+//! `default_permissions`, so the kernel checks modes and ownership itself, for the
+//! mounting user as for any other. The core still applies what the kernel leaves to the
 //! filesystem: set-group-ID inheritance, clearing set-user/group-ID bits on chown and on
 //! chmod by a user outside the file's group. Modes arrive with the umask already applied.
 //!
@@ -58,7 +58,6 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::cache::BlockCache;
 use crate::exit::{Error, ExitCode};
-use crate::meta::schema::SCHEMA_VERSION;
 
 pub use data::MAX_FILE_SIZE;
 pub use db::{Released, release_blocks};
@@ -272,6 +271,7 @@ fn open_reader(db_path: &Path) -> Result<Connection, Error> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(open_err)?;
+    crate::meta::schema::harden(&conn).map_err(open_err)?;
     conn.execute_batch(
         "PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -32768;",
@@ -312,6 +312,7 @@ impl Filesystem {
             return Err(Error::new(ExitCode::Failure, "data block size must not be 0"));
         }
         let conn = Connection::open(db_path).map_err(open_err)?;
+        crate::meta::schema::harden(&conn).map_err(open_err)?;
         // WAL: readers (the read connection, the metadata snapshot) never block the
         // filesystem nor wait for it; NORMAL: commits do not fsync (sync_metadata does
         // it on demand); integrity checks are fsck's job.
@@ -338,15 +339,7 @@ impl Filesystem {
         )
         .map_err(open_err)?;
         tune_statements(&conn, 256)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(open_err)?;
-        if version != SCHEMA_VERSION {
-            return Err(Error::new(
-                ExitCode::LocalDbCorrupt,
-                format!("metadata database has schema version {version}, expected {SCHEMA_VERSION}"),
-            ));
-        }
+        crate::meta::schema::check_schema(&conn)?;
         let reader = open_reader(db_path)?;
         let fs = Filesystem {
             reader: Mutex::new(reader),

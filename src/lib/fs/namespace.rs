@@ -502,8 +502,8 @@ impl Filesystem {
         })
     }
 
-    /// access(2). The mounting user has full access (as in S3QL), and with `allow_other`
-    /// the kernel checks modes itself (`default_permissions`): only existence is checked.
+    /// access(2). The kernel checks modes itself (`default_permissions`, on every
+    /// mount): only existence is checked.
     pub fn access(&self, ino: u64, _mask: i32) -> FsResult<()> {
         let id = ino_id(ino)?;
         self.query(|c| load_inode(c, id).map(|_| ()))

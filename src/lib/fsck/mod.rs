@@ -212,6 +212,14 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     // Which metadata, and why a check is needed.
     let mut reasons: Vec<String> = Vec::new();
     let use_local = local.as_ref().is_some_and(|l| l.seq >= remote.seq);
+    // Starting from the store's version of a rolled-back store would make the rollback
+    // permanent; this machine's newer copy is the repair.
+    let newest = if use_local {
+        None
+    } else {
+        block_on(chunks::newest_listed_version(&store))?
+    };
+    crate::mount::state::check_store(&remote, files.read_params().as_ref(), &files.params, newest)?;
     let mut crashed_here = false;
     if let Some(l) = local.as_ref().filter(|_| use_local) {
         if l.is_mounted {
@@ -291,6 +299,8 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     }
 
     let db = Connection::open(&files.db).map_err(db_err("opening the metadata"))?;
+    crate::meta::schema::harden(&db).map_err(db_err("opening the metadata"))?;
+    crate::meta::schema::check_schema(&db)?;
     db.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -262144;")
         .map_err(db_err("opening the metadata"))?;
     {
@@ -376,6 +386,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
 /// `PRAGMA integrity_check` of the SQLite file `db`; the error lists what it found.
 pub(crate) fn integrity_check(db: &Path) -> Result<(), Error> {
     let conn = Connection::open(db).map_err(db_err("opening the metadata"))?;
+    crate::meta::schema::harden(&conn).map_err(db_err("opening the metadata"))?;
     let problems: Vec<String> = conn
         .prepare("PRAGMA integrity_check(20)")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
@@ -618,6 +629,7 @@ fn referenced_by_versions(
             continue; // a damaged version is reported by verify_versions
         }
         let c = Connection::open(&path).map_err(db_err("reading a metadata version"))?;
+        crate::meta::schema::harden(&c).map_err(db_err("reading a metadata version"))?;
         let mut st = c
             .prepare("SELECT id FROM objects")
             .map_err(db_err("reading a metadata version"))?;

@@ -92,6 +92,7 @@ pub fn snapshot(db: &Path, dest: &Path) -> Result<(), Error> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| db_err("opening the metadata for a snapshot", e))?;
+    crate::meta::schema::harden(&src).map_err(|e| db_err("opening the metadata for a snapshot", e))?;
     src.busy_timeout(std::time::Duration::from_secs(60))
         .map_err(|e| db_err("snapshot", e))?;
     let mut dst = rusqlite::Connection::open(dest).map_err(|e| db_err("creating the metadata snapshot", e))?;
@@ -216,8 +217,33 @@ async fn list_chunks(fs: &FsStore) -> Result<BTreeMap<u64, BTreeSet<u64>>, Error
     Ok(available)
 }
 
+/// Chunks held in memory at once by a download, in bytes.
+const DOWNLOAD_MEMORY: u64 = 256 << 20;
+
 /// Rebuild the DB of `params.seq` into `dest`, checking its size and SHA-256.
+///
+/// The superblock's sizes are the store's word: chunks go to a file on disk as they
+/// arrive (after a check that the disk has room), never into one buffer of the claimed
+/// size, and at most [`DOWNLOAD_MEMORY`] of them are in memory at once.
 pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usize) -> Result<(), Error> {
+    params
+        .validate()
+        .map_err(|e| Error::new(ExitCode::Failure, format!("superblock is invalid: {e}")))?;
+    let tmp = dest.with_extension("download");
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    if let Ok(free) = crate::localdisk::disk_space(dir).map(|(_, avail)| avail)
+        && free < params.db_size
+    {
+        return Err(Error::new(
+            ExitCode::CacheDirInaccessible,
+            format!(
+                "{} has {free} bytes free, too few for metadata version {} ({} bytes)",
+                dir.display(),
+                params.seq,
+                params.db_size
+            ),
+        ));
+    }
     let chunk_size = params.metadata_block_size;
     let (plan, missing) = chunks_of(params, &list_chunks(fs).await?);
     if let Some(missing) = missing {
@@ -229,38 +255,90 @@ pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usiz
             ),
         ));
     }
-    let mut db = vec![0u8; params.db_size as usize];
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut pending = plan.into_iter();
-    loop {
-        while tasks.len() < parallel.max(1) {
-            let Some((chunk, seq)) = pending.next() else { break };
-            let fs = fs.clone();
-            tasks.spawn(async move { (chunk, fs.get(&names::meta_chunk(chunk, seq)).await) });
+    let file = Arc::new(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .and_then(|f| f.set_len(params.db_size).map(|()| f))
+            .map_err(|e| io("creating", &tmp, e))?,
+    );
+    let result = async {
+        let parallel = parallel.clamp(1, (DOWNLOAD_MEMORY / chunk_size).max(1) as usize);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut pending = plan.into_iter();
+        loop {
+            while tasks.len() < parallel {
+                let Some((chunk, seq)) = pending.next() else { break };
+                let (fs, file) = (fs.clone(), file.clone());
+                let db_size = params.db_size;
+                tasks.spawn(async move {
+                    let body = fs.get(&names::meta_chunk(chunk, seq), chunk_size).await?;
+                    // chunk < db_size / chunk_size (chunks_of), so neither overflows.
+                    let start = chunk * chunk_size;
+                    let end = (start + chunk_size).min(db_size);
+                    let want = (end - start) as usize;
+                    if body.len() < want {
+                        return Err(Error::new(
+                            ExitCode::Failure,
+                            format!("metadata chunk {chunk} of version {seq} is too short"),
+                        ));
+                    }
+                    tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt;
+                        file.write_all_at(&body[..want], start)
+                    })
+                    .await
+                    .map_err(join_err)?
+                    .map_err(|e| Error::new(ExitCode::CacheDirInaccessible, format!("writing the metadata: {e}")))
+                });
+            }
+            let Some(done) = tasks.join_next().await else { break };
+            done.map_err(join_err)??;
         }
-        let Some(done) = tasks.join_next().await else { break };
-        let (chunk, body) = done.map_err(join_err)?;
-        let body = body?;
-        let start = (chunk * chunk_size) as usize;
-        let end = (start + chunk_size as usize).min(db.len());
-        if body.len() < end - start {
+        let file = file.clone();
+        let sha = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            use std::io::{Read, Seek};
+            file.sync_all()?;
+            let mut f = &*file;
+            f.seek(std::io::SeekFrom::Start(0))?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(hex::encode(hasher.finalize()));
+                }
+                hasher.update(&buf[..n]);
+            }
+        })
+        .await
+        .map_err(join_err)?
+        .map_err(|e| io("reading", &tmp, e))?;
+        if sha != params.db_sha256 {
             return Err(Error::new(
                 ExitCode::Failure,
-                format!("metadata chunk {chunk} of version {} is too short", params.seq),
+                format!("metadata version {} does not match its checksum", params.seq),
             ));
         }
-        db[start..end].copy_from_slice(&body[..end - start]);
+        tokio::fs::rename(&tmp, dest).await.map_err(|e| io("renaming", &tmp, e))
     }
-    let sha = hex::encode(Sha256::digest(&db));
-    if sha != params.db_sha256 {
-        return Err(Error::new(
-            ExitCode::Failure,
-            format!("metadata version {} does not match its checksum", params.seq),
-        ));
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    let tmp = dest.with_extension("download");
-    tokio::fs::write(&tmp, &db).await.map_err(|e| io("writing", &tmp, e))?;
-    tokio::fs::rename(&tmp, dest).await.map_err(|e| io("renaming", &tmp, e))
+    result
+}
+
+/// The seq of the newest metadata version the store lists (names only: one LIST).
+pub async fn newest_listed_version(fs: &FsStore) -> Result<Option<u64>, Error> {
+    Ok(list_all(fs.store().as_ref(), names::PARAMS_VERSION_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|o| u64::from_str_radix(o.key.strip_prefix(names::PARAMS_VERSION_PREFIX)?, 16).ok())
+        .max())
 }
 
 /// The retained metadata versions, newest first.
@@ -274,7 +352,10 @@ pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
         // A version deleted meanwhile by a concurrent expiry is not retained any more.
-        if let Some(raw) = fs.get_if_exists(&names::params_version(seq)).await? {
+        if let Some(raw) = fs
+            .get_if_exists(&names::params_version(seq), Params::MAX_JSON_LEN)
+            .await?
+        {
             out.push(Params::from_json(&raw)?);
         }
     }

@@ -124,6 +124,51 @@ fn db_err(e: rusqlite::Error) -> Error {
     Error::new(ExitCode::Failure, format!("metadata database: {e}"))
 }
 
+/// Settings for every connection to a metadata DB, which may have come from the store
+/// (and from whoever could write there): defensive mode (no writes to the schema or
+/// other ways to corrupt the file through SQL) and no trust in the schema (functions
+/// with side effects cannot run from its views or triggers).
+pub fn harden(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.pragma_update(None, "trusted_schema", false)
+}
+
+/// The schema objects of the main database: `(type, name, sql)`, sorted.
+fn schema_objects(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
+    let mut st = conn.prepare("SELECT type, name, sql FROM main.sqlite_schema ORDER BY type, name")?;
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+}
+
+/// Check that `conn`'s database holds exactly the schema [`create_filesystem`] makes,
+/// in the version this s3fs knows: a database from the store with a trigger, view or
+/// table of anyone else's is refused before any of it runs.
+pub fn check_schema(conn: &Connection) -> Result<(), Error> {
+    let err = |msg: String| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {msg}"));
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| err(e.to_string()))?;
+    if version != SCHEMA_VERSION {
+        return Err(err(format!("schema version {version}, expected {SCHEMA_VERSION}")));
+    }
+    let reference = Connection::open_in_memory().map_err(|e| err(e.to_string()))?;
+    reference.execute_batch(DDL).map_err(|e| err(e.to_string()))?;
+    // AUTOINCREMENT's table appears with the first insert.
+    reference
+        .execute_batch("INSERT INTO objects (refcount, phys_size, length) VALUES (0, 0, 0)")
+        .map_err(|e| err(e.to_string()))?;
+    let want = schema_objects(&reference).map_err(|e| err(e.to_string()))?;
+    let have = schema_objects(conn).map_err(|e| err(e.to_string()))?;
+    if let Some((kind, name, _)) = have.iter().find(|o| !want.contains(o)) {
+        return Err(err(format!(
+            "it holds a {kind} {name:?} that s3fs does not create (tampered with, or made by another program); refusing to use it"
+        )));
+    }
+    if let Some((kind, name, _)) = want.iter().find(|o| !have.contains(o) && o.1 != "sqlite_sequence") {
+        return Err(err(format!("its {kind} {name:?} is missing or altered")));
+    }
+    Ok(())
+}
+
 /// Create the tables and the initial tree (root owned by `uid:gid`, `/lost+found`) in an
 /// empty database.
 pub fn create_filesystem(conn: &Connection, uid: u32, gid: u32, now_ns: i64) -> Result<(), Error> {
@@ -181,5 +226,28 @@ mod tests {
         assert_eq!((parent, lf_mode), (ROOT_INODE, libc::S_IFDIR | 0o700));
         let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn only_our_own_schema_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let conn = Connection::open(&path).unwrap();
+        create_filesystem(&conn, 0, 0, 1).unwrap();
+        check_schema(&conn).unwrap();
+        conn.execute_batch("CREATE TRIGGER evil AFTER INSERT ON inodes BEGIN DELETE FROM contents; END;")
+            .unwrap();
+        let e = check_schema(&conn).unwrap_err();
+        assert_eq!(e.code, ExitCode::LocalDbCorrupt);
+        assert!(e.message.contains("trigger \"evil\""), "{}", e.message);
+        conn.execute_batch("DROP TRIGGER evil; DROP INDEX ix_contents_inode;")
+            .unwrap();
+        assert!(check_schema(&conn).unwrap_err().message.contains("ix_contents_inode"));
+        // Hardened connections refuse to rewrite the schema behind SQLite's back.
+        harden(&conn).unwrap();
+        assert!(
+            conn.execute_batch("PRAGMA writable_schema = ON; UPDATE sqlite_schema SET sql = 'x';")
+                .is_err()
+        );
     }
 }

@@ -18,6 +18,8 @@ use crate::params::unix_now;
 use crate::store::{PutMode, StoreError, probe_conditional_writes};
 
 pub const LOCK: &str = "s3fs_lock";
+/// Largest lock object read: a few hundred bytes of JSON are written.
+const MAX_LOCK_LEN: u64 = 64 << 10;
 
 /// Who holds the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +109,7 @@ pub(crate) fn format_time(unix: i64) -> String {
 
 /// The current holder, if any.
 pub async fn read_lock(fs: &FsStore) -> Result<Option<LockInfo>, Error> {
-    match fs.get_if_exists(LOCK).await? {
+    match fs.get_if_exists(LOCK, MAX_LOCK_LEN).await? {
         None => Ok(None),
         Some(raw) => serde_json::from_slice(&raw)
             .map(Some)

@@ -201,6 +201,9 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     let start = decide_start(&opened.fs, &params, &files, ExitCode::MountedElsewhere)?;
     let guard_kind = block_on(guard::acquire(&opened.fs, &params.uuid))?;
     log::info!("single-writer guard: {}", guard_kind.describe());
+    if !params.encrypted {
+        log::warn!("the filesystem is not encrypted: whoever can read the store can read its data");
+    }
     let result = (|| {
         let mut hashes = ChunkHashes::load(&files.chunks);
         if start == Start::Download {
@@ -276,7 +279,10 @@ pub(crate) fn decide_start(
             format!("the filesystem is in use on this machine by {}", h.describe()),
         ));
     }
-    let start = state::decide(remote, files.read_params().as_ref())?;
+    let local = files.read_params();
+    let start = state::decide(remote, local.as_ref())?;
+    let newest = block_on(chunks::newest_listed_version(fs))?;
+    state::check_store(remote, local.as_ref(), &files.params, newest)?;
     match (&holder, here) {
         (_, Some(h)) => Err(Error::new(
             ExitCode::NeedsFsck,
@@ -323,7 +329,7 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
     // Totals for s3fsstat: one scan now, kept current by triggers from here on.
     m.fs.enable_stats()?;
     let (requests_tx, requests) = std::sync::mpsc::channel();
-    let shared = Arc::new(Mutex::new(MountShared::new(m.params.seq)));
+    let shared = Arc::new(Mutex::new(MountShared::new(m.params.seq, m.params.encrypted)));
     let control = Arc::new(Control::new(m.fs.clone(), m.cache.clone(), requests_tx, shared.clone()));
     let adapter = crate::fuse::Adapter::new(m.fs.clone(), Some(control));
     let notifier = adapter.notifier_slot();
@@ -331,6 +337,8 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
         // The canonical URL, which s3fsadm looks for in the mount table.
         fuser::MountOption::FSName(args.fs_name.clone().unwrap_or_else(|| canonical_url.to_owned())),
         fuser::MountOption::Subtype("s3fs".into()),
+        // The kernel checks modes and ownership as on any local filesystem, for the
+        // mounting user too (a 0444 file is read-only, chown needs root), as S3QL does.
         fuser::MountOption::DefaultPermissions,
     ];
     options.extend(kernel_mount_options(&args.kernel_flags)?);
@@ -339,7 +347,6 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
     } else if args.allow_root {
         fuser::SessionACL::RootAndOwner
     } else {
-        options.retain(|o| *o != fuser::MountOption::DefaultPermissions);
         fuser::SessionACL::Owner
     };
     let mut config = fuser::Config::default();

@@ -96,7 +96,7 @@ pub fn decide(remote: &Params, local: Option<&Params>) -> Result<Start, Error> {
         }
         if l.seq > remote.seq {
             return Err(fsck(
-                "the local metadata is newer than the store's (an upload was interrupted)",
+                "the local metadata is newer than the store's (an upload was interrupted, or the store's superblock was rolled back)",
             ));
         }
     }
@@ -115,6 +115,52 @@ pub fn decide(remote: &Params, local: Option<&Params>) -> Result<Start, Error> {
     }
 }
 
+/// Refuse (exit 47) a store that contradicts what is known of the filesystem, before
+/// anything is read from it or written to it:
+///
+/// - `local`, this machine's superblock of the URL (of any filesystem there), says it
+///   was encrypted and the store's superblock says it is not: someone who can write to
+///   the bucket can delete the keys and put a plain filesystem there;
+/// - the store is clean but lists a metadata version newer than its superblock's
+///   (`newest_listed`): the superblock was rolled back (object versioning, a restored
+///   bucket), and new objects would reuse the ids of newer ones.
+///
+/// A whole bucket restored to an older state on a host that never saw a newer one
+/// cannot be told from the real thing (README, "What s3fs refuses").
+pub fn check_store(
+    remote: &Params,
+    local: Option<&Params>,
+    local_path: &Path,
+    newest_listed: Option<u64>,
+) -> Result<(), Error> {
+    if let Some(l) = local
+        && l.encrypted
+        && !remote.encrypted
+    {
+        return Err(Error::new(
+            ExitCode::Tampered,
+            format!(
+                "the filesystem at this URL was encrypted when this machine last used it, but the store's superblock says it is not encrypted: someone with access to the bucket may have replaced it; refusing to use it (if you made it anew without encryption on purpose, delete {})",
+                local_path.display()
+            ),
+        ));
+    }
+    if let Some(newest) = newest_listed
+        && newest > remote.seq
+        && !remote.is_mounted
+        && !remote.needs_fsck
+    {
+        return Err(Error::new(
+            ExitCode::Tampered,
+            format!(
+                "the store holds metadata version {newest}, newer than its superblock's version {}: the superblock was rolled back (object versioning, a restored bucket?), and using it would overwrite newer data; refusing. Run fsck.s3fs on the machine that last mounted the filesystem, or make a version current on purpose with `s3fsadm restore-metadata`",
+                remote.seq
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +176,7 @@ mod tests {
             metadata_block_size: 65536,
             seq,
             db_size: 0,
-            db_sha256: String::new(),
+            db_sha256: "00".repeat(32),
             is_mounted: false,
             needs_fsck: false,
             created: 0,

@@ -130,8 +130,8 @@ fn injected(op: &str, key: &str) -> StoreError {
 
 #[async_trait]
 impl Store for FaultStore {
-    async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        let body = self.run("GET", key, self.inner.get(key)).await?;
+    async fn get(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
+        let body = self.run("GET", key, self.inner.get(key, max_len)).await?;
         Ok(self.maybe_truncate(body))
     }
 

@@ -345,10 +345,17 @@ impl Inner {
         dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()))
     }
 
-    fn get(&self, key: &str, range: Option<Range<u64>>) -> StoreResult<Bytes> {
+    fn get(&self, key: &str, range: Option<Range<u64>>, max_len: u64) -> StoreResult<Bytes> {
         let path = self.path_for(key);
         let mut f = File::open(&path).map_err(|e| not_found_or("reading", key, e))?;
         let len = f.metadata().map_err(|e| io_err("reading", key, e))?.len();
+        if len > max_len {
+            return Err(StoreError::TooLarge {
+                key: key.to_owned(),
+                size: len,
+                max: max_len,
+            });
+        }
         let (start, end) = match range {
             Some(r) => (r.start.min(len), r.end.min(len).max(r.start.min(len))),
             None => (0, len),
@@ -509,14 +516,14 @@ impl Inner {
 
 #[async_trait]
 impl Store for LocalStore {
-    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+    async fn get(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
         let key = key.to_owned();
-        self.run(move |s| s.get(&key, None)).await
+        self.run(move |s| s.get(&key, None, max_len)).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
         let key = key.to_owned();
-        self.run(move |s| s.get(&key, Some(range))).await
+        self.run(move |s| s.get(&key, Some(range), u64::MAX)).await
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()> {

@@ -73,6 +73,9 @@ pub enum StoreError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// An object larger than its reader accepts (see [`Store::get`]); not retried.
+    #[error("object {key} is {size} bytes or more, larger than the {max} bytes expected")]
+    TooLarge { key: String, size: u64, max: u64 },
     #[error("authentication failed: {0}")]
     AuthFailed(String),
     #[error("access denied: {0}")]
@@ -118,9 +121,12 @@ pub type StoreResult<T> = std::result::Result<T, StoreError>;
 /// call concurrently.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Whole object.
-    async fn get(&self, key: &str) -> StoreResult<Bytes>;
-    /// Bytes `range` of the object; a range past the end is cut at the end.
+    /// Whole object; [`StoreError::TooLarge`] without reading it if it is larger than
+    /// `max_len` bytes. A size is the store's word and the store may be hostile: every
+    /// caller says how much it is prepared to hold.
+    async fn get(&self, key: &str, max_len: u64) -> StoreResult<Bytes>;
+    /// Bytes `range` of the object; a range past the end is cut at the end. Never
+    /// holds more than the range, whatever the server sends.
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes>;
     /// Store `data` under `key`. Returns once the object is durable in the store.
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()>;
@@ -161,7 +167,7 @@ pub async fn probe_conditional_writes(store: &dyn Store) -> StoreResult<bool> {
     let second = store
         .put(&key, Bytes::from_static(b"second"), PutMode::IfNoneMatch)
         .await;
-    let body = store.get(&key).await;
+    let body = store.get(&key, 16).await;
     store.delete(&key).await?;
     match second {
         Err(StoreError::PreconditionFailed(_)) => Ok(body? == Bytes::from_static(b"first")),

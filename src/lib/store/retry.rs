@@ -129,9 +129,9 @@ impl RetryStore {
 
 #[async_trait]
 impl Store for RetryStore {
-    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+    async fn get(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
         let body = self
-            .retry(&format!("GET {key}"), Kind::Get, 0, || self.inner.get(key))
+            .retry(&format!("GET {key}"), Kind::Get, 0, || self.inner.get(key, max_len))
             .await?;
         METRICS.received(Kind::Get, body.len() as u64);
         Ok(body)
@@ -158,9 +158,11 @@ impl Store for RetryStore {
                 match self.inner.put(key, data.clone(), mode.clone()).await {
                     Err(StoreError::PreconditionFailed(k)) if !first && mode != PutMode::Overwrite => {
                         // An earlier attempt may have landed: is the object ours?
-                        match self.inner.get(key).await {
+                        match self.inner.get(key, data.len() as u64).await {
                             Ok(body) if body == data => Ok(()),
-                            Ok(_) | Err(StoreError::NotFound(_)) => Err(StoreError::PreconditionFailed(k)),
+                            Ok(_) | Err(StoreError::NotFound(_) | StoreError::TooLarge { .. }) => {
+                                Err(StoreError::PreconditionFailed(k))
+                            }
                             Err(e) => Err(e),
                         }
                     }

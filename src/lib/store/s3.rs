@@ -412,8 +412,11 @@ impl S3Store {
         }
     }
 
-    /// GET the whole object, or `range` of it, and check what arrived.
-    async fn fetch(&self, key: &str, range: Option<Range<u64>>) -> StoreResult<Bytes> {
+    /// GET the whole object (at most `max_len` bytes), or `range` of it, and check what
+    /// arrived. No more is read than that: a larger object is refused before its body is
+    /// read, and of a server's answer to a range with the whole object only the bytes up
+    /// to the end of the range are read.
+    async fn fetch(&self, key: &str, range: Option<Range<u64>>, max_len: u64) -> StoreResult<Bytes> {
         let mut req = self.client.get_object().bucket(&self.bucket).key(self.full_key(key));
         if let Some(r) = &range {
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
@@ -431,19 +434,59 @@ impl S3Store {
         };
         let content_length = out.content_length();
         let content_range = out.content_range().map(str::to_owned);
+        // How much to hold, and whether the rest of a longer body is simply not read
+        // (a whole object sent for a range: only the bytes up to its end are needed).
+        let (limit, cut) = match (&range, &content_range) {
+            (None, _) => (max_len, false),
+            (Some(r), Some(_)) => (r.end - r.start, false),
+            (Some(r), None) => (r.end, true),
+        };
+        let too_large = |size: u64| {
+            if range.is_some() {
+                StoreError::temporary(format!(
+                    "GET {key}: the server sent {size} bytes for a {limit}-byte range"
+                ))
+            } else {
+                StoreError::TooLarge {
+                    key: key.to_owned(),
+                    size,
+                    max: limit,
+                }
+            }
+        };
+        if !cut
+            && let Some(len) = content_length.and_then(|l| u64::try_from(l).ok())
+            && len > limit
+        {
+            return Err(too_large(len));
+        }
         let etag = out.e_tag().map(bare_etag);
         // With SSE-KMS or SSE-C the ETag is not the MD5 of the content.
         let etag_is_md5 = !matches!(
             out.server_side_encryption(),
             Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
         ) && out.sse_customer_algorithm().is_none();
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::temporary(format!("GET {key}: reading the response failed: {}", root_cause(&e))))?
-            .into_bytes();
-        if let Some(len) = content_length
+        let read_err = |e: aws_smithy_types::byte_stream::error::Error| {
+            StoreError::temporary(format!("GET {key}: reading the response failed: {}", root_cause(&e)))
+        };
+        let mut stream = out.body;
+        let mut buf = bytes::BytesMut::new();
+        let mut truncated = false;
+        while let Some(piece) = stream.try_next().await.map_err(read_err)? {
+            let room = limit - buf.len() as u64;
+            if piece.len() as u64 > room {
+                if !cut {
+                    return Err(too_large(buf.len() as u64 + piece.len() as u64));
+                }
+                buf.extend_from_slice(&piece[..room as usize]);
+                truncated = true;
+                break;
+            }
+            buf.extend_from_slice(&piece);
+        }
+        let body = buf.freeze();
+        if !truncated
+            && let Some(len) = content_length
             && u64::try_from(len).ok() != Some(body.len() as u64)
         {
             return Err(StoreError::temporary(format!(
@@ -485,8 +528,11 @@ impl S3Store {
                     Ok(body)
                 }
                 None => {
-                    // The server ignored the Range header and sent the whole object.
-                    check_md5(&body)?;
+                    // The server ignored the Range header and sent the whole object (of
+                    // which only the part up to the range's end was read).
+                    if !truncated {
+                        check_md5(&body)?;
+                    }
                     let len = body.len() as u64;
                     let (a, b) = (r.start.min(len) as usize, r.end.min(len) as usize);
                     Ok(body.slice(a..b))
@@ -544,15 +590,15 @@ impl S3Store {
 
 #[async_trait]
 impl Store for S3Store {
-    async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        self.fetch(key, None).await
+    async fn get(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
+        self.fetch(key, None, max_len).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
         if range.start >= range.end {
             return Ok(Bytes::new());
         }
-        self.fetch(key, Some(range)).await
+        self.fetch(key, Some(range), u64::MAX).await
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()> {
