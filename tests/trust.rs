@@ -588,3 +588,85 @@ fn an_unprivileged_users_own_mount_checks_permissions() {
     assert_eq!(code(&o), 0, "umount as nobody: {}", text(&o));
     assert!(!common::mount::is_mounted(&mnt));
 }
+
+/// Run `program` for fixture `f` with `input` on standard input.
+fn tool_with_input(f: &Fixture, program: &str, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .env("HOME", f.dir.path())
+        .arg("--authfile")
+        .arg(f.dir.path().join("authinfo2"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// Item 11: `s3fsadm clear` of `…/p` deletes exactly that filesystem's local files, not
+/// those of `…/p-2` (mounted meanwhile) or `…/p.old` in the same cache directory.
+#[test]
+fn clear_deletes_only_its_own_local_files_on_garage() {
+    let server = common::s3_server("GARAGE");
+    let base = server.url_with_prefix("clear");
+    let auth = format!(
+        "[s3]\nstorage-url: {}\nbackend-login: {}\nbackend-password: {}\nbackend-options: {}\n",
+        server.url, server.login, server.password, server.options
+    );
+    let make = |suffix: &str| Fixture::new(tempfile::tempdir().unwrap(), format!("{base}p{suffix}"), &auth);
+    let (p, p2, pold) = (make(""), make("-2"), make(".old"));
+    let cache = p.cachedir("shared-cache");
+    for f in [&p, &p2, &pold] {
+        let o = f.mount_with(&cache, &f.mnt, &[]);
+        assert_eq!(code(&o), 0, "mount {}: {}", f.url, text(&o));
+        std::fs::write(f.mnt.join("file"), f.url.as_bytes()).unwrap();
+        f.umount();
+    }
+    let o = p2.mount_with(&cache, &p2.mnt, &[]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let listing = || {
+        let mut v: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    let o = tool_with_input(
+        &p,
+        env!("CARGO_BIN_EXE_s3fsadm"),
+        &["clear", "--cachedir", &cache, &p.url],
+        "yes\n",
+    );
+    assert_eq!(code(&o), 0, "clear: {}", text(&o));
+    let stem = |f: &Fixture| s3fs::config::cache_stem(&StorageUrl::parse(&f.url).unwrap());
+    let (mine, others) = (stem(&p), [stem(&p2), stem(&pold)]);
+    let gone: Vec<&String> = before.iter().filter(|n| !listing().contains(n)).collect();
+    assert!(
+        !gone.is_empty() && gone.iter().all(|n| n.starts_with(&mine)),
+        "deleted: {gone:?}"
+    );
+    for theirs in &others {
+        assert!(
+            before
+                .iter()
+                .filter(|n| n.starts_with(theirs.as_str()))
+                .all(|n| listing().contains(n)),
+            "{theirs}'s files were touched: {before:?} -> {:?}",
+            listing()
+        );
+    }
+    assert_eq!(std::fs::read(p2.mnt.join("file")).unwrap(), p2.url.as_bytes());
+    std::fs::write(p2.mnt.join("after"), b"still working").unwrap();
+    p2.umount();
+    let o = pold.mount_with(&cache, &pold.mnt, &[]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(std::fs::read(pold.mnt.join("file")).unwrap(), pold.url.as_bytes());
+    pold.umount();
+}

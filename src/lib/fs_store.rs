@@ -35,6 +35,22 @@ pub mod names {
         format!("{META_PREFIX}{chunk:012x}_{seq:010x}")
     }
 
+    /// Whether `name` (relative to the storage URL) is an object s3fs writes, by its exact
+    /// grammar. On S3 a prefix is a string, not a directory: the listing of `…/p` also
+    /// holds the objects of `…/p-2` (as `-2s3fs_data_1`) and of `…/ps3fs_x`, which are
+    /// not ours to delete.
+    pub fn is_filesystem_object(name: &str) -> bool {
+        let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        name == PARAMS
+            || name == "s3fs_lock"
+            || KEY_COPIES.contains(&name)
+            || name.strip_prefix(PARAMS_VERSION_PREFIX).is_some_and(hex)
+            || name.strip_prefix("s3fs_data_").is_some_and(digits)
+            || name.strip_prefix("s3fs_probe_").is_some_and(hex)
+            || parse_meta_chunk(name).is_some_and(|(c, s)| meta_chunk(c, s) == name)
+    }
+
     /// `(chunk, seq)` of a metadata chunk name.
     pub fn parse_meta_chunk(name: &str) -> Option<(u64, u64)> {
         let rest = name.strip_prefix(META_PREFIX)?;
@@ -379,5 +395,29 @@ mod tests {
         assert_eq!(parse_meta_chunk(&meta_chunk(77, 123456789)), Some((77, 123456789)));
         assert_eq!(parse_meta_chunk("s3fs_meta_zz_1"), None);
         assert_eq!(params_version(255), "s3fs_params_00000000ff");
+    }
+
+    #[test]
+    fn only_our_own_object_names_are_ours() {
+        for ours in [
+            "s3fs_params",
+            "s3fs_key_bak2",
+            "s3fs_data_17",
+            "s3fs_lock",
+            &meta_chunk(3, 9),
+            &params_version(9),
+        ] {
+            assert!(is_filesystem_object(ours), "{ours}");
+        }
+        for theirs in [
+            "-2s3fs_data_1",
+            ".olds3fs_params",
+            "s3fs_xs3fs_data_1",
+            "s3fs_data_",
+            "s3fs_data_1x",
+            "s3fs_meta_zz_1",
+        ] {
+            assert!(!is_filesystem_object(theirs), "{theirs}");
+        }
     }
 }

@@ -91,34 +91,44 @@ fn verify_key(conn: &Connection, key: &MasterKey) -> Result<(), Error> {
     }
 }
 
-/// Delete every object under the URL, page by page, with a progress display.
+/// Delete every object of the filesystem at the URL, page by page, with a progress
+/// display: objects named as s3fs names them, not everything the listing of the prefix
+/// shows (see [`names::is_filesystem_object`]).
 fn clear(conn: &Connection) -> Result<u64, Error> {
     let bar = crate::cli::progress::counter("deleting objects");
     let mut deleted = 0u64;
+    let mut next = None;
     loop {
-        let page = block_on(conn.store.list("", None))?;
-        if page.objects.is_empty() {
-            break;
+        let page = block_on(conn.store.list(names::PREFIX, next))?;
+        let keys: Vec<String> = page
+            .objects
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| names::is_filesystem_object(k))
+            .collect();
+        if !keys.is_empty() {
+            block_on(conn.store.delete_many(&keys))?;
+            deleted += keys.len() as u64;
+            bar.set_position(deleted);
         }
-        let keys: Vec<String> = page.objects.into_iter().map(|o| o.key).collect();
-        block_on(conn.store.delete_many(&keys))?;
-        deleted += keys.len() as u64;
-        bar.set_position(deleted);
+        // Keys already deleted are not listed again; the continuation skips the rest.
+        match page.next {
+            Some(n) => next = Some(n),
+            None => break,
+        }
     }
     bar.finish_and_clear();
     Ok(deleted)
 }
 
 fn remove_local_cache(cachedir: &std::path::Path, url: &StorageUrl) -> Result<(), Error> {
-    let stem = config::cache_stem(url);
+    let files = crate::mount::state::LocalFiles::new(cachedir, url);
     let Ok(entries) = std::fs::read_dir(cachedir) else {
         return Ok(());
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let name = name.to_string_lossy();
-        // `<stem>.db`, `<stem>.params`, `<stem>-cache/` ...
-        if name.starts_with(&stem) && name[stem.len()..].starts_with(['.', '-']) {
+        if files.owns(&name.to_string_lossy()) {
             let p = e.path();
             let r = if p.is_dir() {
                 std::fs::remove_dir_all(&p)

@@ -171,8 +171,9 @@ pub enum AdmAction {
         #[arg(value_name = "STORAGE_URL")]
         storage_url: String,
     },
-    /// Delete the filesystem: every object under the storage URL and the local cache
-    /// (asks you to type "yes")
+    /// Delete the filesystem: its objects in the store and its files in the cache
+    /// directory, matched by their exact names, so that filesystems at URLs that share a
+    /// prefix (…/p and …/p-2) are untouched (asks you to type "yes")
     Clear {
         #[arg(value_name = "STORAGE_URL")]
         storage_url: String,

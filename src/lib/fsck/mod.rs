@@ -451,7 +451,8 @@ pub(crate) fn retire_local_cache(files: &LocalFiles) -> Result<(), Error> {
         })
         .unwrap_or(false);
     if dirty {
-        let aside = files.cache.with_extension(format!("bak-{}", unix_now()));
+        // Appended, not with_extension: a stem with a dot (`…/p.old`) has an extension.
+        let aside = std::path::PathBuf::from(format!("{}.bak-{}", files.cache.display(), unix_now()));
         std::fs::rename(&files.cache, &aside).map_err(|e| {
             Error::new(
                 ExitCode::CacheDirInaccessible,

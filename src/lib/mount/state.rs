@@ -33,6 +33,47 @@ impl LocalFiles {
         }
     }
 
+    /// Whether `file_name`, in the cache directory, is one of the files s3fs keeps there
+    /// for this filesystem (those above and their temporary, journal and set-aside
+    /// companions). Exact, not a prefix test: the stems of `…/p` and `…/p-2` or
+    /// `…/p.old` are prefixes of each other, and `s3fsadm clear` must not touch another
+    /// filesystem's files.
+    pub fn owns(&self, file_name: &str) -> bool {
+        let stem = self
+            .db
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".db"))
+            .unwrap_or_default();
+        let Some(rest) = file_name.strip_prefix(stem) else {
+            return false;
+        };
+        const EXACT: &[&str] = &[
+            ".db",
+            ".db-wal",
+            ".db-shm",
+            ".db-journal",
+            ".db.restore",
+            ".params",
+            ".params.tmp",
+            ".chunks",
+            ".tmp",
+            ".snapshot",
+            ".snapshot-journal",
+            ".download",
+            "-cache",
+        ];
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let stamped = |rest: &str, prefix: &str, tails: &[&str]| {
+            rest.strip_prefix(prefix)
+                .is_some_and(|r| tails.iter().any(|t| r.strip_suffix(t).is_some_and(&digits)))
+        };
+        EXACT.contains(&rest)
+            || stamped(rest, ".db.bak-", &["", "-wal", "-shm"])
+            || stamped(rest, "-cache.bak-", &[""])
+            || stamped(rest, ".mkfs-", &[".db", ".db-journal"])
+    }
+
     /// The local superblock, if there is a readable one.
     pub fn read_params(&self) -> Option<Params> {
         let raw = std::fs::read(&self.params).ok()?;
@@ -256,6 +297,33 @@ mod tests {
             .code,
             ExitCode::MountedElsewhere
         );
+    }
+
+    #[test]
+    fn only_a_filesystems_own_files_are_its_own() {
+        let dir = Path::new("/c");
+        let p = LocalFiles::new(dir, &StorageUrl::parse("s3c://h/bucket/p").unwrap());
+        let stem = |url: &str| cache_stem(&StorageUrl::parse(url).unwrap());
+        let mine = stem("s3c://h/bucket/p");
+        for suffix in [
+            ".db",
+            ".db-wal",
+            ".params",
+            ".chunks",
+            "-cache",
+            ".db.bak-1796000000",
+            ".mkfs-42.db",
+        ] {
+            assert!(p.owns(&format!("{mine}{suffix}")), "{suffix}");
+        }
+        for other in ["s3c://h/bucket/p-2", "s3c://h/bucket/p.old", "s3c://h/bucket/p.db"] {
+            let theirs = stem(other);
+            for suffix in [".db", ".db-wal", ".params", "-cache", ".db.bak-1"] {
+                assert!(!p.owns(&format!("{theirs}{suffix}")), "{other} {suffix}");
+            }
+        }
+        assert!(!p.owns(&format!("{mine}.db.bak-x")));
+        assert!(!p.owns("authinfo2"));
     }
 
     #[test]
