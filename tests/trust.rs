@@ -670,3 +670,52 @@ fn clear_deletes_only_its_own_local_files_on_garage() {
     assert_eq!(std::fs::read(pold.mnt.join("file")).unwrap(), pold.url.as_bytes());
     pold.umount();
 }
+
+/// Item 10: everything s3fs writes that holds data or metadata is its owner's alone,
+/// whatever the umask: a cache directory others can enter is made 0700 (with a
+/// warning), and files are 0600, directories 0700.
+#[test]
+fn cache_files_and_logs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::local();
+    let cache = f.dir.path().join("var-cache-s3fs");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache_s = cache.display().to_string();
+    let o = f.mount_with(&cache_s, &f.mnt, &["--keep-cache"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    std::fs::write(f.mnt.join("data"), common::random_bytes(3 << 20, 3)).unwrap();
+    f.umount();
+    let o = f.tool(
+        FSCK,
+        &["--batch", "--force", "--keep-cache", "--cachedir", &cache_s, &f.url],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&cache), 0o700, "the cache directory is made private");
+    let entries = common::walk(&cache);
+    assert!(entries.len() >= 4, "db, params, cache dir and blocks: {entries:?}");
+    for (rel, path, m) in entries {
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&path), want, "{}", rel.display());
+    }
+    assert_eq!(mode(&f.dir.path().join("mount.log")), 0o600, "mount.log");
+    let log = std::fs::read_to_string(f.dir.path().join("mount.log")).unwrap();
+    assert!(log.contains("was open to other users"), "{log}");
+    // Another user's cache directory is refused.
+    std::os::unix::fs::chown(&cache, Some(4321), None).unwrap();
+    let o = f.mount_with(&cache_s, &f.mnt, &[]);
+    assert_eq!(code(&o), 45, "{}", text(&o));
+}
+
+/// Item 10: the plaintext metadata s3fs_verify downloads to $TMPDIR is 0600.
+#[test]
+fn downloaded_metadata_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::local();
+    let fs = plain_store(&f);
+    let params = s3fs::runtime::block_on(fs.read_params()).unwrap();
+    let out = f.dir.path().join("copy.db");
+    s3fs::runtime::block_on(s3fs::meta::chunks::download(&fs, &params, &out, 2)).unwrap();
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+}

@@ -2,6 +2,8 @@
 use clap::Parser;
 
 fn main() {
+    // The cache, the metadata and temporary copies of it are for the owner only.
+    s3fs::localdisk::keep_files_private();
     let args = s3fs::cli::MkfsArgs::parse();
     args.log.init();
     s3fs::exit::exit_with(s3fs::mkfs::run(&args, &mut s3fs::config::Stdin, &mut std::io::stdout()))

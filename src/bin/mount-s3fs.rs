@@ -5,6 +5,7 @@ fn main() {
     // No thread may exist before the fork, and every thread must inherit the blocked
     // exit signals (they are taken by the main thread to unmount cleanly).
     s3fs::mount::run::block_exit_signals();
+    s3fs::localdisk::keep_files_private();
     s3fs::mount::run::limit_malloc_arenas();
     let argv = match s3fs::cli::mount_helper::translate(std::env::args_os().collect()) {
         Ok(a) => a,

@@ -283,7 +283,8 @@ pub fn cache_dir_path(cli: Option<&Path>, auth: &AuthInfo) -> PathBuf {
 }
 
 /// The cache directory: command line, else authinfo2, else `~/.s3fs`. Created with
-/// mode 0700 if missing; exit 45 if unusable.
+/// mode 0700 if missing, made 0700 (with a warning) if others could enter it; exit 45 if
+/// unusable or another user's.
 pub fn cache_dir(cli: Option<&Path>, auth: &AuthInfo) -> Result<PathBuf, Error> {
     let dir = cache_dir_path(cli, auth);
     if !dir.exists() {
@@ -298,6 +299,7 @@ pub fn cache_dir(cli: Option<&Path>, auth: &AuthInfo) -> Result<PathBuf, Error> 
                 )
             })?;
     }
+    crate::localdisk::make_private_dir(&dir).map_err(|e| Error::new(ExitCode::CacheDirInaccessible, e))?;
     // SAFETY: access(2) on a NUL-terminated path.
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::new(ExitCode::BadArgument, "cache directory path contains NUL"))?;

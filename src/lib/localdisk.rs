@@ -21,3 +21,39 @@ pub fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
         (s.f_bavail as u64).saturating_mul(frsize),
     ))
 }
+
+/// Make every file and directory this process creates from now on private to its
+/// owner (umask 077): the cache holds plaintext blocks and the metadata, which other
+/// users must not read whatever the caller's umask. Call first thing in every tool
+/// that writes to the cache directory, the store or a temporary file.
+pub fn keep_files_private() {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o077) };
+}
+
+/// A directory that holds plaintext or metadata must be the caller's and closed to
+/// everyone else: one that group or others can enter is made so (mode 0700) with a
+/// warning; one that belongs to another user is refused. `Err` says which.
+pub fn make_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "{} belongs to user {}, not to the user running s3fs ({me})",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private: {e}", dir.display()))?;
+        log::warn!(
+            "{} was open to other users (mode {:o}); it holds plaintext data and metadata, so its mode is now 0700",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}

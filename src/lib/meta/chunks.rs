@@ -256,14 +256,18 @@ pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usiz
         ));
     }
     let file = Arc::new(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .and_then(|f| f.set_len(params.db_size).map(|()| f))
-            .map_err(|e| io("creating", &tmp, e))?,
+        std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+            // The plaintext metadata, whatever the umask (s3fs_verify puts it in $TMPDIR).
+            0o600,
+        )
+        .open(&tmp)
+        .and_then(|f| f.set_len(params.db_size).map(|()| f))
+        .map_err(|e| io("creating", &tmp, e))?,
     );
     let result = async {
         let parallel = parallel.clamp(1, (DOWNLOAD_MEMORY / chunk_size).max(1) as usize);

@@ -153,7 +153,9 @@ pub fn log_target(args: &MountArgs) -> Option<Box<dyn std::io::Write + Send>> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+    let mut options = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(options.create(true).append(true), 0o600);
+    match options.open(&path) {
         Ok(f) => Some(Box::new(f)),
         Err(e) => {
             eprintln!("mount.s3fs: warning: cannot open log file {}: {e}", path.display());
