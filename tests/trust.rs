@@ -719,3 +719,255 @@ fn downloaded_metadata_is_private() {
     s3fs::runtime::block_on(s3fs::meta::chunks::download(&fs, &params, &out, 2)).unwrap();
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Item 7: SIGTERM (systemctl stop) while a process has a file open: the mount is
+/// detached but keeps serving that file; what is written through it before it is
+/// closed reaches the store, and only then is the filesystem marked clean.
+#[test]
+fn sigterm_while_busy_serves_open_files_then_uploads_them() {
+    use std::io::Write;
+    let f = Fixture::local();
+    f.mount("cache");
+    let path = f.mnt.join("open");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(b"before").unwrap();
+    let pid = common::mount::mount_pid(&f.mnt);
+    // SAFETY: signalling the mount process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(alive(pid), "a busy mount goes on serving the files still open");
+    assert!(!common::mount::is_mounted(&f.mnt), "it is detached");
+    file.write_all(b" after the signal").unwrap();
+    drop(file);
+    common::mount::wait_gone(pid);
+    f.mount("other-cache");
+    assert_eq!(std::fs::read(f.mnt.join("open")).unwrap(), b"before after the signal");
+    f.umount();
+    let log = std::fs::read_to_string(f.dir.path().join("mount.log")).unwrap();
+    assert!(log.contains("detached it"), "{log}");
+}
+
+/// Item 7: a second signal cuts off the processes that still use a detached mount, at
+/// once: their next request fails, and what they wrote before is in the store.
+#[test]
+fn a_second_sigterm_cuts_off_a_busy_mount() {
+    use std::io::Write;
+    let f = Fixture::local();
+    f.mount("cache");
+    let mut file = std::fs::File::create(f.mnt.join("open")).unwrap();
+    file.write_all(b"kept").unwrap();
+    let pid = common::mount::mount_pid(&f.mnt);
+    // SAFETY: signalling the mount process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(alive(pid));
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    common::mount::wait_gone(pid);
+    assert!(
+        file.write_all(b"too late").is_err(),
+        "no request reaches a cut-off mount"
+    );
+    drop(file);
+    f.mount("other-cache");
+    assert_eq!(std::fs::read(f.mnt.join("open")).unwrap(), b"kept");
+    f.umount();
+}
+
+/// A mount with the store behind a fault-injecting wrapper configured by `faults` (see
+/// `S3FS_TEST_FAULTS`), in the background; returns once it is up.
+fn mount_with_faults(f: &Fixture, cache: &str, faults: &str, extra: &[&str]) {
+    let o = std::process::Command::new(common::mount::MOUNT)
+        .env("HOME", f.dir.path())
+        .env(s3fs::store::open::FAULT_ENV, faults)
+        .arg("--authfile")
+        .arg(f.dir.path().join("authinfo2"))
+        .args(["--cachedir", &f.cachedir(cache), "--log"])
+        .arg(f.dir.path().join("mount.log"))
+        .args(extra)
+        .arg(&f.url)
+        .arg(&f.mnt)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "mount: {}", text(&o));
+}
+
+/// Run `work` on another thread; fail the test if it takes longer than `limit` (a hang).
+fn within<T: Send + 'static>(limit: std::time::Duration, what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}: it hangs"))
+}
+
+/// Item 8: a lazy unmount while `s3fsctrl sync` waits for the metadata upload ends with
+/// everything uploaded and the mount process gone (it deadlocked: the sync held a FUSE
+/// thread the mount's main loop waited for).
+#[test]
+fn lazy_unmount_during_sync_ends_with_everything_uploaded() {
+    let f = Fixture::local();
+    // 150 ms per store request: the sync takes a while.
+    mount_with_faults(&f, "cache", "latency-ms=150", &["--dirty-block-upload-delay", "3600"]);
+    for i in 0..8 {
+        std::fs::write(f.mnt.join(format!("f{i}")), common::random_bytes(200_000, i)).unwrap();
+    }
+    let pid = common::mount::mount_pid(&f.mnt);
+    let mnt = f.mnt.clone();
+    let sync = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_s3fsctrl"))
+            .arg("sync")
+            .arg(&mnt)
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let o = std::process::Command::new(common::mount::UMOUNT)
+        .arg("--lazy")
+        .arg(&f.mnt)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "umount --lazy: {}", text(&o));
+    let synced = within(std::time::Duration::from_secs(120), "s3fsctrl sync", move || {
+        sync.join().unwrap()
+    });
+    assert_eq!(code(&synced), 0, "sync: {}", text(&synced));
+    within(std::time::Duration::from_secs(120), "the mount process", move || {
+        common::mount::wait_gone(pid)
+    });
+    f.mount("fresh");
+    for i in 0..8 {
+        assert_eq!(
+            std::fs::read(f.mnt.join(format!("f{i}"))).unwrap(),
+            common::random_bytes(200_000, i)
+        );
+    }
+    f.umount();
+}
+
+/// Item 9: the store goes down while the cache is full. Writers get ENOSPC after the
+/// store timeout (not a hang; counted in s3fsstat), cached data, metadata operations and
+/// the control file keep working, a read of a block not in the cache is EIO, and
+/// umount.s3fs says what it waits for and completes once the store is back, with every
+/// acknowledged write in the store.
+#[test]
+fn store_down_with_a_full_cache_hangs_nothing() {
+    use std::io::Write;
+    let f = Fixture::local();
+    let down = f.dir.path().join("store-is-down");
+    mount_with_faults(
+        &f,
+        "cache",
+        &format!("down-while={}", down.display()),
+        &[
+            "--cachesize",
+            "8192",
+            "--store-timeout",
+            "3",
+            "--dirty-block-upload-delay",
+            "0",
+        ],
+    );
+    std::fs::write(f.mnt.join("cached"), b"small and cached").unwrap();
+    std::fs::write(f.mnt.join("evicted"), common::random_bytes(3 << 20, 1)).unwrap();
+    let ctrl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_s3fsctrl"))
+            .args(args)
+            .arg(&f.mnt)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(code(&ctrl(&["dropcache"])), 0);
+    std::fs::read(f.mnt.join("cached")).unwrap();
+    std::fs::write(&down, b"").unwrap();
+
+    // 40 MiB into an 8 MiB cache: refused with ENOSPC once the store has failed for
+    // the store timeout; everything written before that is acknowledged and kept.
+    let big = f.mnt.join("big");
+    let written = within(
+        std::time::Duration::from_secs(120),
+        "a write into a full cache",
+        move || {
+            let mut file = std::fs::File::create(&big).unwrap();
+            let chunk = vec![7u8; 1 << 20];
+            let mut n = 0;
+            loop {
+                match file.write_all(&chunk) {
+                    Ok(()) => n += 1,
+                    Err(e) => return (n, e.raw_os_error()),
+                }
+                if n == 40 {
+                    return (n, None);
+                }
+            }
+        },
+    );
+    assert_eq!(written.1, Some(libc::ENOSPC), "{written:?}");
+    let acknowledged = written.0;
+
+    let mnt = f.mnt.clone();
+    within(
+        std::time::Duration::from_secs(30),
+        "metadata and cached reads",
+        move || {
+            assert_eq!(std::fs::read(mnt.join("cached")).unwrap(), b"small and cached");
+            std::fs::create_dir(mnt.join("new-dir")).unwrap();
+            assert!(std::fs::read_dir(&mnt).unwrap().count() >= 4);
+        },
+    );
+    let mnt = f.mnt.clone();
+    let e = within(
+        std::time::Duration::from_secs(60),
+        "a read of an evicted block",
+        move || std::fs::read(mnt.join("evicted")).unwrap_err(),
+    );
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let stat = std::process::Command::new(env!("CARGO_BIN_EXE_s3fsstat"))
+        .args(["--json"])
+        .arg(&f.mnt)
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap_or_else(|_| panic!("{}", text(&stat)));
+    assert!(s["refused_writes"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["failed_reads"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["store_failing_secs"].as_f64().unwrap() >= 3.0, "{s}");
+
+    // umount.s3fs waits, saying for what, and ends once the store is back.
+    let umount = std::process::Command::new(common::mount::UMOUNT)
+        .arg(&f.mnt)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    std::fs::remove_file(&down).unwrap();
+    let o = within(std::time::Duration::from_secs(300), "umount.s3fs", move || {
+        umount.wait_with_output().unwrap()
+    });
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).contains("which has failed every request"),
+        "says what it waits for: {}",
+        text(&o)
+    );
+    f.mount("fresh");
+    let big = std::fs::read(f.mnt.join("big")).unwrap();
+    assert!(
+        big.len() >= acknowledged << 20,
+        "{} bytes kept, {acknowledged} MiB acknowledged",
+        big.len()
+    );
+    assert!(big[..acknowledged << 20].iter().all(|&b| b == 7));
+    assert_eq!(
+        std::fs::read(f.mnt.join("evicted")).unwrap(),
+        common::random_bytes(3 << 20, 1)
+    );
+    f.umount();
+}

@@ -31,6 +31,8 @@ pub mod cmd {
     pub const SYNC: &str = "s3fs.sync";
     /// Value: the new limit in bytes, decimal.
     pub const CACHESIZE: &str = "s3fs.cachesize";
+    /// Start uploading every dirty block now; returns at once (umount.s3fs).
+    pub const UPLOAD_NOW: &str = "s3fs.upload-now";
     /// Value: `LEVEL [MODULE…]`, space-separated.
     pub const LOG: &str = "s3fs.log";
     /// Value: `SRC_INO DST_INO`.
@@ -127,6 +129,18 @@ pub struct MountStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_hit_ratio: Option<f64>,
+    /// Writes refused (ENOSPC) because the cache was full while the store was down.
+    #[serde(default)]
+    pub refused_writes: u64,
+    /// Reads of uncached blocks that failed (EIO) because the store was down.
+    #[serde(default)]
+    pub failed_reads: u64,
+    /// Seconds the store has failed every request, while it does.
+    #[serde(default)]
+    pub store_failing_secs: Option<f64>,
+    /// What the last failed store request said.
+    #[serde(default)]
+    pub store_last_failure: Option<String>,
     pub secs_since_metadata_upload: Option<f64>,
     pub metadata_seq: u64,
     pub mounted_secs: f64,
@@ -246,17 +260,18 @@ impl Control {
         match std::str::from_utf8(name).unwrap_or("") {
             cmd::FLUSHCACHE => {
                 log::info!("control: uploading every dirty block");
-                self.cache.upload_all().map_err(cache_err)?;
+                self.cache.upload_all_unless_store_down().map_err(cache_err)?;
             }
             cmd::DROPCACHE => {
                 log::info!("control: uploading every dirty block, then emptying the cache");
-                self.cache.upload_all().map_err(cache_err)?;
+                self.cache.upload_all_unless_store_down().map_err(cache_err)?;
                 self.cache.drop_clean();
             }
             cmd::BACKUP_METADATA => self.request_backup(false)?,
+            cmd::UPLOAD_NOW => self.cache.hurry(),
             cmd::SYNC => {
                 log::info!("control: sync (dirty blocks, then the metadata)");
-                self.cache.upload_all().map_err(cache_err)?;
+                self.cache.upload_all_unless_store_down().map_err(cache_err)?;
                 self.request_backup(true)?;
             }
             cmd::CACHESIZE => {
@@ -343,6 +358,7 @@ impl Control {
     pub fn stats(&self) -> FsResult<MountStats> {
         let db = self.fs.db_stats()?.unwrap_or_default();
         let c = self.cache.stats();
+        let health = self.cache.store_health();
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let lookups = c.hits + c.misses;
         Ok(MountStats {
@@ -364,6 +380,10 @@ impl Control {
             cache_hits: c.hits,
             cache_misses: c.misses,
             cache_hit_ratio: (lookups > 0).then(|| c.hits as f64 / lookups as f64),
+            refused_writes: c.refused_writes,
+            failed_reads: c.failed_reads,
+            store_failing_secs: health.failing_for.map(|d| d.as_secs_f64()),
+            store_last_failure: health.last_failure,
             secs_since_metadata_upload: shared
                 .last_metadata_upload
                 .and_then(|t| t.elapsed().ok())

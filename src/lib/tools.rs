@@ -218,6 +218,17 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
             ),
         ),
         ("Store retries / errors", format!("{} / {}", st.retries, st.errors)),
+        (
+            "Store",
+            match (s.store_failing_secs, &s.store_last_failure) {
+                (None, _) => "answering".to_owned(),
+                (Some(secs), last) => format!("FAILING for {secs:.0} s ({})", last.as_deref().unwrap_or("no answer")),
+            },
+        ),
+        (
+            "Refused while store down",
+            format!("{} writes (ENOSPC), {} reads (EIO)", s.refused_writes, s.failed_reads),
+        ),
         ("FUSE requests", fuse_requests(&s.fuse_requests)),
     ];
     for (k, v) in lines {

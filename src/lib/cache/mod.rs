@@ -70,6 +70,13 @@ use crate::fs_store::{FsStore, names};
 /// `(inode, blockno)`.
 type Key = (u64, u64);
 
+/// What cache space is needed for: a write, or a block being fetched to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Write,
+    Read,
+}
+
 /// How long a write that hit ENOSPC on the cache disk waits for uploads to free space
 /// before it fails with ENOSPC.
 const NOSPACE_WAIT: Duration = Duration::from_secs(30);
@@ -100,6 +107,10 @@ pub struct CacheConfig {
     pub max_threads: usize,
     /// Concurrent store requests.
     pub max_connections: usize,
+    /// How long the store may fail every request before what waits for it gives up: a
+    /// writer waiting for cache space (ENOSPC) and a read of a block not in the cache
+    /// (EIO). While the store answers, even slowly, nothing gives up.
+    pub store_timeout: Duration,
 }
 
 impl CacheConfig {
@@ -115,6 +126,7 @@ impl CacheConfig {
             dirty_upload_delay: Duration::from_secs(10),
             max_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_connections: 8,
+            store_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -208,6 +220,14 @@ pub enum CacheError {
     Invalid(String),
     #[error("the block cache is shut down")]
     ShutDown,
+    /// The cache is full of dirty blocks and the store has failed every request for
+    /// longer than the store timeout: a write cannot be taken (ENOSPC).
+    #[error("the cache is full and its dirty blocks cannot be uploaded: the store has failed every request for {0} s")]
+    FullAndStoreDown(u64),
+    /// A block not in the cache cannot be fetched: the store has failed every request
+    /// for longer than the store timeout (EIO).
+    #[error("the store has failed every request for {0} s")]
+    StoreDown(u64),
 }
 
 impl CacheError {
@@ -218,9 +238,9 @@ impl CacheError {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
                 _ => libc::EIO,
             },
-            CacheError::NoSpace => libc::ENOSPC,
+            CacheError::NoSpace | CacheError::FullAndStoreDown(_) => libc::ENOSPC,
             CacheError::Invalid(_) => libc::EINVAL,
-            CacheError::Store(_) | CacheError::Db(_) | CacheError::ShutDown => libc::EIO,
+            CacheError::Store(_) | CacheError::Db(_) | CacheError::ShutDown | CacheError::StoreDown(_) => libc::EIO,
         }
     }
 
@@ -268,6 +288,10 @@ pub struct CacheStats {
     pub oldest_dirty: Option<Duration>,
     /// The byte limit in force (see [`BlockCache::set_max_bytes`]).
     pub max_bytes: u64,
+    /// Writes refused (ENOSPC) because the cache was full while the store was down.
+    pub refused_writes: u64,
+    /// Reads of blocks not in the cache that failed (EIO) because the store was down.
+    pub failed_reads: u64,
 }
 
 /// What [`recover_dirty`] did.
@@ -337,6 +361,8 @@ struct State {
     pressure: usize,
     /// `upload_all` callers: upload dirty blocks now.
     flushing: usize,
+    /// [`BlockCache::hurry`]: upload dirty blocks now, until none is left.
+    hurry: bool,
     shutdown: bool,
     scheduler_exited: bool,
     permanent_errors: u64,
@@ -388,6 +414,10 @@ impl State {
 
 #[derive(Default)]
 struct Counters {
+    /// Writes refused because the cache was full while the store was down.
+    refused_writes: AtomicU64,
+    /// Reads that failed because the store was down.
+    failed_reads: AtomicU64,
     uploads: AtomicU64,
     uploaded_bytes: AtomicU64,
     dedup_hits: AtomicU64,
@@ -425,6 +455,8 @@ pub struct BlockCache {
     max_bytes: AtomicU64,
     /// The last free-space reading of the cache disk and when it was taken.
     free_seen: Mutex<Option<(Instant, u64)>>,
+    /// Writes are being refused for a store outage (logged once per outage).
+    refusing: AtomicBool,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -536,6 +568,7 @@ impl BlockCache {
             discarded_at_open: stale.len(),
             max_bytes: AtomicU64::new(config.max_bytes),
             free_seen: Mutex::new(None),
+            refusing: AtomicBool::new(false),
             cfg: config,
         });
         upload::start_scheduler(&cache).map_err(inaccessible)?;
@@ -697,13 +730,28 @@ impl BlockCache {
                     l.obj_id, l.size, l.obj_offset
                 )));
             }
-            self.ensure_space(l.size as u64, true);
+            self.ensure_space(l.size as u64, true, Need::Read)?;
             let name = names::data(l.obj_id as u64);
             let body = crate::runtime::block_on(async {
-                let _permit = self.connections.acquire().await;
-                self.store.get_if_exists(&name, self.cfg.block_size).await
+                let fetch = async {
+                    let _permit = self.connections.acquire().await;
+                    self.store
+                        .get_if_exists(&name, self.cfg.block_size)
+                        .await
+                        .map_err(|e| CacheError::Store(e.message))
+                };
+                tokio::select! {
+                    r = fetch => r,
+                    failing = store_down(self.store.store().as_ref(), self.cfg.store_timeout) => {
+                        Err(CacheError::StoreDown(failing.as_secs()))
+                    }
+                }
             })
-            .map_err(|e| CacheError::Store(e.message))?;
+            .inspect_err(|e| {
+                if matches!(e, CacheError::StoreDown(_)) {
+                    self.counters.failed_reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })?;
             if let Some(body) = body {
                 break (l, name, body);
             }
@@ -810,7 +858,7 @@ impl BlockCache {
         let whole = offset == 0 && end == self.cfg.block_size;
         self.modify_block(key, end, |e, f| {
             if !f.present && (whole || past_end || !self.load(e, f)?) {
-                self.ensure_space(end, true);
+                self.ensure_space(end, true, Need::Write)?;
                 self.create_dirty(e, f)?;
             }
             self.make_dirty(e, f)?;
@@ -830,7 +878,7 @@ impl BlockCache {
                 if len == 0 {
                     return Ok(());
                 }
-                self.ensure_space(len, true);
+                self.ensure_space(len, true, Need::Write)?;
                 self.create_dirty(e, f)?;
             }
             if f.size == len {
@@ -856,7 +904,7 @@ impl BlockCache {
             loop {
                 let (e, present, size) = self.entry(key);
                 if present && end > size {
-                    self.ensure_space(end - size, false);
+                    self.ensure_space(end - size, false, Need::Write)?;
                 }
                 let mut f = lock(&e.file);
                 if e.removed.load(Ordering::Acquire) {
@@ -983,8 +1031,20 @@ impl BlockCache {
 
     /// Upload every dirty block now and wait until none is left and every queued object
     /// deletion is done. Fails if a permanent store or DB error happens meanwhile (the
-    /// blocks stay dirty on local disk).
+    /// blocks stay dirty on local disk); waits through any outage of the store (an
+    /// unmount, fsck: nothing may be left behind).
     pub fn upload_all(&self) -> Result<(), CacheError> {
+        self.upload_all_until(false)
+    }
+
+    /// [`BlockCache::upload_all`] for a command that holds a FUSE thread (flushcache,
+    /// sync, s3fscp): gives up (EIO) once the store has failed every request for the
+    /// store timeout.
+    pub fn upload_all_unless_store_down(&self) -> Result<(), CacheError> {
+        self.upload_all_until(true)
+    }
+
+    fn upload_all_until(&self, give_up_when_down: bool) -> Result<(), CacheError> {
         let mut st = lock(&self.state);
         st.flushing += 1;
         let errors_before = st.permanent_errors;
@@ -992,6 +1052,12 @@ impl BlockCache {
         let r = loop {
             if st.permanent_errors != errors_before {
                 break Err(CacheError::Store(st.last_error.clone().unwrap_or_default()));
+            }
+            if give_up_when_down
+                && let Some(failing) = self.store.store().health().failing_for
+                && failing >= self.cfg.store_timeout
+            {
+                break Err(CacheError::StoreDown(failing.as_secs()));
             }
             if st.dirty.is_empty() && st.in_flight == 0 && st.deletions.is_empty() && !st.deleting {
                 break Ok(());
@@ -1007,6 +1073,18 @@ impl BlockCache {
         };
         st.flushing -= 1;
         r
+    }
+
+    /// Start uploading every dirty block now without waiting for it (umount.s3fs does
+    /// this before unmounting, and shows the progress).
+    pub fn hurry(&self) {
+        lock(&self.state).hurry = true;
+        self.work_cv.notify_all();
+    }
+
+    /// Whether the store answers (see [`crate::store::Store::health`]).
+    pub fn store_health(&self) -> crate::store::Health {
+        self.store.store().health()
     }
 
     /// Evict every clean entry.
@@ -1043,6 +1121,8 @@ impl BlockCache {
             pending_deletions: st.deletions.len() + usize::from(st.deleting),
             oldest_dirty: st.dirty.first().map(|(t, _)| t.elapsed()),
             max_bytes: self.max_bytes.load(Ordering::Relaxed),
+            refused_writes: self.counters.refused_writes.load(Ordering::Relaxed),
+            failed_reads: self.counters.failed_reads.load(Ordering::Relaxed),
         }
     }
 
@@ -1149,13 +1229,17 @@ impl BlockCache {
 
     /// Make room for `need` more bytes (and one more entry if `new_entry`): evict clean
     /// entries; if only dirty data is left, have it uploaded and wait. Returns at once
-    /// (admitting the overshoot) when nothing can free space.
-    fn ensure_space(&self, need: u64, new_entry: bool) {
+    /// (admitting the overshoot) when nothing can free space. Waits as long as the store
+    /// answers; once it has failed every request for the store timeout, fails (and so
+    /// does every later call at once, until it answers again), so that writers do not
+    /// hold every FUSE thread while the store is down.
+    fn ensure_space(&self, need: u64, new_entry: bool, purpose: Need) -> Result<(), CacheError> {
         loop {
             {
                 let st = lock(&self.state);
                 if !self.over(&st, need, new_entry, u64::MAX) && self.disk_has_room(need) {
-                    return;
+                    self.refusing.store(false, Ordering::Relaxed);
+                    return Ok(());
                 }
             }
             if self.evict(need, new_entry, false) > 0 {
@@ -1164,13 +1248,38 @@ impl BlockCache {
             let mut st = lock(&self.state);
             let free = self.disk_free();
             if !self.over(&st, need, new_entry, free) {
-                return;
+                return Ok(());
             }
             if st.shutdown || (st.dirty.is_empty() && st.in_flight == 0) {
-                return;
+                return Ok(());
             }
+            self.check_store_up(&st, purpose)?;
             st = self.wait_for_uploads(st);
         }
+    }
+
+    /// The refusal of what needs room the store cannot free (it has failed for the store
+    /// timeout): a write gets ENOSPC (logged once per outage), a block to be read EIO.
+    fn check_store_up(&self, st: &State, purpose: Need) -> Result<(), CacheError> {
+        let Some(failing) = self.store.store().health().failing_for else {
+            return Ok(());
+        };
+        if failing < self.cfg.store_timeout || st.shutdown {
+            return Ok(());
+        }
+        if purpose == Need::Read {
+            self.counters.failed_reads.fetch_add(1, Ordering::Relaxed);
+            return Err(CacheError::StoreDown(failing.as_secs()));
+        }
+        self.counters.refused_writes.fetch_add(1, Ordering::Relaxed);
+        if !self.refusing.swap(true, Ordering::Relaxed) {
+            log::error!(
+                "cache full ({} MiB dirty) and the store has failed every request for {} s: refusing writes (ENOSPC) until it answers",
+                st.dirty_bytes >> 20,
+                failing.as_secs()
+            );
+        }
+        Err(CacheError::FullAndStoreDown(failing.as_secs()))
     }
 
     /// Ask the uploader to hurry (pressure) and wait up to [`POLL`] for it to free space.
@@ -1201,11 +1310,25 @@ impl BlockCache {
                     if Instant::now() >= deadline || st.shutdown || (st.dirty.is_empty() && st.in_flight == 0) {
                         return Err(CacheError::NoSpace);
                     }
+                    self.check_store_up(&st, Need::Write)?;
                     log::warn!("cache disk full; waiting for uploads to free space");
                     st = self.wait_for_uploads(st);
                 }
                 r => return r,
             }
+        }
+    }
+}
+
+/// Resolves once the store has failed every request for `timeout` (how long it has): a
+/// read waiting for a block gives up then, rather than retrying for half an hour with
+/// a FUSE thread held.
+async fn store_down(store: &dyn crate::store::Store, timeout: Duration) -> Duration {
+    loop {
+        match store.health().failing_for {
+            Some(failing) if failing >= timeout => return failing,
+            Some(failing) => tokio::time::sleep((timeout - failing).min(POLL)).await,
+            None => tokio::time::sleep(POLL).await,
         }
     }
 }

@@ -123,7 +123,10 @@ impl BlockCache {
             return false;
         }
         let now = Instant::now();
-        let urgent = st.pressure > 0 || st.flushing > 0;
+        if st.dirty.is_empty() {
+            st.hurry = false;
+        }
+        let urgent = st.pressure > 0 || st.flushing > 0 || st.hurry;
         let mut wake = now + POLL * 4;
         let cap = (self.cfg.max_connections + self.cfg.max_threads).max(1);
         let room = cap.saturating_sub(st.in_flight);

@@ -323,6 +323,11 @@ pub struct MountArgs {
     /// Upload a dirty block once it has not been written for this many seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub dirty_block_upload_delay: u64,
+    /// Once the store has failed every request for this many seconds, writes that need
+    /// cache space it would free fail with ENOSPC and reads of blocks not in the cache
+    /// with EIO, instead of waiting; cached data and metadata keep working throughout
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub store_timeout: u64,
     /// Write the log to this file, or `syslog`, or `none` [default: CACHEDIR/mount.log]
     #[arg(long, value_name = "TARGET")]
     pub log: Option<String>,

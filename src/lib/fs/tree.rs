@@ -135,7 +135,7 @@ impl Filesystem {
         // starts the copy: the tree may change while dirty blocks upload.
         self.transact(|op| check(&op.tx))?;
         if let Some(cache) = self.cache() {
-            cache.upload_all().map_err(|e| {
+            cache.upload_all_unless_store_down().map_err(|e| {
                 log::error!("copy: cannot upload dirty blocks first: {e}");
                 FsError::new(e.errno())
             })?;

@@ -322,6 +322,7 @@ fn open_cache(
     }
     config.max_connections = parallel;
     config.dirty_upload_delay = Duration::from_secs(args.dirty_block_upload_delay);
+    config.store_timeout = Duration::from_secs(args.store_timeout);
     // The cache and the namespace share one connection: see the cache's lock order.
     BlockCache::open(config, fs.db(), files.db.clone(), fs_store.clone())
 }
@@ -363,43 +364,42 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
         )
     })?;
     let _ = notifier.set(session.notifier());
+    // The connection's number, to cut off users of a detached mount (see `Ending`).
+    let connection = std::fs::metadata(&args.mountpoint)
+        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+        .ok();
+    // Unmounted by path later, whatever the working directory is then.
+    let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone());
     log::info!("mounted {canonical_url} on {}", args.mountpoint.display());
     reporter.ready();
 
-    // Wait for a signal or an external unmount; back up metadata on schedule.
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let mut session = Some(session);
+    // Serve until the session ends: the kernel ends it once the filesystem is
+    // unmounted (by a signal here, umount.s3fs, fusermount -u, umount -l) and its last
+    // user is gone. Until then requests may arrive, so the loop keeps answering the
+    // control file's requests and backing up metadata whatever happens; only after
+    // the session has ended is the filesystem marked clean.
     let interval = Duration::from_secs(args.metadata_backup_interval);
     let mut last_backup = Instant::now();
-    let joiner = {
-        let mountpoint = args.mountpoint.clone();
-        std::thread::spawn(move || {
-            // Poll /proc/mounts: the session ends when someone runs fusermount -u / umount.
-            loop {
-                std::thread::sleep(Duration::from_millis(200));
-                if !is_mountpoint(&mountpoint) {
-                    let _ = done_tx.send(());
-                    return;
+    let mut ending: Option<Ending> = None;
+    while !session.guard.is_finished() {
+        if let Some(sig) = wait_signal(Duration::from_millis(200)) {
+            match &ending {
+                None => ending = Some(Ending::start(sig, &mountpoint)),
+                Some(_) => {
+                    log::warn!("signal {sig} again: cutting off the processes that still use the filesystem");
+                    cut_off(connection);
                 }
             }
-        })
-    };
-    loop {
-        if let Some(sig) = wait_signal(Duration::from_millis(200)) {
-            log::info!("signal {sig}: unmounting");
-            if let Some(s) = session.take()
-                && let Err(e) = s.umount_and_join()
-            {
-                log::warn!("unmount: {e}");
-            }
-            break;
         }
-        if done_rx.try_recv().is_ok() {
-            log::info!("unmounted externally");
-            if let Some(s) = session.take() {
-                let _ = s.join();
-            }
-            break;
+        if let Some(e) = &mut ending
+            && e.grace_over()
+        {
+            log::warn!(
+                "the filesystem is still in use {} s after it was detached: cutting off the processes that use it",
+                BUSY_GRACE.as_secs()
+            );
+            cut_off(connection);
+            e.cut_off = true;
         }
         lock_shared(&shared).sample_uploads(m.cache.stats().uploaded_bytes);
         // Asked through the control file (s3fsctrl backup-metadata / sync).
@@ -420,7 +420,12 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
             last_backup = Instant::now();
         }
     }
-    drop(joiner);
+    // No request can reach the filesystem any more.
+    if let Err(e) = session.join() {
+        log::warn!("FUSE session: {e}");
+    }
+    drop(requests);
+    log::info!("the filesystem is unmounted and no request is in progress");
 
     // Everything into the store, then the final metadata version.
     log::info!("uploading dirty blocks");
@@ -470,6 +475,81 @@ fn kernel_mount_options(words: &[String]) -> Result<Vec<fuser::MountOption>, Err
         }
     }
     Ok(chosen.into_iter().flatten().collect())
+}
+
+/// How long a mount that a signal asked to end, and that is busy, keeps serving the
+/// processes that still use it after it was detached; then they are cut off.
+const BUSY_GRACE: Duration = Duration::from_secs(30);
+
+/// A signal asked the mount to end: it is unmounted, or detached if busy.
+struct Ending {
+    /// When it was detached while busy; `None` once unmounted outright.
+    detached: Option<Instant>,
+    cut_off: bool,
+}
+
+impl Ending {
+    fn start(sig: i32, mountpoint: &Path) -> Ending {
+        log::info!("signal {sig}: unmounting");
+        match super::umount::unmount(mountpoint, false) {
+            Ok(()) => Ending {
+                detached: None,
+                cut_off: false,
+            },
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let detached = super::umount::unmount(mountpoint, true);
+                match &detached {
+                    Ok(()) => log::warn!(
+                        "the filesystem is in use: detached it; the processes using it are served for up to {} s more (a second signal cuts them off now), then everything is uploaded",
+                        BUSY_GRACE.as_secs()
+                    ),
+                    Err(e) => log::error!("cannot detach the busy filesystem: {e}"),
+                }
+                Ending {
+                    detached: detached.is_ok().then(Instant::now),
+                    cut_off: false,
+                }
+            }
+            Err(e) => {
+                // Unmounted already (not a mountpoint), or no permission: the session
+                // ends when the kernel is done with the filesystem.
+                log::warn!("unmount: {e}");
+                Ending {
+                    detached: None,
+                    cut_off: false,
+                }
+            }
+        }
+    }
+
+    fn grace_over(&self) -> bool {
+        !self.cut_off && self.detached.is_some_and(|t| t.elapsed() >= BUSY_GRACE)
+    }
+}
+
+/// Abort the FUSE connection `dev` (the mount's st_dev): every request in the kernel's
+/// queue and every later one fails (ENOTCONN), so the session ends. Nothing a process
+/// was told succeeded is lost: what it writes from now on fails. Needs root (fusectl).
+fn cut_off(dev: Option<u64>) {
+    let Some(dev) = dev else {
+        log::error!("cannot cut off the filesystem's users: its connection is unknown");
+        return;
+    };
+    const FUSECTL: &str = "/sys/fs/fuse/connections";
+    let path = format!("{FUSECTL}/{}/abort", libc::minor(dev));
+    if !Path::new(&path).exists() {
+        // The fusectl filesystem is usually mounted at boot (systemd does); where it is
+        // not, root can mount it: it only shows the FUSE connections.
+        let (src, dir, kind) = (c"fusectl", c"/sys/fs/fuse/connections", c"fusectl");
+        // SAFETY: mount(2) with NUL-terminated strings and no data.
+        let r = unsafe { libc::mount(src.as_ptr(), dir.as_ptr(), kind.as_ptr(), 0, std::ptr::null()) };
+        if r != 0 {
+            log::debug!("mounting fusectl on {FUSECTL}: {}", std::io::Error::last_os_error());
+        }
+    }
+    if let Err(e) = std::fs::write(&path, b"1") {
+        log::error!("cannot cut off the filesystem's users ({path}: {e}); it ends when the last one is gone");
+    }
 }
 
 fn lock_shared(shared: &Mutex<MountShared>) -> std::sync::MutexGuard<'_, MountShared> {

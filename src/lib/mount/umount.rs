@@ -86,34 +86,68 @@ pub(crate) fn start_time(pid: u32) -> Option<String> {
     after_comm.split(' ').nth(19).map(str::to_owned)
 }
 
-fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), Error> {
+/// Unmount `mountpoint`; `lazy` detaches it at once and the filesystem lives on until
+/// its last user is gone. Root calls umount2, other users fusermount3. An error of
+/// kind EBUSY means the filesystem is in use.
+pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
-            .map_err(|_| Error::new(ExitCode::BadArgument, "mountpoint contains NUL"))?;
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
         // SAFETY: umount2 on a NUL-terminated path.
         if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
             return Ok(());
         }
-        let e = std::io::Error::last_os_error();
-        return Err(Error::new(
-            ExitCode::MountFailed,
-            format!("cannot unmount {}: {e}", mountpoint.display()),
-        ));
+        return Err(std::io::Error::last_os_error());
     }
-    let status = std::process::Command::new("fusermount3")
+    let out = std::process::Command::new("fusermount3")
         .arg(if lazy { "-uz" } else { "-u" })
+        .arg("--")
         .arg(mountpoint)
-        .status()
-        .map_err(|e| Error::new(ExitCode::MountFailed, format!("cannot run fusermount3: {e}")))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ExitCode::MountFailed,
-            format!("fusermount3 could not unmount {}", mountpoint.display()),
-        ))
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if said.contains("busy") {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(std::io::Error::other(format!("fusermount3: {said}")))
+}
+
+/// Have every dirty block uploaded and wait for it, saying on standard error what is
+/// left and, if the store fails, what it says. Returns once nothing is dirty or the
+/// mount cannot tell (an older mount, the control file gone).
+fn upload_showing_progress(ctrl: &Path) {
+    use crate::control::cmd;
+    // Whether the store was failing when a line was last written, and when.
+    let mut said: Option<(bool, std::time::Instant)> = None;
+    loop {
+        let Ok(s) = crate::tools::mount_stats(ctrl) else { return };
+        if s.dirty_entries == 0 && s.uploads_in_flight == 0 {
+            return;
+        }
+        let _ = crate::tools::command(ctrl, cmd::UPLOAD_NOW, b"");
+        let left = format!(
+            "{} dirty blocks ({} MiB)",
+            s.dirty_entries,
+            s.dirty_bytes.div_ceil(1 << 20)
+        );
+        let line = match (s.store_failing_secs, &s.store_last_failure) {
+            (Some(secs), last) => format!(
+                "waiting for {left} to reach the store, which has failed every request for {secs:.0} s ({})",
+                last.as_deref().unwrap_or("no answer")
+            ),
+            (None, _) => format!("uploading {left}"),
+        };
+        // A change of state at once, the same state every 10 s.
+        let failing = s.store_failing_secs.is_some();
+        if said.is_none_or(|(f, at)| f != failing || at.elapsed() >= Duration::from_secs(10)) {
+            eprintln!("umount.s3fs: {line}");
+            said = Some((failing, std::time::Instant::now()));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -143,8 +177,14 @@ pub fn run(args: &UmountArgs) -> Result<(), Error> {
             format!("{} is not an s3fs mount", mountpoint.display()),
         ));
     }
+    let failed = |e: std::io::Error| {
+        Error::new(
+            ExitCode::MountFailed,
+            format!("cannot unmount {}: {e}", mountpoint.display()),
+        )
+    };
     if args.lazy {
-        return unmount(&mountpoint, true);
+        return unmount(&mountpoint, true).map_err(failed);
     }
     let users = users_of(&mountpoint, &[std::process::id(), pid.unwrap_or(0)]);
     if !users.is_empty() {
@@ -157,11 +197,17 @@ pub fn run(args: &UmountArgs) -> Result<(), Error> {
             format!("{} is busy, used by: {}", mountpoint.display(), list.join(", ")),
         ));
     }
+    // The dirty blocks go to the store while the mount is still there, so that this can
+    // say what it waits for (a store that is down, say); the mount process then only
+    // uploads the metadata after the unmount.
+    if let Ok(ctrl) = crate::tools::control_file(&mountpoint) {
+        upload_showing_progress(&ctrl);
+    }
     let started = pid.and_then(start_time);
-    unmount(&mountpoint, false)?;
+    unmount(&mountpoint, false).map_err(failed)?;
     let Some(pid) = pid else { return Ok(()) };
-    // The mount process uploads dirty blocks and metadata, then exits.
-    let bar = crate::cli::progress::counter("waiting for the upload of dirty blocks and metadata (seconds)");
+    // The mount process uploads what was written since, and the metadata, then exits.
+    let bar = crate::cli::progress::counter("waiting for the upload of the metadata (seconds)");
     let mut waited = 0;
     while start_time(pid).is_some() && start_time(pid) == started {
         std::thread::sleep(Duration::from_millis(100));

@@ -30,6 +30,9 @@ pub struct FaultConfig {
     pub latency: Option<Duration>,
     /// If set, every operation fails with this error.
     pub permanent: Option<StoreError>,
+    /// While this file exists, every operation fails with a temporary error: a store
+    /// that is down, switched from outside the process (tests of real mounts).
+    pub down_while: Option<std::path::PathBuf>,
     pub seed: u64,
 }
 
@@ -77,12 +80,24 @@ impl FaultStore {
 
     async fn begin(&self, op: &str, key: &str) -> StoreResult<Fault> {
         self.counts.operations.fetch_add(1, Ordering::Relaxed);
-        let (latency, permanent, error_rate, lost_share) = {
+        let (latency, permanent, error_rate, lost_share, down_while) = {
             let c = self.config.lock().unwrap();
-            (c.latency, c.permanent.clone(), c.error_rate, c.lost_reply_share)
+            (
+                c.latency,
+                c.permanent.clone(),
+                c.error_rate,
+                c.lost_reply_share,
+                c.down_while.clone(),
+            )
         };
         if let Some(l) = latency {
             tokio::time::sleep(l).await;
+        }
+        if down_while.is_some_and(|p| p.exists()) {
+            self.counts.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::temporary(format!(
+                "{op} {key}: the store is down (injected)"
+            )));
         }
         if let Some(e) = permanent {
             self.counts.errors.fetch_add(1, Ordering::Relaxed);

@@ -117,6 +117,16 @@ impl From<StoreError> for Error {
 
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
+/// Whether a store answers (see [`Store::health`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// How long every attempt has failed without an answer (timeouts, resets, 5xx,
+    /// unreachable); `None` while the store answers.
+    pub failing_for: Option<Duration>,
+    /// What the last failed attempt said.
+    pub last_failure: Option<String>,
+}
+
 /// An object store. Implementations are cheap to share (`Arc<dyn Store>`) and safe to
 /// call concurrently.
 #[async_trait]
@@ -139,6 +149,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list(&self, prefix: &str, continuation: Option<String>) -> StoreResult<ListPage>;
     /// Human-readable description for messages ("local:///srv/fs", "s3c://host/bucket").
     fn describe(&self) -> String;
+    /// Whether the store answers, as far as this layer knows: the retry layer, which
+    /// sees every attempt, tracks it; a bare store knows nothing.
+    fn health(&self) -> Health {
+        Health::default()
+    }
 }
 
 /// List every key under `prefix`, following continuations.

@@ -46,35 +46,40 @@ pub fn open_store(
     Ok(Arc::new(RetryStore::new(raw, RetryPolicy::default())))
 }
 
-/// For crash and fault tests of the real binaries only: `S3FS_TEST_FAULTS=RATE[,SEED]`
-/// makes that share of store requests fail with a temporary error (half of them after
-/// the request was carried out, as when a reply is lost), below the retry layer.
+/// For crash and fault tests of the real binaries only, below the retry layer:
+/// `S3FS_TEST_FAULTS=RATE[,SEED]` makes that share of store requests fail with a
+/// temporary error (half of them after the request was carried out, as when a reply
+/// is lost); `S3FS_TEST_FAULTS=latency-ms=N` delays every request; and
+/// `S3FS_TEST_FAULTS=down-while=PATH` fails every request while PATH exists. Forms
+/// combine: `rate=0.1,seed=3,latency-ms=20`.
 pub const FAULT_ENV: &str = "S3FS_TEST_FAULTS";
 
 fn inject_faults(raw: Arc<dyn Store>, spec: &str) -> Result<Arc<dyn Store>, Error> {
     let bad = || {
         Error::new(
             crate::exit::ExitCode::BadArgument,
-            format!("{FAULT_ENV}={spec}: expected RATE[,SEED]"),
+            format!("{FAULT_ENV}={spec}: expected RATE[,SEED] or rate=, seed=, latency-ms=, down-while="),
         )
     };
-    let (rate, seed) = spec.split_once(',').unwrap_or((spec, "1"));
-    let error_rate: f64 = rate.trim().parse().map_err(|_| bad())?;
-    let seed: u64 = seed.trim().parse().map_err(|_| bad())?;
-    if !(0.0..1.0).contains(&error_rate) {
-        return Err(bad());
+    let mut config = crate::store::fault::FaultConfig {
+        lost_reply_share: 0.5,
+        seed: 1,
+        ..Default::default()
+    };
+    for (i, item) in spec.split(',').map(str::trim).enumerate() {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k, v),
+            // The positional form: RATE[,SEED].
+            None => (["rate", "seed"].get(i).copied().ok_or_else(bad)?, item),
+        };
+        match key {
+            "rate" => config.error_rate = value.parse().ok().filter(|r| (0.0..1.0).contains(r)).ok_or_else(bad)?,
+            "seed" => config.seed = value.parse().map_err(|_| bad())?,
+            "latency-ms" => config.latency = Some(std::time::Duration::from_millis(value.parse().map_err(|_| bad())?)),
+            "down-while" => config.down_while = Some(value.into()),
+            _ => return Err(bad()),
+        }
     }
-    log::warn!(
-        "{FAULT_ENV}: failing {:.0} % of store requests (testing only)",
-        error_rate * 100.0
-    );
-    Ok(Arc::new(crate::store::fault::FaultStore::new(
-        raw,
-        crate::store::fault::FaultConfig {
-            error_rate,
-            lost_reply_share: 0.5,
-            seed,
-            ..Default::default()
-        },
-    )))
+    log::warn!("{FAULT_ENV}={spec}: injecting store faults (testing only)");
+    Ok(Arc::new(crate::store::fault::FaultStore::new(raw, config)))
 }

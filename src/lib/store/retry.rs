@@ -69,6 +69,9 @@ pub struct RetryStore {
     inner: Arc<dyn Store>,
     policy: RetryPolicy,
     stats: Arc<RetryStats>,
+    /// Since when every attempt has failed without an answer, and the last failure: a
+    /// store failing long is "down", and what waits for it gives up (see the cache).
+    failing: std::sync::Mutex<(Option<Instant>, Option<String>)>,
 }
 
 impl RetryStore {
@@ -77,11 +80,29 @@ impl RetryStore {
             inner,
             policy,
             stats: Arc::default(),
+            failing: std::sync::Mutex::new((None, None)),
         }
     }
 
     pub fn stats(&self) -> Arc<RetryStats> {
         self.stats.clone()
+    }
+
+    /// An attempt that failed without an answer starts (or continues) an outage; any
+    /// answer, "no such object" included, ends it.
+    fn record_health<T>(&self, what: &str, result: &StoreResult<T>) {
+        let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Err(e @ (StoreError::Temporary { .. } | StoreError::Unreachable(_))) => {
+                f.0.get_or_insert_with(Instant::now);
+                f.1 = Some(format!("{what}: {e}"));
+            }
+            _ => {
+                if let Some(since) = f.0.take() {
+                    log::info!("the store answers again (after {:.0?} of failures)", since.elapsed());
+                }
+            }
+        }
     }
 
     /// Run `op` until it succeeds or fails permanently; each attempt is counted as one
@@ -101,6 +122,7 @@ impl RetryStore {
             {
                 METRICS.error();
             }
+            self.record_health(what, &result);
             match result {
                 Err(StoreError::Temporary { message, retry_after }) => {
                     let delay = self.policy.delay(attempt, retry_after);
@@ -171,6 +193,14 @@ impl Store for RetryStore {
             }
         })
         .await
+    }
+
+    fn health(&self) -> crate::store::Health {
+        let f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        crate::store::Health {
+            failing_for: f.0.map(|t| t.elapsed()),
+            last_failure: f.1.clone(),
+        }
     }
 
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
