@@ -330,3 +330,63 @@ fn object_corrupt_at_rest_is_an_error() {
         e.message
     );
 }
+
+/// A store whose listing never ends (the same page, or the same continuation, again and
+/// again): `list_all` refuses instead of looping forever.
+#[test]
+fn a_listing_that_does_not_advance_is_refused() {
+    use async_trait::async_trait;
+    use s3fs::store::{ListPage, ObjectInfo, StoreResult};
+
+    #[derive(Debug)]
+    struct Endless {
+        inner: LocalStore,
+        same_token: bool,
+    }
+
+    #[async_trait]
+    impl Store for Endless {
+        async fn get(&self, key: &str, max_len: u64) -> StoreResult<bytes::Bytes> {
+            self.inner.get(key, max_len).await
+        }
+        async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> StoreResult<bytes::Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn put(&self, key: &str, data: bytes::Bytes, mode: PutMode) -> StoreResult<()> {
+            self.inner.put(key, data, mode).await
+        }
+        async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
+            self.inner.head(key).await
+        }
+        async fn delete(&self, key: &str) -> StoreResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+            self.inner.delete_many(keys).await
+        }
+        async fn list(&self, prefix: &str, continuation: Option<String>) -> StoreResult<ListPage> {
+            let mut page = self.inner.list(prefix, None).await?;
+            page.next = Some(if self.same_token {
+                "again".to_owned()
+            } else {
+                format!("{}x", continuation.unwrap_or_default())
+            });
+            Ok(page)
+        }
+        fn describe(&self) -> String {
+            "endless".into()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let inner = LocalStore::open(dir.path()).unwrap();
+    block_on(inner.put("s3fs_a", bytes::Bytes::from_static(b"a"), PutMode::Overwrite)).unwrap();
+    for same_token in [true, false] {
+        let store = Endless {
+            inner: LocalStore::open(dir.path()).unwrap(),
+            same_token,
+        };
+        let e = block_on(s3fs::store::list_all(&store, "s3fs_")).unwrap_err();
+        assert!(e.to_string().contains("does not advance"), "{e}");
+    }
+}

@@ -97,11 +97,10 @@ fn verify_key(conn: &Connection, key: &MasterKey) -> Result<(), Error> {
 fn clear(conn: &Connection) -> Result<u64, Error> {
     let bar = crate::cli::progress::counter("deleting objects");
     let mut deleted = 0u64;
-    let mut next = None;
-    loop {
-        let page = block_on(conn.store.list(names::PREFIX, next))?;
+    let mut listing = crate::store::Listing::new(names::PREFIX);
+    // Keys deleted are not listed again; the continuation skips past them.
+    while let Some(page) = block_on(listing.next_page(conn.store.as_ref()))? {
         let keys: Vec<String> = page
-            .objects
             .into_iter()
             .map(|o| o.key)
             .filter(|k| names::is_filesystem_object(k))
@@ -110,11 +109,6 @@ fn clear(conn: &Connection) -> Result<u64, Error> {
             block_on(conn.store.delete_many(&keys))?;
             deleted += keys.len() as u64;
             bar.set_position(deleted);
-        }
-        // Keys already deleted are not listed again; the continuation skips the rest.
-        match page.next {
-            Some(n) => next = Some(n),
-            None => break,
         }
     }
     bar.finish_and_clear();

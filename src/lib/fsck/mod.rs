@@ -569,12 +569,11 @@ fn compare_with_store(
     let phase = Phase::start("listing the store");
     checks::begin_listing(db).map_err(db_err("listing the store"))?;
     let prefix = "s3fs_data_";
-    let mut next = None;
+    let mut listing = crate::store::Listing::new(prefix);
     let mut listed = 0u64;
-    loop {
-        let page = block_on(store.store().list(prefix, next))?;
-        let mut ids = Vec::with_capacity(page.objects.len());
-        for o in &page.objects {
+    while let Some(page) = block_on(listing.next_page(store.store().as_ref()))? {
+        let mut ids = Vec::with_capacity(page.len());
+        for o in &page {
             match o.key.strip_prefix(prefix).and_then(|s| s.parse::<i64>().ok()) {
                 Some(id) if id > 0 && !o.key.ends_with(".tmp") => ids.push((id, o.size)),
                 _ => log::warn!("ignoring unexpected object {} in the store", o.key),
@@ -583,10 +582,6 @@ fn compare_with_store(
         checks::record_listed(db, &ids).map_err(db_err("listing the store"))?;
         listed += ids.len() as u64;
         phase.set(listed, listed);
-        match page.next {
-            Some(n) => next = Some(n),
-            None => break,
-        }
     }
     let spurious = checks::compare_with_store(db, findings).map_err(db_err("comparing with the store"))?;
     phase.finish(&format!("{listed} data objects"));

@@ -156,18 +156,66 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// List every key under `prefix`, following continuations.
-pub async fn list_all(store: &dyn Store, prefix: &str) -> StoreResult<Vec<ObjectInfo>> {
-    let mut out = Vec::new();
-    let mut next = None;
-    loop {
-        let page = store.list(prefix, next).await?;
-        out.extend(page.objects);
-        match page.next {
-            Some(n) => next = Some(n),
-            None => return Ok(out),
+/// A listing of every key under a prefix, page by page, that must advance: keys come
+/// in increasing order across pages and a continuation is never repeated, else a
+/// broken or hostile server (the same page, or the same token, over and over) would
+/// make every caller loop forever.
+#[derive(Debug)]
+pub struct Listing {
+    prefix: String,
+    next: Option<String>,
+    last_key: Option<String>,
+    done: bool,
+}
+
+impl Listing {
+    pub fn new(prefix: &str) -> Listing {
+        Listing {
+            prefix: prefix.to_owned(),
+            next: None,
+            last_key: None,
+            done: false,
         }
     }
+
+    /// The next page, or `None` after the last one.
+    pub async fn next_page(&mut self, store: &dyn Store) -> StoreResult<Option<Vec<ObjectInfo>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = store.list(&self.prefix, self.next.clone()).await?;
+        let stuck = |why: String| {
+            StoreError::Permanent(format!(
+                "the listing of {:?} in {} does not advance ({why}); refusing to loop",
+                self.prefix,
+                store.describe()
+            ))
+        };
+        if let (Some(last), Some(first)) = (&self.last_key, page.objects.first())
+            && first.key <= *last
+        {
+            return Err(stuck(format!("key {:?} after {last:?}", first.key)));
+        }
+        match page.next {
+            Some(n) if self.next.as_ref() == Some(&n) => return Err(stuck("the same continuation twice".into())),
+            Some(n) => self.next = Some(n),
+            None => self.done = true,
+        }
+        if let Some(o) = page.objects.last() {
+            self.last_key = Some(o.key.clone());
+        }
+        Ok(Some(page.objects))
+    }
+}
+
+/// List every key under `prefix` (see [`Listing`]).
+pub async fn list_all(store: &dyn Store, prefix: &str) -> StoreResult<Vec<ObjectInfo>> {
+    let mut out = Vec::new();
+    let mut listing = Listing::new(prefix);
+    while let Some(page) = listing.next_page(store).await? {
+        out.extend(page);
+    }
+    Ok(out)
 }
 
 /// Find out whether the store really honours `If-None-Match: *` on PUT, by trying it on
