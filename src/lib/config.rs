@@ -16,8 +16,9 @@ pub const AUTHINFO_HELP: &str = "\
 AUTHINFO2
   Credentials and settings are read from ~/.s3fs/authinfo2 (or --authfile), an INI file
   that must belong to you (or root) and not be readable or writable by group or others
-  (chmod 600; exit 12 otherwise). Each section applies when the storage
-  URL starts with its storage-url; later sections override earlier ones:
+  (chmod 600; exit 12 otherwise). Each section applies when the storage URL starts
+  with its storage-url (one that ends inside a host name applies to that host only);
+  later sections override earlier ones:
       [backup]
       storage-url: s3c://s3.example.com/bucket/
       backend-login: ACCESS_KEY_ID
@@ -120,6 +121,23 @@ fn check_authfile_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), Err
     Ok(())
 }
 
+/// Whether a section with `storage-url: prefix` applies to `url`: a prefix of it, as in
+/// S3QL, except that a prefix that ends inside the host must end at the host's end. A
+/// section for `s3c://s3.example.com` holds that host's credentials; it must not hand
+/// them to `s3c://s3.example.com.evil.io/bucket`.
+fn section_applies(prefix: &str, url: &str) -> bool {
+    let Some(rest) = url.strip_prefix(prefix) else {
+        return false;
+    };
+    let Some((_, authority)) = prefix.split_once("://") else {
+        return true;
+    };
+    if authority.is_empty() || authority.contains('/') {
+        return true;
+    }
+    rest.is_empty() || rest.starts_with('/') || (rest.starts_with(':') && !authority.contains(':'))
+}
+
 /// Parse authinfo2 text and merge the sections that apply to `canonical_url`.
 pub fn parse_authinfo(text: &str, canonical_url: &str) -> Result<AuthInfo, Error> {
     let ini = ini::Ini::load_from_str_noescape(text)
@@ -153,7 +171,7 @@ pub fn parse_authinfo(text: &str, canonical_url: &str) -> Result<AuthInfo, Error
         let Some(prefix) = props.get("storage-url") else {
             continue;
         };
-        if !canonical_url.starts_with(prefix) {
+        if !section_applies(prefix, canonical_url) {
             continue;
         }
         let number = |key: &str| -> Result<Option<usize>, Error> {
@@ -368,6 +386,29 @@ backend-login: ignored
         assert_eq!(other.backend_login.as_deref(), Some("other-login"));
         assert_eq!(other.backend_password.as_deref(), Some("general-pw"));
         assert_eq!(parse_authinfo(SAMPLE, "local:///x/").unwrap(), AuthInfo::default());
+    }
+
+    #[test]
+    fn a_section_for_a_host_applies_to_that_host_only() {
+        let text = "[a]\nstorage-url: s3c://s3.example.com\nbackend-password: secret\n";
+        for url in ["s3c://s3.example.com/b/", "s3c://s3.example.com:9000/b/p"] {
+            assert_eq!(
+                parse_authinfo(text, url).unwrap().backend_password.as_deref(),
+                Some("secret"),
+                "{url}"
+            );
+        }
+        for url in ["s3c://s3.example.com.evil.io/b/", "s3c://s3.example.community/b/"] {
+            assert_eq!(parse_authinfo(text, url).unwrap().backend_password, None, "{url}");
+        }
+        // Prefixes with a path, or of the scheme only, keep S3QL's meaning.
+        let text =
+            "[a]\nstorage-url: s3c://h/bucket/p\nbackend-password: x\n[b]\nstorage-url: s3c://\nbackend-login: l\n";
+        let info = parse_authinfo(text, "s3c://h/bucket/p-2/").unwrap();
+        assert_eq!(
+            (info.backend_password.as_deref(), info.backend_login.as_deref()),
+            (Some("x"), Some("l"))
+        );
     }
 
     #[test]

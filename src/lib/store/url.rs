@@ -64,6 +64,57 @@ fn bucket_and_prefix(url: &str, rest: &str) -> Result<(String, String), Error> {
     Ok((bucket.to_owned(), prefix.to_owned()))
 }
 
+/// `HOST[:PORT]` of an s3c URL. The host is a DNS name, an IPv4 address or a bracketed
+/// IPv6 address, nothing else: it goes into the endpoint the credentials are sent to,
+/// and `good.example@evil.example` (which an authinfo2 section for `s3c://good.example`
+/// matches) names evil.example.
+fn host_and_port<'a>(url: &str, hostport: &'a str) -> Result<(&'a str, Option<u16>), Error> {
+    let (host, port) = match hostport.strip_prefix('[').and_then(|h| h.find(']')) {
+        Some(end) => {
+            let (host, after) = hostport.split_at(end + 2);
+            match after {
+                "" => (host, None),
+                p => (
+                    host,
+                    Some(
+                        p.strip_prefix(':')
+                            .ok_or_else(|| bad(url, "garbage after the IPv6 address"))?,
+                    ),
+                ),
+            }
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(url, "port is not a number 1-65535"))
+        })
+        .transpose()?;
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ip6) => !ip6.is_empty() && ip6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+        None => {
+            !host.is_empty()
+                && !host.starts_with(['-', '.'])
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }
+    };
+    if !valid {
+        return Err(bad(
+            url,
+            "the host must be a DNS name, an IPv4 address or an IPv6 address in brackets",
+        ));
+    }
+    Ok((host, port))
+}
+
 impl StorageUrl {
     /// Parse and canonicalise. Errors carry exit code 2.
     pub fn parse(url: &str) -> Result<StorageUrl, Error> {
@@ -104,16 +155,7 @@ impl StorageUrl {
                 let (hostport, rest) = rest
                     .split_once('/')
                     .ok_or_else(|| bad(url, "expected s3c://HOST[:PORT]/BUCKET[/PREFIX]"))?;
-                let (host, port) = match hostport.rsplit_once(':') {
-                    Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                        let port = p.parse::<u16>().map_err(|_| bad(url, "port is not a number 1-65535"))?;
-                        (h, Some(port))
-                    }
-                    _ => (hostport, None),
-                };
-                if host.is_empty() {
-                    return Err(bad(url, "no host name"));
-                }
+                let (host, port) = host_and_port(url, hostport)?;
                 let (bucket, prefix) = bucket_and_prefix(url, rest)?;
                 Ok(StorageUrl::S3c {
                     host: host.to_owned(),
@@ -214,6 +256,9 @@ mod tests {
             }
         );
         assert_eq!(u.to_string(), "s3c://127.0.0.1:3900/bkt/pre_");
+        for v6 in ["s3c://[::1]/bkt/", "s3c://[::1]:9000/bkt/"] {
+            assert_eq!(StorageUrl::parse(v6).unwrap().to_string(), v6);
+        }
     }
 
     #[test]
@@ -239,6 +284,12 @@ mod tests {
             "s3c://h/B!",
             "local://",
             "s3c:///bucket",
+            "s3c://good.example@evil.example/bucket",
+            "s3c://user:pw@host/bucket",
+            "s3c://host:0/bucket",
+            "s3c://-host/bucket",
+            "s3c://[::1]x/bucket",
+            "s3c://ho st/bucket",
         ] {
             let e = StorageUrl::parse(url).unwrap_err();
             assert_eq!(e.code, ExitCode::BadArgument, "{url}");
