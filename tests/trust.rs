@@ -379,22 +379,8 @@ fn mkfs_encrypted(f: &Fixture, passphrase: &str) {
 /// refused before any derivation.
 #[test]
 fn absurd_key_derivation_parameters_are_refused_at_once() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("local://{}/store", dir.path().display());
-    let auth = dir.path().join("authinfo2");
-    std::fs::write(
-        &auth,
-        format!("[fs]\nstorage-url: {url}\nfs-passphrase: secret words\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let f = Fixture {
-        dir,
-        url: url.clone(),
-        mnt: PathBuf::new(),
-    };
-    mkfs_encrypted(&f, "secret words");
+    let f = new_encrypted_filesystem();
+    let url = f.url.clone();
     let store = f.dir.path().join("store");
     for name in s3fs::fs_store::names::KEY_COPIES {
         let path = object_file(&store, name);
@@ -409,9 +395,8 @@ fn absurd_key_derivation_parameters_are_refused_at_once() {
     assert!(text(&o).contains("bad KDF parameters"), "{}", text(&o));
 }
 
-/// An encrypted filesystem whose owner keeps the passphrase in authinfo2: written,
-/// unmounted, its cache directory `cache` kept.
-fn encrypted_fixture() -> Fixture {
+/// A new encrypted filesystem whose owner keeps the passphrase in authinfo2.
+fn new_encrypted_filesystem() -> Fixture {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("local://{}/store", dir.path().display());
@@ -426,6 +411,13 @@ fn encrypted_fixture() -> Fixture {
     std::fs::create_dir(&mnt).unwrap();
     let f = Fixture { dir, url, mnt };
     mkfs_encrypted(&f, "secret words");
+    f
+}
+
+/// [`new_encrypted_filesystem`] written and unmounted, its cache directory `cache`
+/// kept.
+fn encrypted_fixture() -> Fixture {
+    let f = new_encrypted_filesystem();
     f.mount("cache");
     std::fs::write(f.mnt.join("secret"), b"the owner's data").unwrap();
     f.umount();
