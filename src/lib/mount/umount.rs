@@ -147,7 +147,7 @@ fn upload_showing_progress(ctrl: &Path) {
             eprintln!("umount.s3fs: {line}");
             said = Some((failing, std::time::Instant::now()));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
