@@ -548,6 +548,20 @@ fn an_unprivileged_users_own_mount_checks_permissions() {
     std::os::unix::fs::chown(root.join("mnt"), Some(NOBODY), Some(NOBODY)).unwrap();
     let url = format!("local://{}/store", root.display());
     let mnt = root.join("mnt");
+    // The user may not be able to reach the build directory (a checkout under /root):
+    // the binaries it runs are copied where it can.
+    std::fs::create_dir(root.join("bin")).unwrap();
+    let copy = |bin: &str| {
+        let to = root.join("bin").join(Path::new(bin).file_name().unwrap());
+        std::fs::copy(bin, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to.display().to_string()
+    };
+    let (mkfs, mount, umount) = (
+        copy(common::mount::MKFS),
+        copy(common::mount::MOUNT),
+        copy(common::mount::UMOUNT),
+    );
     let as_user = |program: &str, args: &[&str]| {
         std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -560,9 +574,9 @@ fn an_unprivileged_users_own_mount_checks_permissions() {
     };
     let cache = root.join("cache").display().to_string();
     let mnt_s = mnt.display().to_string();
-    let o = as_user(common::mount::MKFS, &["--plain", &url]);
+    let o = as_user(&mkfs, &["--plain", &url]);
     assert_eq!(code(&o), 0, "mkfs as nobody: {}", text(&o));
-    let o = as_user(common::mount::MOUNT, &["--cachedir", &cache, &url, &mnt_s]);
+    let o = as_user(&mount, &["--cachedir", &cache, &url, &mnt_s]);
     assert_eq!(code(&o), 0, "mount as nobody: {}", text(&o));
     let file = mnt.join("f").display().to_string();
     let shell = |script: &str| as_user("sh", &["-c", script]);
@@ -576,7 +590,7 @@ fn an_unprivileged_users_own_mount_checks_permissions() {
     assert!(text(&o).contains("Operation not permitted"), "EPERM: {}", text(&o));
     let o = shell(&format!("chmod 0644 {file} && echo more >> {file} && cat {file}"));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "data\nmore\n", "{}", text(&o));
-    let o = as_user(common::mount::UMOUNT, &[&mnt_s]);
+    let o = as_user(&umount, &[&mnt_s]);
     assert_eq!(code(&o), 0, "umount as nobody: {}", text(&o));
     assert!(!common::mount::is_mounted(&mnt));
 }
