@@ -101,7 +101,7 @@ fn out_err(e: std::io::Error) -> Error {
 }
 
 /// `1536` → `1.50 KiB` (or the plain number with `raw`).
-fn size(bytes: u64, raw: bool) -> String {
+pub(crate) fn size(bytes: u64, raw: bool) -> String {
     if raw || bytes < 1024 {
         return format!("{bytes} B");
     }

@@ -130,9 +130,10 @@ fn upload_showing_progress(ctrl: &Path) {
         }
         let _ = crate::tools::command(ctrl, cmd::UPLOAD_NOW, b"");
         let left = format!(
-            "{} dirty blocks ({} MiB)",
+            "{} dirty block{} ({})",
             s.dirty_entries,
-            s.dirty_bytes.div_ceil(1 << 20)
+            if s.dirty_entries == 1 { "" } else { "s" },
+            crate::tools::size(s.dirty_bytes, false)
         );
         let line = match (s.store_failing_secs, &s.store_last_failure) {
             (Some(secs), last) => format!(
