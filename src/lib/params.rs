@@ -35,8 +35,12 @@ pub struct Params {
     pub last_modified: i64,
 }
 
-/// Block sizes a filesystem may have, in bytes (mkfs.s3fs takes 4 KiB to 64 MiB).
-pub const BLOCK_SIZES: std::ops::RangeInclusive<u64> = (4 << 10)..=(64 << 20);
+/// Block sizes a filesystem may have, in KiB: what mkfs.s3fs takes, and so what a
+/// superblock may say.
+pub const BLOCK_SIZES_KIB: std::ops::RangeInclusive<u64> = 4..=65536;
+/// [`BLOCK_SIZES_KIB`] in bytes.
+pub const BLOCK_SIZES: std::ops::RangeInclusive<u64> =
+    (*BLOCK_SIZES_KIB.start() << 10)..=(*BLOCK_SIZES_KIB.end() << 10);
 /// Largest metadata database accepted: it is downloaded to disk, so this bounds what a
 /// superblock can make us write, not what we hold in memory.
 pub const MAX_DB_SIZE: u64 = 1 << 40;

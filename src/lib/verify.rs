@@ -223,9 +223,9 @@ impl MetaDb {
             uri_path(&self.path),
             if pending { "mode=ro" } else { "immutable=1" }
         );
-        let db = Connection::open_with_flags(
+        let db = crate::meta::schema::open(
             &uri,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            Some(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX),
         )
         .map_err(|e| {
             Error::new(
@@ -233,7 +233,6 @@ impl MetaDb {
                 format!("opening the metadata {}: {e}", self.path.display()),
             )
         })?;
-        crate::meta::schema::harden(&db).map_err(db_err)?;
         crate::meta::schema::check_schema(&db)?;
         if self.temporary {
             // SQLite keeps reading through its open descriptor (immutable: no journal, no

@@ -327,8 +327,7 @@ fn shrink_locked(
     }
     let db_err = |e: rusqlite::Error| Error::new(ExitCode::LocalDbCorrupt, format!("shrinking the metadata: {e}"));
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let db = rusqlite::Connection::open(&files.db).map_err(db_err)?;
-    crate::meta::schema::harden(&db).map_err(db_err)?;
+    let db = crate::meta::schema::open(&files.db, None).map_err(db_err)?;
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(db_err)?;
     let before = size(&files.db);
     db.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")

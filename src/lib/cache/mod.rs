@@ -1053,10 +1053,7 @@ impl BlockCache {
             if st.permanent_errors != errors_before {
                 break Err(CacheError::Store(st.last_error.clone().unwrap_or_default()));
             }
-            if give_up_when_down
-                && let Some(failing) = self.store.store().health().failing_for
-                && failing >= self.cfg.store_timeout
-            {
+            if give_up_when_down && let Some(failing) = self.store_down_for() {
                 break Err(CacheError::StoreDown(failing.as_secs()));
             }
             if st.dirty.is_empty() && st.in_flight == 0 && st.deletions.is_empty() && !st.deleting {
@@ -1085,6 +1082,14 @@ impl BlockCache {
     /// Whether the store answers (see [`crate::store::Store::health`]).
     pub fn store_health(&self) -> crate::store::Health {
         self.store.store().health()
+    }
+
+    /// How long the store has failed every request, once that is the store timeout or
+    /// more: it is down, and what waits for it gives up.
+    fn store_down_for(&self) -> Option<Duration> {
+        self.store_health()
+            .failing_for
+            .filter(|failing| *failing >= self.cfg.store_timeout)
     }
 
     /// Evict every clean entry.
@@ -1261,12 +1266,9 @@ impl BlockCache {
     /// The refusal of what needs room the store cannot free (it has failed for the store
     /// timeout): a write gets ENOSPC (logged once per outage), a block to be read EIO.
     fn check_store_up(&self, st: &State, purpose: Need) -> Result<(), CacheError> {
-        let Some(failing) = self.store.store().health().failing_for else {
+        let Some(failing) = self.store_down_for().filter(|_| !st.shutdown) else {
             return Ok(());
         };
-        if failing < self.cfg.store_timeout || st.shutdown {
-            return Ok(());
-        }
         if purpose == Need::Read {
             self.counters.failed_reads.fetch_add(1, Ordering::Relaxed);
             return Err(CacheError::StoreDown(failing.as_secs()));

@@ -123,10 +123,10 @@ pub struct MkfsArgs {
     #[arg(short = 'L', long, default_value = "")]
     pub label: String,
     /// Maximum size of a file data block in KiB; fixed for the life of the filesystem
-    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(4..=65536))]
+    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(crate::params::BLOCK_SIZES_KIB))]
     pub data_block_size: u64,
     /// Size of the metadata chunks in the store in KiB; fixed for the life of the filesystem
-    #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(4..=65536))]
+    #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(crate::params::BLOCK_SIZES_KIB))]
     pub metadata_block_size: u64,
     /// Create an unencrypted filesystem (objects are still compressed and checksummed)
     #[arg(long)]

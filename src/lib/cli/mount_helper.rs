@@ -27,7 +27,9 @@ const IGNORED: &[&str] = &[
 /// nodev unless a later word says otherwise.
 const USER_MOUNT: &[&str] = &["user", "users", "owner", "group"];
 
-/// Mount flags the kernel applies (see [`crate::mount::run`]'s `kernel_mount_options`).
+/// Mount flags of the kernel that `--kernel-flags` takes (see
+/// [`crate::mount::run`]'s `kernel_mount_options`: those it has no FUSE option for are
+/// accepted without effect).
 pub const KERNEL_FLAGS: &[&str] = &[
     "rw",
     "async",

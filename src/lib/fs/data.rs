@@ -176,20 +176,6 @@ impl Filesystem {
                 .write(ino, from / bs, (from % bs) as u32, &zeros)
                 .map_err(cache_err)
         };
-        if first_whole >= after_whole {
-            // Within one block, or across one boundary without a whole block between.
-            for (blockno, in_block, n, _) in self.pieces(offset, end - offset) {
-                let from = blockno * bs + u64::from(in_block);
-                zero(from, from + u64::from(n))?;
-            }
-        } else {
-            if offset < first_whole * bs {
-                zero(offset, first_whole * bs)?;
-            }
-            if end > after_whole * bs {
-                zero(after_whole * bs, end)?;
-            }
-        }
         let touch = |op: &mut super::Op<'_>| -> FsResult<()> {
             op.tx.execute(
                 "UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE id = ?1",
@@ -198,7 +184,18 @@ impl Filesystem {
             Ok(())
         };
         if first_whole >= after_whole {
+            // Within one block, or across one boundary without a whole block between.
+            for (blockno, in_block, n, _) in self.pieces(offset, end - offset) {
+                let from = blockno * bs + u64::from(in_block);
+                zero(from, from + u64::from(n))?;
+            }
             return self.transact(touch);
+        }
+        if offset < first_whole * bs {
+            zero(offset, first_whole * bs)?;
+        }
+        if end > after_whole * bs {
+            zero(after_whole * bs, end)?;
         }
         let (from_bno, to_bno) = (first_whole, after_whole - 1);
         // The cached copies are dropped once this commits (the cache's contract).

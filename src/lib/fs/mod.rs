@@ -266,12 +266,11 @@ pub struct Filesystem {
 /// an I/O error on the cache disk must be an error, not a SIGBUS.
 fn open_reader(db_path: &Path) -> Result<Connection, Error> {
     use rusqlite::OpenFlags;
-    let conn = Connection::open_with_flags(
+    let conn = crate::meta::schema::open(
         db_path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        Some(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX),
     )
     .map_err(open_err)?;
-    crate::meta::schema::harden(&conn).map_err(open_err)?;
     conn.execute_batch(
         "PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -32768;",
@@ -311,8 +310,7 @@ impl Filesystem {
         if data_block_size == 0 {
             return Err(Error::new(ExitCode::Failure, "data block size must not be 0"));
         }
-        let conn = Connection::open(db_path).map_err(open_err)?;
-        crate::meta::schema::harden(&conn).map_err(open_err)?;
+        let conn = crate::meta::schema::open(db_path, None).map_err(open_err)?;
         // WAL: readers (the read connection, the metadata snapshot) never block the
         // filesystem nor wait for it; NORMAL: commits do not fsync (sync_metadata does
         // it on demand); integrity checks are fsck's job.

@@ -193,9 +193,10 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     let files = LocalFiles::new(&cachedir, &conn.url);
     let parallel = config::max_connections(args.store.max_connections, &conn.auth);
     let remote = opened.params.clone();
-    let local = files
-        .read_params()
-        .filter(|l| l.uuid == remote.uuid && files.db.exists());
+    // This machine's superblock of the URL, of whatever filesystem; `local` only if it
+    // is this one's, with its DB.
+    let local_any = files.read_params();
+    let local = local_any.clone().filter(|l| l.uuid == remote.uuid && files.db.exists());
 
     let holder = block_on(guard::read_lock(&store))?.filter(|h| h.fs_uuid == remote.uuid);
     if let Some(h) = &holder
@@ -219,7 +220,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     } else {
         block_on(chunks::newest_listed_version(&store))?
     };
-    crate::mount::state::check_store(&remote, files.read_params().as_ref(), &files.params, newest)?;
+    crate::mount::state::check_store(&remote, local_any.as_ref(), &files.params, newest)?;
     let mut crashed_here = false;
     if let Some(l) = local.as_ref().filter(|_| use_local) {
         if l.is_mounted {
@@ -298,8 +299,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
         recover_cache(&files, &params, &store, parallel, &mut findings)?;
     }
 
-    let db = Connection::open(&files.db).map_err(db_err("opening the metadata"))?;
-    crate::meta::schema::harden(&db).map_err(db_err("opening the metadata"))?;
+    let db = crate::meta::schema::open(&files.db, None).map_err(db_err("opening the metadata"))?;
     crate::meta::schema::check_schema(&db)?;
     db.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -262144;")
         .map_err(db_err("opening the metadata"))?;
@@ -385,8 +385,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
 
 /// `PRAGMA integrity_check` of the SQLite file `db`; the error lists what it found.
 pub(crate) fn integrity_check(db: &Path) -> Result<(), Error> {
-    let conn = Connection::open(db).map_err(db_err("opening the metadata"))?;
-    crate::meta::schema::harden(&conn).map_err(db_err("opening the metadata"))?;
+    let conn = crate::meta::schema::open(db, None).map_err(db_err("opening the metadata"))?;
     let problems: Vec<String> = conn
         .prepare("PRAGMA integrity_check(20)")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
@@ -624,8 +623,7 @@ fn referenced_by_versions(
         if block_on(chunks::download(store, &v, &path, parallel)).is_err() {
             continue; // a damaged version is reported by verify_versions
         }
-        let c = Connection::open(&path).map_err(db_err("reading a metadata version"))?;
-        crate::meta::schema::harden(&c).map_err(db_err("reading a metadata version"))?;
+        let c = crate::meta::schema::open(&path, None).map_err(db_err("reading a metadata version"))?;
         let mut st = c
             .prepare("SELECT id FROM objects")
             .map_err(db_err("reading a metadata version"))?;

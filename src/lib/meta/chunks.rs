@@ -87,12 +87,11 @@ fn join_err(e: tokio::task::JoinError) -> Error {
 /// Copy a consistent state of the live DB at `db` into `dest` without blocking writers.
 pub fn snapshot(db: &Path, dest: &Path) -> Result<(), Error> {
     let _ = std::fs::remove_file(dest);
-    let src = rusqlite::Connection::open_with_flags(
+    let src = crate::meta::schema::open(
         db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        Some(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX),
     )
     .map_err(|e| db_err("opening the metadata for a snapshot", e))?;
-    crate::meta::schema::harden(&src).map_err(|e| db_err("opening the metadata for a snapshot", e))?;
     src.busy_timeout(std::time::Duration::from_secs(60))
         .map_err(|e| db_err("snapshot", e))?;
     let mut dst = rusqlite::Connection::open(dest).map_err(|e| db_err("creating the metadata snapshot", e))?;
@@ -336,23 +335,25 @@ pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usiz
     result
 }
 
-/// The seq of the newest metadata version the store lists (names only: one LIST).
-pub async fn newest_listed_version(fs: &FsStore) -> Result<Option<u64>, Error> {
-    Ok(list_all(fs.store().as_ref(), names::PARAMS_VERSION_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|o| u64::from_str_radix(o.key.strip_prefix(names::PARAMS_VERSION_PREFIX)?, 16).ok())
-        .max())
-}
-
-/// The retained metadata versions, newest first.
-pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
+/// The seqs of the metadata versions the store lists, newest first (names only).
+async fn listed_versions(fs: &FsStore) -> Result<Vec<u64>, Error> {
     let mut seqs: Vec<u64> = list_all(fs.store().as_ref(), names::PARAMS_VERSION_PREFIX)
         .await?
         .into_iter()
         .filter_map(|o| u64::from_str_radix(o.key.strip_prefix(names::PARAMS_VERSION_PREFIX)?, 16).ok())
         .collect();
     seqs.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(seqs)
+}
+
+/// The seq of the newest metadata version the store lists (names only: one LIST).
+pub async fn newest_listed_version(fs: &FsStore) -> Result<Option<u64>, Error> {
+    Ok(listed_versions(fs).await?.first().copied())
+}
+
+/// The retained metadata versions, newest first.
+pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
+    let seqs = listed_versions(fs).await?;
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
         // A version deleted meanwhile by a concurrent expiry is not retained any more.

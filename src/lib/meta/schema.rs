@@ -124,6 +124,17 @@ fn db_err(e: rusqlite::Error) -> Error {
     Error::new(ExitCode::Failure, format!("metadata database: {e}"))
 }
 
+/// Open a metadata DB (read-write and created if missing by default, or as `flags`
+/// say), hardened (see [`harden`]): every connection to one goes through here.
+pub fn open(path: impl AsRef<std::path::Path>, flags: Option<rusqlite::OpenFlags>) -> rusqlite::Result<Connection> {
+    let conn = match flags {
+        Some(flags) => Connection::open_with_flags(path, flags)?,
+        None => Connection::open(path)?,
+    };
+    harden(&conn)?;
+    Ok(conn)
+}
+
 /// Settings for every connection to a metadata DB, which may have come from the store
 /// (and from whoever could write there): defensive mode (no writes to the schema or
 /// other ways to corrupt the file through SQL) and no trust in the schema (functions

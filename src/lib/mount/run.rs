@@ -180,7 +180,7 @@ fn check_mountpoint(path: &Path) -> Result<(), Error> {
 
 /// Mount and serve until unmounted. Reports readiness through `reporter`.
 pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSource) -> Result<(), Error> {
-    kernel_mount_options(&args.kernel_flags)?;
+    let kernel_options = kernel_mount_options(&args.kernel_flags)?;
     check_mountpoint(&args.mountpoint)?;
     if is_mountpoint(&args.mountpoint) {
         return Err(Error::new(
@@ -230,6 +230,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
         let cache = open_cache(args, &files, &params, &opened.fs, &fs, parallel)?;
         serve(
             args,
+            kernel_options,
             &conn.url.to_string(),
             reporter,
             Mounted {
@@ -327,7 +328,13 @@ fn open_cache(
     BlockCache::open(config, fs.db(), files.db.clone(), fs_store.clone())
 }
 
-fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: Mounted) -> Result<(), Error> {
+fn serve(
+    args: &MountArgs,
+    kernel_options: Vec<fuser::MountOption>,
+    canonical_url: &str,
+    reporter: &mut Reporter,
+    mut m: Mounted,
+) -> Result<(), Error> {
     m.fs.attach_cache(m.cache.clone());
     // Totals for s3fsstat: one scan now, kept current by triggers from here on.
     m.fs.enable_stats()?;
@@ -344,7 +351,7 @@ fn serve(args: &MountArgs, canonical_url: &str, reporter: &mut Reporter, mut m: 
         // mounting user too (a 0444 file is read-only, chown needs root), as S3QL does.
         fuser::MountOption::DefaultPermissions,
     ];
-    options.extend(kernel_mount_options(&args.kernel_flags)?);
+    options.extend(kernel_options);
     let acl = if args.allow_other {
         fuser::SessionACL::All
     } else if args.allow_root {
@@ -460,18 +467,12 @@ fn kernel_mount_options(words: &[String]) -> Result<Vec<fuser::MountOption>, Err
             chosen[i] = Some(if word == *on { on_opt.clone() } else { off_opt.clone() });
             continue;
         }
-        match word {
-            "rw" | "async" | "relatime" | "norelatime" | "strictatime" | "nostrictatime" | "diratime"
-            | "nodiratime" | "lazytime" | "nolazytime" => {}
-            other => {
-                return Err(Error::new(
-                    ExitCode::BadArgument,
-                    format!(
-                        "unknown kernel flag {other:?} (known: {})",
-                        crate::cli::mount_helper::KERNEL_FLAGS.join(", ")
-                    ),
-                ));
-            }
+        let known = crate::cli::mount_helper::KERNEL_FLAGS;
+        if !known.contains(&word) {
+            return Err(Error::new(
+                ExitCode::BadArgument,
+                format!("unknown kernel flag {word:?} (known: {})", known.join(", ")),
+            ));
         }
     }
     Ok(chosen.into_iter().flatten().collect())
