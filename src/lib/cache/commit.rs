@@ -20,8 +20,9 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::upload::{Failure, Outcome, Prepared};
-use super::{Entry, db, lock};
+use super::{Entry, lock};
 use crate::fs_store::names;
+use crate::meta::{blocks, inodes};
 
 /// Most steps per transaction: bounds how long one batch holds the DB mutex.
 const MAX_BATCH: usize = 128;
@@ -171,22 +172,22 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
             if removed {
                 return Ok(done(Outcome::Skipped(Vec::new()), false));
             }
-            if !db::inode_exists(c, inode)? {
+            if !inodes::exists(c, inode as i64)? {
                 return Ok(done(Outcome::Orphan(Vec::new()), false));
             }
-            if let Some(block_id) = db::find_block(c, &r.hash)? {
-                let freed = db::link_block(c, inode, blockno, block_id)?;
+            if let Some(block_id) = blocks::find_block(c, &r.hash)? {
+                let freed = blocks::link_block(c, inode as i64, blockno as i64, block_id)?.objects;
                 return Ok(done(Outcome::Committed(r.generation, data_names(freed)), true));
             }
             Ok(Done {
-                prepared: Prepared::Upload(db::new_object(c, r.len)?),
+                prepared: Prepared::Upload(blocks::new_object(c, r.len)?),
                 dedup: false,
             })
         }
         Step::Commit { obj_id, phys } => {
             let ours = names::data(obj_id as u64);
-            if removed || !db::inode_exists(c, inode)? {
-                db::drop_object(c, obj_id)?;
+            if removed || !inodes::exists(c, inode as i64)? {
+                blocks::drop_object(c, obj_id)?;
                 return Ok(done(
                     if removed {
                         Outcome::Skipped(vec![ours])
@@ -198,16 +199,18 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
             }
             let mut deleted = Vec::new();
             let mut dedup = false;
-            let block_id = match db::insert_block(c, &r.hash, r.len, obj_id, phys)? {
+            let block_id = match blocks::insert_block(c, &r.hash, r.len, obj_id, phys)? {
                 Ok(id) => id,
                 Err(existing) => {
-                    db::drop_object(c, obj_id)?;
+                    blocks::drop_object(c, obj_id)?;
                     deleted.push(ours);
                     dedup = true;
                     existing
                 }
             };
-            deleted.extend(data_names(db::link_block(c, inode, blockno, block_id)?));
+            deleted.extend(data_names(
+                blocks::link_block(c, inode as i64, blockno as i64, block_id)?.objects,
+            ));
             Ok(done(Outcome::Committed(r.generation, deleted), dedup))
         }
     }

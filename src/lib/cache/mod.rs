@@ -32,7 +32,7 @@
 //! # Contract with the namespace core
 //!
 //! - Truncate and reflink: run the transaction that deletes `inode_blocks` rows
-//!   (`fs::release_blocks`) through [`BlockCache::release_range`]. An upload that
+//!   (`meta::blocks::release_blocks`) through [`BlockCache::release_range`]. An upload that
 //!   commits before it has its row deleted by that transaction; one that would commit
 //!   after sees the entry marked (checked under the DB lock) and drops its object. The
 //!   cached blocks are dropped only once the transaction has committed, so a failed one
@@ -48,7 +48,6 @@
 //!   are dropped, never resurrected.
 
 mod commit;
-mod db;
 mod files;
 mod upload;
 
@@ -509,9 +508,9 @@ impl BlockCache {
             let db_err = |e: rusqlite::Error| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}"));
             for f in found {
                 let ok = if f.dirty {
-                    db::inode_exists(&conn, f.key.0).map_err(db_err)?
+                    crate::meta::inodes::exists(&conn, f.key.0 as i64).map_err(db_err)?
                 } else {
-                    db::stored_size(&conn, f.key.0, f.key.1).map_err(db_err)? == Some(f.len as i64)
+                    crate::meta::blocks::stored_size(&conn, f.key.0, f.key.1).map_err(db_err)? == Some(f.len as i64)
                 };
                 if ok { keep.push(f) } else { stale.push(f) }
             }
@@ -719,7 +718,7 @@ impl BlockCache {
     /// Waits for space first; the entry is a placeholder, so waiting cannot block an
     /// upload.
     fn load(&self, e: &Entry, f: &mut EntryFile) -> Result<bool, CacheError> {
-        let mut loc = db::block_location(&lock(&self.db), e.key.0, e.key.1)?;
+        let mut loc = crate::meta::blocks::block_location(&lock(&self.db), e.key.0, e.key.1)?;
         let (loc, name, body) = loop {
             let Some(l) = loc else { return Ok(false) };
             // The row is trusted no further than the block size: a damaged one must not
@@ -758,7 +757,7 @@ impl BlockCache {
             // Missing: a truncate or a reflink racing with this read may have released
             // the block (and deleted its object) since its row was read. Only a row that
             // still names the object means damage.
-            let now = db::block_location(&lock(&self.db), e.key.0, e.key.1)?;
+            let now = crate::meta::blocks::block_location(&lock(&self.db), e.key.0, e.key.1)?;
             if now.is_some_and(|n| n.obj_id == l.obj_id) {
                 return Err(CacheError::Store(format!("object {name} is missing from the store")));
             }

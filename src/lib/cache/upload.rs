@@ -18,8 +18,9 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::commit::Step;
-use super::{BlockCache, CacheError, Entry, Key, POLL, db, files, lock};
+use super::{BlockCache, CacheError, Entry, Key, POLL, files, lock};
 use crate::fs_store::names;
+use crate::meta::blocks;
 use crate::store::{PutMode, StoreError};
 
 /// Objects per `delete_many` call.
@@ -292,7 +293,7 @@ impl BlockCache {
                 let cache = self.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     let conn = lock(&cache.db);
-                    db::drop_object(&conn, obj_id)
+                    blocks::drop_object(&conn, obj_id)
                 })
                 .await;
                 self.queue_deletions(vec![name]);

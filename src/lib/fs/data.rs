@@ -5,11 +5,10 @@
 //! The cache is never called while the DB lock is held (its lock order): block I/O
 //! happens first, then one short transaction updates size and times.
 
-use rusqlite::{OptionalExtension, params};
-
 use super::db::{ino_id, load_inode};
 use super::{Ctx, Filesystem, FsError, FsResult, err};
 use crate::cache::{BlockCache, CacheError};
+use crate::meta::{blocks, inodes};
 
 /// Largest file size: 2^53 bytes keeps every block number and offset exact everywhere.
 pub const MAX_FILE_SIZE: u64 = 1 << 53;
@@ -176,13 +175,7 @@ impl Filesystem {
                 .write(ino, from / bs, (from % bs) as u32, &zeros)
                 .map_err(cache_err)
         };
-        let touch = |op: &mut super::Op<'_>| -> FsResult<()> {
-            op.tx.execute(
-                "UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE id = ?1",
-                params![id, op.now],
-            )?;
-            Ok(())
-        };
+        let touch = |op: &mut super::Op<'_>| -> FsResult<()> { Ok(inodes::touch(&op.tx, id, op.now)?) };
         if first_whole >= after_whole {
             // Within one block, or across one boundary without a whole block between.
             for (blockno, in_block, n, _) in self.pieces(offset, end - offset) {
@@ -201,7 +194,7 @@ impl Filesystem {
         // The cached copies are dropped once this commits (the cache's contract).
         cache.release_range(ino, from_bno, to_bno, || {
             self.transact(|op| {
-                let released = super::db::release_block_range(&op.tx, id, from_bno as i64, to_bno as i64)?;
+                let released = blocks::release_block_range(&op.tx, id, from_bno as i64, to_bno as i64)?;
                 op.deleted_objects.extend(released.objects);
                 touch(op)
             })
@@ -285,20 +278,11 @@ impl Filesystem {
         // contract for releases).
         cache.release_range(id_out as u64, bno_out, bno_out, || {
             self.transact(|op| {
-                let released = super::db::release_block_range(&op.tx, id_out, bno_out as i64, bno_out as i64)?;
+                let released = blocks::release_block_range(&op.tx, id_out, bno_out as i64, bno_out as i64)?;
                 op.deleted_objects.extend(released.objects);
-                let block: Option<i64> = op
-                    .tx
-                    .prepare_cached("SELECT block_id FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
-                    .query_row(params![id_in, bno_in as i64], |r| r.get(0))
-                    .optional()?;
-                if let Some(block) = block {
-                    op.tx
-                        .prepare_cached("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1")?
-                        .execute([block])?;
-                    op.tx
-                        .prepare_cached("INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)")?
-                        .execute(params![id_out, bno_out as i64, block])?;
+                if let Some(block) = blocks::block_of(&op.tx, id_in, bno_in as i64)? {
+                    // The destination was released above: nothing more is freed.
+                    blocks::link_block(&op.tx, id_out, bno_out as i64, block)?;
                 }
                 written(op, ctx, id_out, end)
             })
@@ -311,12 +295,6 @@ impl Filesystem {
 /// group-executable file, cleared when an unprivileged process writes.
 fn written(op: &mut super::Op<'_>, ctx: &Ctx, id: i64, end: u64) -> FsResult<()> {
     let kill = if ctx.uid == 0 { 0 } else { libc::S_ISUID };
-    op.tx
-        .prepare_cached(
-            "UPDATE inodes SET size = max(size, ?2), mtime_ns = ?3, ctime_ns = ?3,
-             mode = mode & ~(?4 | CASE WHEN ?4 != 0 AND mode & ?5 != 0 THEN ?6 ELSE 0 END)
-             WHERE id = ?1",
-        )?
-        .execute(params![id, end as i64, op.now, kill, libc::S_IXGRP, libc::S_ISGID])?;
+    inodes::data_written(&op.tx, id, end, op.now, kill)?;
     super::xattr::kill_capability(op, id)
 }

@@ -29,7 +29,7 @@ fn list(c: &Connection, dir: i64, offset: u64, limit: usize) -> FsResult<Vec<(Di
     if offset < 2 {
         out.push((
             DirEntry {
-                ino: db::parent_of(c, row.id)? as u64,
+                ino: crate::meta::names::parent_of(c, row.id)? as u64,
                 offset: 2,
                 kind: FileKind::Directory,
                 name: b"..".to_vec(),

@@ -59,8 +59,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use crate::cache::BlockCache;
 use crate::exit::{Error, ExitCode};
 
+pub use crate::meta::blocks::{Released, release_blocks};
 pub use data::MAX_FILE_SIZE;
-pub use db::{Released, release_blocks};
 pub use stats::DbStats;
 pub use tree::{CopyReport, RemoveReport};
 

@@ -1,13 +1,12 @@
 //! Inodes and directory entries: lookup/forget, attributes, creation, removal, rename
 //! and hard links.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::OptionalExtension;
 
-use super::db::{
-    self, Entry, InodeRow, add_name, add_refcount, attr, attr_of, check_name, del_name, find_entry, ino_id, is_dot,
-    load_dir, load_inode, remove_entry, touch_ctime, touch_dir,
-};
-use super::{Attr, Ctx, Filesystem, FsResult, NAME_MAX, Op, SetAttr, StatFs, TimeSet, err};
+use super::db::{self, InodeRow, attr, attr_of, check_name, ino_id, is_dot, load_dir, load_inode, remove_entry};
+use super::{Attr, Ctx, Filesystem, FsResult, NAME_MAX, SetAttr, StatFs, TimeSet, err};
+use crate::meta::inodes::{self, add_refcount, touch_ctime};
+use crate::meta::names::{self, find_entry, insert_entry};
 use crate::meta::schema::ROOT_INODE;
 
 /// Longest symlink target (PATH_MAX including the terminating NUL).
@@ -28,7 +27,7 @@ impl Filesystem {
             let ino = if name == b"." {
                 dir.id
             } else if name == b".." {
-                db::parent_of(c, dir.id)?
+                names::parent_of(c, dir.id)?
             } else {
                 check_name(name)?;
                 match find_entry(c, dir.id, name)? {
@@ -179,14 +178,7 @@ impl Filesystem {
                 TimeSet::Set(t) => row.mtime = t,
             }
             row.ctime = set.ctime.unwrap_or(now);
-            op.tx
-                .prepare_cached(
-                    "UPDATE inodes SET uid = ?2, gid = ?3, mode = ?4, mtime_ns = ?5, atime_ns = ?6, ctime_ns = ?7,
-                     size = ?8 WHERE id = ?1",
-                )?
-                .execute(params![
-                    id, row.uid, row.gid, row.mode, row.mtime, row.atime, row.ctime, row.size
-                ])?;
+            inodes::set_attributes(&op.tx, &row)?;
             attr_of(&op.tx, &row)
         })
     }
@@ -305,21 +297,9 @@ impl Filesystem {
                     mode &= !libc::S_ISGID;
                 }
             }
-            let size = target.map_or(0, |t| t.len() as i64);
-            op.tx
-                .prepare_cached(
-                    "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount, size, rdev)
-                     VALUES (?1, ?2, ?3, ?4, ?4, ?4, 1, ?5, ?6)",
-                )?
-                .execute(params![ctx.uid, gid, mode, op.now, size, rdev])?;
-            let ino = op.tx.last_insert_rowid();
-            if let Some(t) = target {
-                op.tx
-                    .prepare_cached("INSERT INTO symlink_targets (inode, target) VALUES (?1, ?2)")?
-                    .execute(params![ino, t])?;
-            }
+            let ino = inodes::insert(&op.tx, ctx.uid, gid, mode, rdev, op.now, target)?;
             insert_entry(&op.tx, parent, name, ino)?;
-            touch_dir(&op.tx, parent, op.now)?;
+            inodes::touch(&op.tx, parent, op.now)?;
             let a = attr(&op.tx, ino)?;
             op.add_lookups.push(ino);
             Ok(a)
@@ -344,7 +324,7 @@ impl Filesystem {
                 return err(libc::EPERM);
             }
             remove_entry(op, e)?;
-            touch_dir(&op.tx, parent, op.now)
+            Ok(inodes::touch(&op.tx, parent, op.now)?)
         })
     }
 
@@ -368,11 +348,11 @@ impl Filesystem {
             if dir.locked || row.locked {
                 return err(libc::EPERM);
             }
-            if db::has_entries(&op.tx, e.inode)? {
+            if names::has_entries(&op.tx, e.inode)? {
                 return err(libc::ENOTEMPTY);
             }
             remove_entry(op, e)?;
-            touch_dir(&op.tx, parent, op.now)
+            Ok(inodes::touch(&op.tx, parent, op.now)?)
         })
     }
 
@@ -435,12 +415,8 @@ impl Filesystem {
                     return err(libc::EINVAL);
                 }
                 let dst = dst.expect("exchange has a target");
-                let mut set_inode = op
-                    .tx
-                    .prepare_cached("UPDATE contents SET inode = ?2 WHERE rowid = ?1")?;
-                set_inode.execute(params![src.rowid, dst.inode])?;
-                set_inode.execute(params![dst.rowid, src.inode])?;
-                drop(set_inode);
+                names::set_entry_inode(&op.tx, src.rowid, dst.inode)?;
+                names::set_entry_inode(&op.tx, dst.rowid, src.inode)?;
                 touch_ctime(&op.tx, src.inode, op.now)?;
                 touch_ctime(&op.tx, dst.inode, op.now)?;
             } else {
@@ -451,17 +427,17 @@ impl Filesystem {
                     if !srow.is_dir() && drow.is_dir() {
                         return err(libc::EISDIR);
                     }
-                    if drow.is_dir() && db::has_entries(&op.tx, drow.id)? {
+                    if drow.is_dir() && names::has_entries(&op.tx, drow.id)? {
                         return err(libc::ENOTEMPTY);
                     }
                     remove_entry(op, d)?;
                 }
-                move_entry(op, src, newparent, newname)?;
+                names::move_entry(&op.tx, src.rowid, src.name_id, newparent, newname)?;
                 touch_ctime(&op.tx, src.inode, op.now)?;
             }
-            touch_dir(&op.tx, parent, op.now)?;
+            inodes::touch(&op.tx, parent, op.now)?;
             if newparent != parent {
-                touch_dir(&op.tx, newparent, op.now)?;
+                inodes::touch(&op.tx, newparent, op.now)?;
             }
             Ok(())
         })
@@ -495,7 +471,7 @@ impl Filesystem {
             }
             insert_entry(&op.tx, newparent, newname, id)?;
             add_refcount(&op.tx, id, 1, op.now)?;
-            touch_dir(&op.tx, newparent, op.now)?;
+            inodes::touch(&op.tx, newparent, op.now)?;
             let a = attr(&op.tx, id)?;
             op.add_lookups.push(id);
             Ok(a)
@@ -556,21 +532,4 @@ fn live_dir(c: &rusqlite::Connection, id: i64) -> FsResult<InodeRow> {
         return err(libc::ENOENT);
     }
     Ok(dir)
-}
-
-fn insert_entry(c: &rusqlite::Connection, parent: i64, name: &[u8], ino: i64) -> FsResult<()> {
-    let name_id = add_name(c, name)?;
-    c.prepare_cached("INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, ?2, ?3)")?
-        .execute(params![name_id, ino, parent])?;
-    Ok(())
-}
-
-/// Give entry `e` a new parent and name, keeping its rowid (so a readdir in progress
-/// sees it once) and its inode: one row update whatever the size of a moved subtree.
-fn move_entry(op: &mut Op<'_>, e: Entry, newparent: i64, newname: &[u8]) -> FsResult<()> {
-    let name_id = add_name(&op.tx, newname)?;
-    op.tx
-        .prepare_cached("UPDATE contents SET parent_inode = ?2, name_id = ?3 WHERE rowid = ?1")?
-        .execute(params![e.rowid, newparent, name_id])?;
-    del_name(&op.tx, e.name_id)
 }

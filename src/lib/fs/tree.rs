@@ -11,11 +11,12 @@ use std::collections::{HashMap, VecDeque};
 
 use rusqlite::{Connection, params};
 
-use super::db::{
-    Entry, add_refcount, has_entries, ino_id, is_ancestor_or_self, load_dir, load_inode, remove_entry, touch_dir,
-};
+use super::db::{Entry, ino_id, is_ancestor_or_self, load_dir, load_inode, remove_entry};
 use super::{Filesystem, FsError, FsResult, err};
+use crate::meta::inodes::{self, add_refcount};
+use crate::meta::names::{self, has_entries};
 use crate::meta::schema::ROOT_INODE;
+use crate::meta::{blocks, xattrs};
 
 /// Entries handled per transaction.
 const BATCH: usize = 1000;
@@ -62,50 +63,13 @@ fn source_entries(c: &Connection, dir: i64, after: i64) -> FsResult<Vec<SourceEn
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Copy the xattrs of `from` to `to` (which has none), counting the name uses.
-fn copy_xattrs(c: &Connection, from: i64, to: i64) -> FsResult<()> {
-    c.prepare_cached(
-        "UPDATE names SET refcount = refcount + 1 WHERE id IN (SELECT name_id FROM ext_attributes WHERE inode = ?1)",
-    )?
-    .execute([from])?;
-    c.prepare_cached("INSERT INTO ext_attributes (inode, name_id, value) SELECT ?2, name_id, value FROM ext_attributes WHERE inode = ?1")?
-        .execute(params![from, to])?;
-    Ok(())
-}
-
 /// A new inode with the attributes, xattrs, symlink target and data blocks of `from`
 /// (unlocked, one link). The blocks are shared: their refcounts go up, no data moves.
 fn clone_inode(c: &Connection, from: i64) -> FsResult<i64> {
-    c.prepare_cached(
-        "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount, size, rdev, locked)
-         SELECT uid, gid, mode, mtime_ns, atime_ns, ctime_ns, 1, size, rdev, 0 FROM inodes WHERE id = ?1",
-    )?
-    .execute([from])?;
-    let to = c.last_insert_rowid();
-    c.prepare_cached(
-        "INSERT INTO symlink_targets (inode, target) SELECT ?2, target FROM symlink_targets WHERE inode = ?1",
-    )?
-    .execute(params![from, to])?;
-    copy_xattrs(c, from, to)?;
-    c.prepare_cached(
-        "UPDATE blocks SET refcount = refcount
-             + (SELECT count(*) FROM inode_blocks WHERE inode = ?1 AND block_id = blocks.id)
-         WHERE id IN (SELECT block_id FROM inode_blocks WHERE inode = ?1)",
-    )?
-    .execute([from])?;
-    c.prepare_cached(
-        "INSERT INTO inode_blocks (inode, blockno, block_id) SELECT ?2, blockno, block_id FROM inode_blocks WHERE inode = ?1",
-    )?
-    .execute(params![from, to])?;
+    let to = inodes::clone_row(c, from)?;
+    xattrs::copy_all(c, from, to)?;
+    blocks::share_all_blocks(c, from, to)?;
     Ok(to)
-}
-
-fn add_entry(c: &Connection, parent: i64, name_id: i64, ino: i64) -> FsResult<()> {
-    c.prepare_cached("UPDATE names SET refcount = refcount + 1 WHERE id = ?1")?
-        .execute([name_id])?;
-    c.prepare_cached("INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, ?2, ?3)")?
-        .execute(params![name_id, ino, parent])?;
-    Ok(())
 }
 
 impl Filesystem {
@@ -143,14 +107,8 @@ impl Filesystem {
         let mut report = CopyReport::default();
         self.transact(|op| {
             check(&op.tx)?;
-            op.tx
-                .prepare_cached(
-                    "UPDATE inodes SET (uid, gid, mode, mtime_ns, atime_ns) =
-                     (SELECT uid, gid, mode, mtime_ns, atime_ns FROM inodes WHERE id = ?1), ctime_ns = ?3
-                     WHERE id = ?2",
-                )?
-                .execute(params![src, dst, op.now])?;
-            copy_xattrs(&op.tx, src, dst)
+            inodes::copy_attributes(&op.tx, src, dst, op.now)?;
+            Ok(xattrs::copy_all(&op.tx, src, dst)?)
         })?;
         // Inodes with more than one link already copied: source → copy.
         let mut links: HashMap<i64, i64> = HashMap::new();
@@ -171,13 +129,13 @@ impl Filesystem {
                         && e.refcount > 1
                         && let Some(&copy) = links.get(&e.inode)
                     {
-                        add_entry(&op.tx, to, e.name_id, copy)?;
+                        names::insert_entry_by_id(&op.tx, to, e.name_id, copy)?;
                         add_refcount(&op.tx, copy, 1, op.now)?;
                         report.entries += 1;
                         continue;
                     }
                     let copy = clone_inode(&op.tx, e.inode)?;
-                    add_entry(&op.tx, to, e.name_id, copy)?;
+                    names::insert_entry_by_id(&op.tx, to, e.name_id, copy)?;
                     report.inodes += 1;
                     report.entries += 1;
                     if e.is_dir {
@@ -204,14 +162,7 @@ impl Filesystem {
         }
         self.transact(|op| {
             load_inode(&op.tx, id)?;
-            let n = op
-                .tx
-                .prepare_cached(
-                    "WITH RECURSIVE tree(id) AS (
-                         SELECT ?1 UNION SELECT contents.inode FROM contents JOIN tree ON contents.parent_inode = tree.id)
-                     UPDATE inodes SET locked = 1 WHERE id IN tree",
-                )?
-                .execute([id])?;
+            let n = inodes::lock_tree(&op.tx, id)?;
             Ok(n as u64)
         })
     }
@@ -227,7 +178,7 @@ impl Filesystem {
                 return err(libc::EPERM);
             }
             super::db::check_name(name)?;
-            super::db::find_entry(&op.tx, parent, name)?.ok_or(FsError::new(libc::ENOENT))
+            names::find_entry(&op.tx, parent, name)?.ok_or(FsError::new(libc::ENOENT))
         })?;
         let mut report = RemoveReport::default();
         // Directories being emptied, innermost last.
@@ -248,7 +199,7 @@ impl Filesystem {
             match descend {
                 Some(sub) => stack.push(sub),
                 None => {
-                    if self.query(|c| has_entries(c, dir))? {
+                    if self.query(|c| Ok(has_entries(c, dir)?))? {
                         continue;
                     }
                     stack.pop();
@@ -257,11 +208,11 @@ impl Filesystem {
         }
         self.transact(|op| {
             // Still the same entry? (It may have been renamed meanwhile.)
-            match super::db::find_entry(&op.tx, parent, name)? {
+            match names::find_entry(&op.tx, parent, name)? {
                 Some(e) if e.inode == top.inode => {
                     remove_entry(op, e)?;
                     report.entries += 1;
-                    touch_dir(&op.tx, parent, op.now)
+                    Ok(inodes::touch(&op.tx, parent, op.now)?)
                 }
                 _ => Ok(()),
             }

@@ -16,10 +16,12 @@
 
 use std::sync::atomic::Ordering;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
-use super::db::{InodeRow, add_name, del_name, ino_id, load_inode, touch_ctime};
+use super::db::{InodeRow, ino_id, load_inode};
 use super::{Filesystem, FsError, FsResult, NAME_MAX, XATTR_SIZE_MAX, err};
+use crate::meta::inodes::touch_ctime;
+use crate::meta::xattrs;
 
 /// Check an xattr name; returns whether it is in the `user.` namespace.
 fn check_xattr_name(name: &[u8]) -> FsResult<bool> {
@@ -49,10 +51,7 @@ fn user_xattrs_allowed(row: &InodeRow) -> bool {
 }
 
 fn find(c: &Connection, ino: i64, name: &[u8]) -> FsResult<Option<(i64, Vec<u8>)>> {
-    let mut st = c.prepare_cached("SELECT name_id, value FROM ext_attributes_v WHERE inode = ?1 AND name = ?2")?;
-    Ok(st
-        .query_row(params![ino, name], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+    Ok(xattrs::find(c, ino, name)?)
 }
 
 const SELINUX: &[u8] = b"security.selinux";
@@ -89,11 +88,7 @@ impl Filesystem {
             check_xattr_writable(&load_inode(&op.tx, id)?, user)?;
             match find(&op.tx, id, name)? {
                 Some(_) if flags & libc::XATTR_CREATE != 0 => return err(libc::EEXIST),
-                Some((name_id, _)) => {
-                    op.tx
-                        .prepare_cached("UPDATE ext_attributes SET value = ?3 WHERE inode = ?1 AND name_id = ?2")?
-                        .execute(params![id, name_id, value])?;
-                }
+                Some(_) => xattrs::set(&op.tx, id, name, value)?,
                 None if flags & libc::XATTR_REPLACE != 0 => return err(libc::ENODATA),
                 None => {
                     if name == SELINUX {
@@ -102,13 +97,10 @@ impl Filesystem {
                     if name == CAPABILITY {
                         self.capabilities.store(true, Ordering::Relaxed);
                     }
-                    let name_id = add_name(&op.tx, name)?;
-                    op.tx
-                        .prepare_cached("INSERT INTO ext_attributes (inode, name_id, value) VALUES (?1, ?2, ?3)")?
-                        .execute(params![id, name_id, value])?;
+                    xattrs::set(&op.tx, id, name, value)?;
                 }
             }
-            touch_ctime(&op.tx, id, op.now)
+            Ok(touch_ctime(&op.tx, id, op.now)?)
         })
     }
 
@@ -154,11 +146,8 @@ impl Filesystem {
         self.transact(|op| {
             check_xattr_writable(&load_inode(&op.tx, id)?, user)?;
             let (name_id, _) = find(&op.tx, id, name)?.ok_or(FsError::new(libc::ENODATA))?;
-            op.tx
-                .prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1 AND name_id = ?2")?
-                .execute(params![id, name_id])?;
-            del_name(&op.tx, name_id)?;
-            touch_ctime(&op.tx, id, op.now)
+            xattrs::remove(&op.tx, id, name_id)?;
+            Ok(touch_ctime(&op.tx, id, op.now)?)
         })
     }
 }
@@ -172,9 +161,7 @@ pub(crate) fn kill_capability(op: &super::Op<'_>, ino: i64) -> FsResult<()> {
     }
     let c = &op.tx;
     if let Some((name_id, _)) = find(c, ino, CAPABILITY)? {
-        c.prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1 AND name_id = ?2")?
-            .execute(params![ino, name_id])?;
-        del_name(c, name_id)?;
+        xattrs::remove(c, ino, name_id)?;
     }
     Ok(())
 }

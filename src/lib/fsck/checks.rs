@@ -62,6 +62,8 @@ use std::fmt;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::paths::{column_bytes, describe, describe_entry, entry_path, escape, lossy, resolve_free};
+use crate::meta::inodes;
+use crate::meta::names::{add_name, del_name, delete_entry, insert_entry, move_entry};
 use crate::meta::schema::ROOT_INODE;
 
 pub use super::paths::path_of;
@@ -294,28 +296,6 @@ fn in_transaction<T>(
 // ---------------------------------------------------------------------------------------
 // Row helpers
 
-/// Intern `name`: insert it or count one more use. Returns its id.
-fn add_name(c: &Connection, name: &[u8]) -> rusqlite::Result<i64> {
-    c.prepare_cached(
-        "INSERT INTO names (name, refcount) VALUES (?1, 1)
-         ON CONFLICT (name) DO UPDATE SET refcount = refcount + 1 RETURNING id",
-    )?
-    .query_row([name], |r| r.get(0))
-}
-
-/// Count one use less of a name; delete it at 0. A missing name is left alone.
-fn del_name(c: &Connection, name_id: i64) -> rusqlite::Result<()> {
-    let left: Option<i64> = c
-        .prepare_cached("UPDATE names SET refcount = refcount - 1 WHERE id = ?1 RETURNING refcount")?
-        .query_row([name_id], |r| r.get(0))
-        .optional()?;
-    if left.is_some_and(|n| n <= 0) {
-        c.prepare_cached("DELETE FROM names WHERE id = ?1")?
-            .execute([name_id])?;
-    }
-    Ok(())
-}
-
 fn name_of(c: &Connection, name_id: i64) -> rusqlite::Result<Option<Vec<u8>>> {
     Ok(c.prepare_cached("SELECT name FROM names WHERE id = ?1")?
         .query_row([name_id], |r| column_bytes(r, 0))
@@ -327,31 +307,6 @@ fn mode_of(c: &Connection, inode: i64) -> rusqlite::Result<Option<u32>> {
     c.prepare_cached("SELECT mode FROM inodes WHERE id = ?1")?
         .query_row([inode], |r| r.get(0))
         .optional()
-}
-
-/// Add the entry `name` (which must be free) of `inode` to directory `parent`. Does not
-/// touch the inode's refcount.
-fn insert_entry(c: &Connection, parent: i64, name: &[u8], inode: i64) -> rusqlite::Result<()> {
-    let name_id = add_name(c, name)?;
-    c.prepare_cached("INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, ?2, ?3)")?
-        .execute(params![name_id, inode, parent])?;
-    Ok(())
-}
-
-/// Give the entry `rowid` (whose name is `old_name_id`) a new parent and a new name (which
-/// must be free there).
-fn move_entry(c: &Connection, rowid: i64, old_name_id: i64, parent: i64, name: &[u8]) -> rusqlite::Result<()> {
-    let name_id = add_name(c, name)?;
-    c.prepare_cached("UPDATE contents SET parent_inode = ?2, name_id = ?3 WHERE rowid = ?1")?
-        .execute(params![rowid, parent, name_id])?;
-    del_name(c, old_name_id)
-}
-
-/// Delete the entry `rowid` and its name use (not the inode's refcount).
-fn delete_entry(c: &Connection, rowid: i64, name_id: i64) -> rusqlite::Result<()> {
-    c.prepare_cached("DELETE FROM contents WHERE rowid = ?1")?
-        .execute([rowid])?;
-    del_name(c, name_id)
 }
 
 fn file_type(mode: u32) -> u32 {
@@ -969,22 +924,11 @@ fn check_objects_refcount(c: &Connection, st: &mut State, out: &mut Findings) ->
 // ---------------------------------------------------------------------------------------
 // Checks 10–11: inodes
 
-/// Delete an inode that has no entries: release its blocks (queuing freed objects), delete
-/// its xattrs, symlink target and row.
+/// Delete the unreferenced inode `ino` and what hangs off it (see [`inodes::purge`]);
+/// the objects freed are to be deleted from the store.
 fn purge_inode(c: &Connection, ino: i64, out: &mut Findings) -> rusqlite::Result<()> {
-    let released = crate::fs::release_blocks(c, ino, 0)?;
+    let released = inodes::purge(c, ino)?;
     out.objects_to_delete.extend(released.objects);
-    let xattr_names: Vec<i64> = query_vec(
-        c,
-        "DELETE FROM ext_attributes WHERE inode = ?1 RETURNING name_id",
-        [ino],
-        |r| r.get(0),
-    )?;
-    for name_id in xattr_names {
-        del_name(c, name_id)?;
-    }
-    c.execute("DELETE FROM symlink_targets WHERE inode = ?1", [ino])?;
-    c.execute("DELETE FROM inodes WHERE id = ?1", [ino])?;
     Ok(())
 }
 

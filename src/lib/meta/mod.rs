@@ -1,5 +1,13 @@
-//! Filesystem metadata: the SQLite schema ([`schema`]) and its versioned, chunked copy in
-//! the store ([`chunks`]).
+//! Filesystem metadata: the SQLite schema ([`schema`]), every operation that changes
+//! its rows ([`names`], [`inodes`], [`xattrs`], [`blocks`]), and its versioned, chunked
+//! copy in the store ([`chunks`]).
+//!
+//! The row operations keep the refcount invariants of the schema; the filesystem, the
+//! block cache and fsck's repairs all call them, so each invariant is kept in one place.
 
+pub mod blocks;
 pub mod chunks;
+pub mod inodes;
+pub mod names;
 pub mod schema;
+pub mod xattrs;

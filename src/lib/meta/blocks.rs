@@ -1,0 +1,197 @@
+//! Rows of `inode_blocks` (which block holds each block of a file), `blocks` (one per
+//! distinct content, by hash) and `objects` (what is stored in the store).
+//!
+//! Invariants kept (see [`super::schema`]): `blocks.refcount` = number of `inode_blocks`
+//! rows pointing at the block, `objects.refcount` = number of `blocks` rows stored in
+//! the object. An `objects` row whose upload has not finished has `phys_size = -1` and
+//! `refcount = 0` (no block points at it yet). Every reference is taken and dropped
+//! here: this is the single place where file data is dereferenced. The block cache
+//! wraps the releases (dropping its cached copies of released blocks) rather than
+//! repeating them.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// What a release freed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Blocks whose refcount reached 0: their rows are deleted.
+    pub blocks: Vec<i64>,
+    /// Objects whose refcount reached 0: their rows are deleted, and the caller must
+    /// delete them from the store (after any upload of them in flight has finished).
+    pub objects: Vec<i64>,
+}
+
+/// Release the data blocks `from_blockno..` of `inode`: delete their `inode_blocks`
+/// rows, decrement `blocks.refcount` by the number of rows that pointed at each block,
+/// delete the blocks reaching 0 and decrement `objects.refcount` for each, deleting the
+/// objects reaching 0. Returns the ids of the deleted blocks and objects.
+pub fn release_blocks(tx: &Connection, inode: i64, from_blockno: i64) -> rusqlite::Result<Released> {
+    release_block_range(tx, inode, from_blockno, i64::MAX)
+}
+
+/// [`release_blocks`] for the blocks `from_blockno..=to_blockno` only.
+pub fn release_block_range(
+    tx: &Connection,
+    inode: i64,
+    from_blockno: i64,
+    to_blockno: i64,
+) -> rusqlite::Result<Released> {
+    let mut released = Released::default();
+    let uses: Vec<(i64, i64)> = {
+        let mut st = tx.prepare_cached(
+            "SELECT block_id, count(*) FROM inode_blocks WHERE inode = ?1 AND blockno BETWEEN ?2 AND ?3
+             GROUP BY block_id",
+        )?;
+        st.query_map(params![inode, from_blockno, to_blockno], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    if uses.is_empty() {
+        return Ok(released);
+    }
+    tx.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno BETWEEN ?2 AND ?3")?
+        .execute(params![inode, from_blockno, to_blockno])?;
+    for (block, n) in uses {
+        drop_block_uses(tx, block, n, &mut released)?;
+    }
+    Ok(released)
+}
+
+/// Drop `n` references to `block_id`; at 0 delete it and drop one reference to its
+/// object; at 0 delete the object row too. What was deleted is added to `released`.
+fn drop_block_uses(c: &Connection, block_id: i64, n: i64, released: &mut Released) -> rusqlite::Result<()> {
+    let Some((left, obj)): Option<(i64, i64)> = c
+        .prepare_cached("UPDATE blocks SET refcount = refcount - ?2 WHERE id = ?1 RETURNING refcount, obj_id")?
+        .query_row(params![block_id, n], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+    else {
+        return Ok(());
+    };
+    if left > 0 {
+        return Ok(());
+    }
+    c.prepare_cached("DELETE FROM blocks WHERE id = ?1")?
+        .execute([block_id])?;
+    released.blocks.push(block_id);
+    let obj_left: Option<i64> = c
+        .prepare_cached("UPDATE objects SET refcount = refcount - 1 WHERE id = ?1 RETURNING refcount")?
+        .query_row([obj], |r| r.get(0))
+        .optional()?;
+    if obj_left.is_some_and(|n| n <= 0) {
+        c.prepare_cached("DELETE FROM objects WHERE id = ?1")?.execute([obj])?;
+        released.objects.push(obj);
+    }
+    Ok(())
+}
+
+/// The block stored for `(inode, blockno)`, if any.
+pub fn block_of(c: &Connection, inode: i64, blockno: i64) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT block_id FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
+        .query_row(params![inode, blockno], |r| r.get(0))
+        .optional()
+}
+
+/// Point `(inode, blockno)` at `block_id` and release the block it pointed at before.
+/// Returns what that release freed (object rows deleted: delete them from the store).
+pub fn link_block(c: &Connection, inode: i64, blockno: i64, block_id: i64) -> rusqlite::Result<Released> {
+    let old = block_of(c, inode, blockno)?;
+    let mut released = Released::default();
+    if old == Some(block_id) {
+        return Ok(released);
+    }
+    c.prepare_cached(
+        "INSERT INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT (inode, blockno) DO UPDATE SET block_id = excluded.block_id",
+    )?
+    .execute(params![inode, blockno, block_id])?;
+    c.prepare_cached("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1")?
+        .execute([block_id])?;
+    if let Some(old) = old {
+        drop_block_uses(c, old, 1, &mut released)?;
+    }
+    Ok(released)
+}
+
+/// Make every block of `from` a block of `to` too (which has none): the blocks are
+/// shared, their refcounts go up, no data moves.
+pub fn share_all_blocks(c: &Connection, from: i64, to: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "UPDATE blocks SET refcount = refcount
+             + (SELECT count(*) FROM inode_blocks WHERE inode = ?1 AND block_id = blocks.id)
+         WHERE id IN (SELECT block_id FROM inode_blocks WHERE inode = ?1)",
+    )?
+    .execute([from])?;
+    c.prepare_cached(
+        "INSERT INTO inode_blocks (inode, blockno, block_id) SELECT ?2, blockno, block_id FROM inode_blocks WHERE inode = ?1",
+    )?
+    .execute(params![from, to])?;
+    Ok(())
+}
+
+/// Where the bytes of one block are stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Location {
+    pub obj_id: i64,
+    pub obj_offset: i64,
+    pub size: i64,
+}
+
+pub fn block_location(c: &Connection, inode: u64, blockno: u64) -> rusqlite::Result<Option<Location>> {
+    c.prepare_cached(
+        "SELECT b.obj_id, b.obj_offset, b.size FROM inode_blocks ib JOIN blocks b ON b.id = ib.block_id
+         WHERE ib.inode = ?1 AND ib.blockno = ?2",
+    )?
+    .query_row(params![inode as i64, blockno as i64], |r| {
+        Ok(Location {
+            obj_id: r.get(0)?,
+            obj_offset: r.get(1)?,
+            size: r.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// The size recorded for `(inode, blockno)`, if the block is stored.
+pub fn stored_size(c: &Connection, inode: u64, blockno: u64) -> rusqlite::Result<Option<i64>> {
+    Ok(block_location(c, inode, blockno)?.map(|l| l.size))
+}
+
+pub fn find_block(c: &Connection, hash: &[u8]) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT id FROM blocks WHERE hash = ?1")?
+        .query_row([hash], |r| r.get(0))
+        .optional()
+}
+
+/// Insert the row of an object about to be uploaded; returns its id.
+pub fn new_object(c: &Connection, length: u64) -> rusqlite::Result<i64> {
+    c.prepare_cached("INSERT INTO objects (refcount, phys_size, length) VALUES (0, -1, ?1)")?
+        .execute([length as i64])?;
+    Ok(c.last_insert_rowid())
+}
+
+/// Delete the row of an object no block points at (an abandoned or redundant upload).
+pub fn drop_object(c: &Connection, obj_id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM objects WHERE id = ?1 AND refcount <= 0")?
+        .execute([obj_id])?;
+    Ok(())
+}
+
+/// Record a finished upload: the object's sizes and its `blocks` row. If a block with
+/// the same hash appeared meanwhile, that block is returned as `Err(existing_id)` and
+/// nothing is inserted (the caller drops its object).
+pub fn insert_block(
+    c: &Connection,
+    hash: &[u8],
+    size: u64,
+    obj_id: i64,
+    phys_size: u64,
+) -> rusqlite::Result<Result<i64, i64>> {
+    if let Some(existing) = find_block(c, hash)? {
+        return Ok(Err(existing));
+    }
+    c.prepare_cached("INSERT INTO blocks (hash, refcount, size, obj_id, obj_offset) VALUES (?1, 0, ?2, ?3, 0)")?
+        .execute(params![hash, size as i64, obj_id])?;
+    let block_id = c.last_insert_rowid();
+    c.prepare_cached("UPDATE objects SET refcount = refcount + 1, phys_size = ?2, length = ?3 WHERE id = ?1")?
+        .execute(params![obj_id, phys_size as i64, size as i64])?;
+    Ok(Ok(block_id))
+}
