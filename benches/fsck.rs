@@ -35,7 +35,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use s3fs::config::Stdin;
 use s3fs::fs_store::{ConnectOptions, FsStore, connect, names, open_filesystem};
-use s3fs::mount::state::LocalFiles;
+use s3fs::meta::versions::state::LocalFiles;
 use s3fs::runtime::block_on;
 use s3fs::store::{PutMode, StorageUrl};
 use sha2::{Digest, Sha256};

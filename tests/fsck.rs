@@ -235,10 +235,10 @@ fn lock_left_by_a_killed_unmount_is_released_by_fsck() {
     let f = Fixture::local();
     f.mount("cache");
     let store = LocalStore::open(&f.dir.path().join("store")).unwrap();
-    let lock = s3fs::runtime::block_on(store.get(s3fs::mount::guard::LOCK, u64::MAX)).unwrap();
+    let lock = s3fs::runtime::block_on(store.get(s3fs::meta::versions::lock::LOCK, u64::MAX)).unwrap();
     std::fs::write(f.mnt.join("kept"), b"kept").unwrap();
     f.umount();
-    s3fs::runtime::block_on(store.put(s3fs::mount::guard::LOCK, lock, PutMode::Overwrite)).unwrap();
+    s3fs::runtime::block_on(store.put(s3fs::meta::versions::lock::LOCK, lock, PutMode::Overwrite)).unwrap();
 
     let o = f.mount_with(&f.cachedir("cache"), &f.mnt, &[]);
     assert_eq!(code(&o), 30, "mount with a dead holder's lock: {}", text(&o));

@@ -9,7 +9,7 @@ use s3fs::ExitCode;
 use s3fs::codec::{Codec, Compression};
 use s3fs::crypto::MasterKey;
 use s3fs::fs_store::FsStore;
-use s3fs::mount::guard::{self, Guard};
+use s3fs::meta::versions::lock::{self, Guard};
 use s3fs::runtime::block_on;
 use s3fs::store::{StorageUrl, Store, open_store};
 
@@ -18,25 +18,25 @@ fn fs_on(store: Arc<dyn Store>) -> FsStore {
 }
 
 fn lock_cycle(fs: &FsStore, expected: Guard) {
-    assert_eq!(block_on(guard::acquire(fs, "uuid-1")).unwrap(), expected);
-    let holder = block_on(guard::read_lock(fs)).unwrap().expect("lock present");
+    assert_eq!(block_on(lock::acquire(fs, "uuid-1")).unwrap(), expected);
+    let holder = block_on(lock::read_lock(fs)).unwrap().expect("lock present");
     assert_eq!(holder.pid, std::process::id());
-    assert_eq!(holder.host, guard::hostname());
-    let e = block_on(guard::acquire(fs, "uuid-1")).unwrap_err();
+    assert_eq!(holder.host, lock::hostname());
+    let e = block_on(lock::acquire(fs, "uuid-1")).unwrap_err();
     assert_eq!(e.code, ExitCode::MountedElsewhere);
     assert!(
         e.message.contains(&format!("pid {}", std::process::id())),
         "{}",
         e.message
     );
-    block_on(guard::release(fs)).unwrap();
-    assert!(block_on(guard::read_lock(fs)).unwrap().is_none());
+    block_on(lock::release(fs)).unwrap();
+    assert!(block_on(lock::read_lock(fs)).unwrap().is_none());
     assert_eq!(
-        block_on(guard::acquire(fs, "uuid-1")).unwrap(),
+        block_on(lock::acquire(fs, "uuid-1")).unwrap(),
         expected,
         "free again after release"
     );
-    block_on(guard::release(fs)).unwrap();
+    block_on(lock::release(fs)).unwrap();
 }
 
 /// Many mounts starting at the same instant: exactly one wins.
@@ -45,7 +45,7 @@ fn race(fs: &FsStore) {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..8 {
             let fs = fs.clone();
-            tasks.spawn(async move { guard::acquire(&fs, "uuid-1").await });
+            tasks.spawn(async move { lock::acquire(&fs, "uuid-1").await });
         }
         let mut winners = 0;
         while let Some(r) = tasks.join_next().await {
@@ -57,7 +57,7 @@ fn race(fs: &FsStore) {
         winners
     });
     assert_eq!(winners, 1, "exactly one of 8 simultaneous mounts may win");
-    block_on(guard::release(fs)).unwrap();
+    block_on(lock::release(fs)).unwrap();
 }
 
 #[test]

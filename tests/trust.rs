@@ -10,7 +10,7 @@ use std::process::Output;
 
 use common::mount::Fixture;
 use common::{code, text};
-use s3fs::mount::state::LocalFiles;
+use s3fs::meta::versions::state::LocalFiles;
 use s3fs::store::StorageUrl;
 
 const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");

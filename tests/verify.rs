@@ -343,14 +343,14 @@ fn refuses_while_mounted_here_and_elsewhere() {
         s3fs::codec::Codec::new(None, s3fs::codec::Compression::default()),
     );
     let params = block_on(fs.read_params()).unwrap();
-    let lock = s3fs::mount::guard::LockInfo {
+    let lock = s3fs::meta::versions::lock::LockInfo {
         host: "other-host.example".into(),
         pid: 1234,
         since: 0,
         fs_uuid: params.uuid.clone(),
     };
     block_on(fs.put(
-        s3fs::mount::guard::LOCK,
+        s3fs::meta::versions::lock::LOCK,
         &serde_json::to_vec(&lock).unwrap(),
         PutMode::Overwrite,
     ))
@@ -358,7 +358,7 @@ fn refuses_while_mounted_here_and_elsewhere() {
     let o = verify(&f, "fresh", &[]);
     assert_eq!(code(&o), 31, "verify while mounted elsewhere: {}", text(&o));
     assert!(text(&o).contains("other-host.example"), "{}", text(&o));
-    block_on(store.delete(s3fs::mount::guard::LOCK)).unwrap();
+    block_on(store.delete(s3fs::meta::versions::lock::LOCK)).unwrap();
 
     // Needs a check: refused with 30.
     let mut p = params;

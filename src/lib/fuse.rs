@@ -541,10 +541,6 @@ impl fuser::Filesystem for Adapter {
         if let Some(c) = self.ctrl(ino) {
             return xattr(reply, size, c.get(req.uid(), name.as_bytes()));
         }
-        if ino.0 == 1 && name.as_bytes() == crate::mount::umount::PID_XATTR.as_bytes() {
-            // umount.s3fs asks the mount process for its PID to wait for its exit.
-            return xattr(reply, size, Ok(std::process::id().to_string().into_bytes()));
-        }
         xattr(reply, size, self.fs.getxattr(ino.0, name.as_bytes()));
     }
 

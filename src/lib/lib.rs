@@ -31,6 +31,7 @@ pub mod meta;
 pub mod mkfs;
 pub mod mount;
 pub mod params;
+pub mod process;
 pub mod requests;
 pub mod runtime;
 pub mod store;

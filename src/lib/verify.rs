@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::cli::VerifyArgs;
@@ -30,7 +30,7 @@ use crate::config::{self, SecretSource};
 use crate::exit::{Error, ExitCode};
 use crate::fs_store::{self, ConnectOptions, Fetched, FsStore, names};
 use crate::meta::chunks;
-use crate::mount::state::{LocalFiles, Start};
+use crate::meta::versions::state::{LocalFiles, Start};
 use crate::params::Params;
 use crate::runtime::block_on;
 use crate::store::{StorageUrl, StoreError};
@@ -77,12 +77,12 @@ pub fn main(args: &VerifyArgs, secrets: &mut dyn SecretSource) -> Result<(), Err
 }
 
 fn db_err(e: rusqlite::Error) -> Error {
-    Error::new(ExitCode::Failure, format!("reading the metadata: {e}"))
+    crate::exit::db_err("reading the metadata")(e)
 }
 
 /// Verify the filesystem at `args.storage_url`. See the module documentation.
 pub fn run(args: &VerifyArgs, secrets: &mut dyn SecretSource) -> Result<Summary, Error> {
-    crate::adm::refuse_if_mounted_here(&StorageUrl::parse(&args.storage_url)?)?;
+    crate::mount::mounts::refuse_if_mounted_here(&StorageUrl::parse(&args.storage_url)?)?;
     for report in [&args.missing_file, &args.corrupted_file] {
         refuse_non_empty(report)?;
     }
@@ -102,7 +102,7 @@ pub fn run(args: &VerifyArgs, secrets: &mut dyn SecretSource) -> Result<Summary,
     );
     let parallel = config::max_connections(args.store.max_connections, &conn.auth);
 
-    let start = crate::mount::run::decide_start(&store, remote, &files, ExitCode::MountedHere)?;
+    let start = crate::meta::versions::decide_start(&store, remote, &files, ExitCode::MountedHere)?;
 
     let meta = MetaDb::load(start, &files, &store, remote, parallel)?;
     let db = meta.open()?;
@@ -223,17 +223,7 @@ impl MetaDb {
             uri_path(&self.path),
             if pending { "mode=ro" } else { "immutable=1" }
         );
-        let db = crate::meta::schema::open(
-            &uri,
-            Some(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX),
-        )
-        .map_err(|e| {
-            Error::new(
-                ExitCode::Failure,
-                format!("opening the metadata {}: {e}", self.path.display()),
-            )
-        })?;
-        crate::meta::schema::check_schema(&db)?;
+        let db = crate::meta::db::open_copy(&uri)?;
         if self.temporary {
             // SQLite keeps reading through its open descriptor (immutable: no journal, no
             // locks), and an interrupted run leaves no copy of the metadata behind.

@@ -133,7 +133,8 @@ pub fn mount_pid(mnt: &Path) -> i32 {
     let name = CString::new("s3fs.pid").unwrap();
     let mut buf = [0u8; 32];
     // SAFETY: valid buffers.
-    let n = unsafe { libc::getxattr(c(mnt).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let ctrl = mnt.join(s3fs::control::CTRL_NAME);
+    let n = unsafe { libc::getxattr(c(&ctrl).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     assert!(n > 0);
     std::str::from_utf8(&buf[..n as usize]).unwrap().parse().unwrap()
 }

@@ -16,11 +16,10 @@ use crate::cli::AdmArgs;
 use crate::config::{self, SecretSource};
 use crate::exit::{Error, ExitCode};
 use crate::fs_store::{self, Connection, FsStore, Opened};
-use crate::fsck;
 use crate::meta::chunks::{self, ChunkHashes};
-use crate::mount::guard;
-use crate::mount::run::KEEP_VERSIONS;
-use crate::mount::state::{LocalFiles, Start};
+use crate::meta::versions::lock;
+use crate::meta::versions::state::{LocalFiles, Start, retire_local_cache};
+use crate::meta::versions::{decide_start, newest_chunk_seq, publish};
 use crate::params::{Params, unix_now};
 use crate::runtime::block_on;
 
@@ -59,7 +58,7 @@ fn describe(v: &Params) -> String {
     format!(
         "seq {}, {}, {} bytes",
         v.seq,
-        guard::format_time(v.last_modified),
+        lock::format_time(v.last_modified),
         v.db_size
     )
 }
@@ -81,7 +80,7 @@ fn print_versions(out: &mut dyn Write, versions: &[Params], current: u64) -> Res
             out,
             "{i:>5}  {:>12}  {:<23}  {:>8} bytes{mark}",
             v.seq,
-            guard::format_time(v.last_modified),
+            lock::format_time(v.last_modified),
             v.db_size
         )
         .map_err(write_err)?;
@@ -109,10 +108,10 @@ fn by_seq(versions: &[Params], seq: u64) -> Result<&Params, Error> {
 /// A lock left by a dead process on this machine (a crash) does not hold a restore up:
 /// the fsck that must follow takes it over.
 fn refuse_if_locked(fs: &FsStore, remote: &Params) -> Result<(), Error> {
-    let Some(h) = block_on(guard::read_lock(fs))?.filter(|h| h.fs_uuid == remote.uuid) else {
+    let Some(h) = block_on(lock::read_lock(fs))?.filter(|h| h.fs_uuid == remote.uuid) else {
         return Ok(());
     };
-    if h.host != guard::hostname() {
+    if h.host != lock::hostname() {
         return Err(Error::new(
             ExitCode::MountedElsewhere,
             format!(
@@ -121,7 +120,7 @@ fn refuse_if_locked(fs: &FsStore, remote: &Params) -> Result<(), Error> {
             ),
         ));
     }
-    if h.pid != std::process::id() && crate::mount::umount::process_running(h.pid) {
+    if h.pid != std::process::id() && crate::process::is_running(h.pid) {
         return Err(Error::new(
             ExitCode::MountedHere,
             format!("the filesystem is in use on this machine by {}", h.describe()),
@@ -173,7 +172,7 @@ pub fn restore(
     // Download beside the local DB first: a damaged version changes nothing here.
     let fetched = files.db.with_extension("db.restore");
     let checked = block_on(chunks::download(&opened.fs, chosen, &fetched, parallel(args, conn)))
-        .and_then(|()| fsck::integrity_check(&fetched));
+        .and_then(|()| Ok(crate::meta::db::check_integrity(&fetched)?));
     if let Err(e) = checked {
         let _ = std::fs::remove_file(&fetched);
         return Err(Error::new(
@@ -185,7 +184,7 @@ pub fn restore(
         ));
     }
     keep_unsynced_local_db(&files, remote)?;
-    fsck::retire_local_cache(&files)?;
+    retire_local_cache(&files)?;
     std::fs::rename(&fetched, &files.db).map_err(|e| {
         Error::new(
             ExitCode::CacheDirInaccessible,
@@ -195,7 +194,7 @@ pub fn restore(
 
     // Above every seq in the store, so that mount.s3fs sees "local newer than the store"
     // and fsck.s3fs picks the local copy.
-    let newest = remote.seq.max(versions[0].seq).max(fsck::newest_chunk_seq(&opened.fs)?);
+    let newest = remote.seq.max(versions[0].seq).max(newest_chunk_seq(&opened.fs)?);
     let mut params = chosen.clone();
     params.seq = newest + 1;
     params.is_mounted = false;
@@ -299,14 +298,14 @@ pub fn shrink(
     let opened = open(conn, secrets)?;
     let remote = opened.params.clone();
     let files = local_files(args, conn)?;
-    let start = crate::mount::run::decide_start(&opened.fs, &remote, &files, ExitCode::MountedHere)?;
-    block_on(guard::acquire(&opened.fs, &remote.uuid))?;
+    let start = decide_start(&opened.fs, &remote, &files, ExitCode::MountedHere)?;
+    block_on(lock::acquire(&opened.fs, &remote.uuid))?;
     let result = shrink_locked(args, conn, &opened.fs, &remote, &files, start, out);
     // Keep the lock only if the local copy moved ahead of the store (then the next mount
     // must run fsck, which takes the lock over).
     let ahead = files.read_params().is_some_and(|l| l.seq > remote.seq);
     if result.is_ok() || !ahead {
-        block_on(guard::release(&opened.fs))?;
+        block_on(lock::release(&opened.fs))?;
     }
     result
 }
@@ -322,12 +321,12 @@ fn shrink_locked(
 ) -> Result<(), Error> {
     let parallel = parallel(args, conn);
     if start == Start::Download || !files.db.exists() {
-        fsck::retire_local_cache(files)?;
+        retire_local_cache(files)?;
         block_on(chunks::download(fs, remote, &files.db, parallel))?;
     }
-    let db_err = |e: rusqlite::Error| Error::new(ExitCode::LocalDbCorrupt, format!("shrinking the metadata: {e}"));
+    let db_err = crate::exit::db_err("shrinking the metadata");
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let db = crate::meta::schema::open(&files.db, None).map_err(db_err)?;
+    let db = crate::meta::db::open_exclusive(&files.db)?;
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(db_err)?;
     let before = size(&files.db);
     db.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
@@ -335,27 +334,10 @@ fn shrink_locked(
     db.close().map_err(|(_, e)| db_err(e))?;
     let after = size(&files.db);
 
-    let mut params = remote.clone();
-    params.seq = remote.seq.max(fsck::newest_chunk_seq(fs)?) + 1;
-    let up = block_on(chunks::upload_version(
-        fs,
-        &files.db,
-        params.seq,
-        params.metadata_block_size,
-        &ChunkHashes::default(),
-        parallel,
-    ))?;
-    params.db_size = up.digest.size;
-    params.db_sha256 = up.digest.sha256.clone();
-    params.is_mounted = false;
-    params.last_modified = unix_now();
-    // Local first, as a mount's metadata backup does.
-    files.write_params(&params)?;
-    block_on(fs.write_params(&params))?;
-    up.hashes.save(&files.chunks)?;
-    if let Err(e) = block_on(chunks::expire(fs, KEEP_VERSIONS)) {
-        log::warn!("cannot expire old metadata versions: {e}");
-    }
+    let mut next = remote.clone();
+    next.seq = remote.seq.max(newest_chunk_seq(fs)?) + 1;
+    next.is_mounted = false;
+    let params = publish(fs, files, &files.db, next, &ChunkHashes::default(), parallel)?.params;
     writeln!(
         out,
         "Metadata database: {before} bytes before, {after} bytes after; uploaded as version {}.",

@@ -18,7 +18,7 @@ pub fn run(args: &AdmArgs, secrets: &mut dyn SecretSource, out: &mut dyn Write) 
     let url = args.action.storage_url();
     // Reading a version changes nothing: allowed while mounted.
     if !matches!(args.action, AdmAction::DownloadMetadata { .. }) {
-        refuse_if_mounted_here(&StorageUrl::parse(url)?)?;
+        crate::mount::mounts::refuse_if_mounted_here(&StorageUrl::parse(url)?)?;
     }
     let opts = ConnectOptions {
         authfile: args.store.authfile.as_deref(),
@@ -116,7 +116,7 @@ fn clear(conn: &Connection) -> Result<u64, Error> {
 }
 
 fn remove_local_cache(cachedir: &std::path::Path, url: &StorageUrl) -> Result<(), Error> {
-    let files = crate::mount::state::LocalFiles::new(cachedir, url);
+    let files = crate::meta::versions::state::LocalFiles::new(cachedir, url);
     let Ok(entries) = std::fs::read_dir(cachedir) else {
         return Ok(());
     };
@@ -136,18 +136,6 @@ fn remove_local_cache(cachedir: &std::path::Path, url: &StorageUrl) -> Result<()
                 )
             })?;
         }
-    }
-    Ok(())
-}
-
-/// Administrative actions need the filesystem unmounted (exit 40 otherwise).
-pub fn refuse_if_mounted_here(url: &StorageUrl) -> Result<(), Error> {
-    let canonical = url.to_string();
-    if crate::mount::mounts::entries().iter().any(|m| m.source == canonical) {
-        return Err(Error::new(
-            ExitCode::MountedHere,
-            format!("{canonical} is mounted on this machine; unmount it first"),
-        ));
     }
     Ok(())
 }

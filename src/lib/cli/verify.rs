@@ -18,6 +18,7 @@ fn verify_help() -> String {
             "the filesystem is mounted on another machine (the message names the host)",
         ),
         (ExitCode::MountedHere, "the filesystem is mounted on this machine"),
+        (ExitCode::LocalDbCorrupt, "the local metadata database is corrupt"),
         (
             ExitCode::VerifyFoundProblems,
             "objects are missing or corrupt (their names are in the report files)",

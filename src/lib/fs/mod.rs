@@ -52,12 +52,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
-use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::cache::BlockCache;
-use crate::exit::{Error, ExitCode};
+use crate::meta::db::DbError;
 
 pub use crate::meta::blocks::{Released, release_blocks};
 pub use data::MAX_FILE_SIZE;
@@ -262,38 +261,17 @@ pub struct Filesystem {
     capabilities: AtomicBool,
 }
 
-/// The read-only connection (see the module docs), with its own page cache. No mmap:
-/// an I/O error on the cache disk must be an error, not a SIGBUS.
-fn open_reader(db_path: &Path) -> Result<Connection, Error> {
-    use rusqlite::OpenFlags;
-    let conn = crate::meta::schema::open(
-        db_path,
-        Some(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX),
-    )
-    .map_err(open_err)?;
-    conn.execute_batch(
-        "PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -32768;",
-    )
-    .map_err(open_err)?;
-    tune_statements(&conn, 64)?;
-    Ok(conn)
-}
-
-/// What both connections share: waiting (not failing) on a busy DB, a statement cache
-/// of `capacity`, and a fixed plan per statement. Without the latter, SQLite re-prepares
-/// a cached statement whenever a rebound parameter might change its plan (a LIMIT value,
-/// an inode number that was 0 or 1), which cost a quarter of a lookup's CPU time.
-fn tune_statements(conn: &Connection, capacity: usize) -> Result<(), Error> {
-    conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
-    conn.set_prepared_statement_cache_capacity(capacity);
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-        .map_err(open_err)?;
-    Ok(())
-}
-
-fn open_err(e: rusqlite::Error) -> Error {
-    Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}"))
+/// Why a filesystem's metadata cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data block size must not be 0")]
+    ZeroBlockSize,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("purging removed inodes: {0}")]
+    Purge(FsError),
+    #[error("metadata database {}: cannot compute its statistics ({source}); run fsck.s3fs --force", path.display())]
+    Stats { path: PathBuf, source: rusqlite::Error },
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -306,39 +284,12 @@ pub(crate) fn now_ns() -> i64 {
 impl Filesystem {
     /// Open the metadata DB of a filesystem whose file data blocks are `data_block_size`
     /// bytes (from its params), and purge inodes a crash left without entries.
-    pub fn open(db_path: &Path, data_block_size: u64) -> Result<Filesystem, Error> {
+    pub fn open(db_path: &Path, data_block_size: u64) -> Result<Filesystem, OpenError> {
         if data_block_size == 0 {
-            return Err(Error::new(ExitCode::Failure, "data block size must not be 0"));
+            return Err(OpenError::ZeroBlockSize);
         }
-        let conn = crate::meta::schema::open(db_path, None).map_err(open_err)?;
-        // WAL: readers (the read connection, the metadata snapshot) never block the
-        // filesystem nor wait for it; NORMAL: commits do not fsync (sync_metadata does
-        // it on demand); integrity checks are fsck's job.
-        // journal_size_limit 0: the WAL is truncated when it restarts, so commits append
-        // to it. Overwriting an old WAL whose pages left the page cache made every
-        // 4120-byte frame a read-modify-write of two disk blocks, under the DB mutex.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::new(
-                ExitCode::LocalDbCorrupt,
-                format!("metadata database: cannot use WAL journal (got {mode})"),
-            ));
-        }
-        conn.execute_batch(
-            "PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = OFF;
-             PRAGMA recursive_triggers = ON;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -65536;
-             PRAGMA wal_autocheckpoint = 8192;
-             PRAGMA journal_size_limit = 0;",
-        )
-        .map_err(open_err)?;
-        tune_statements(&conn, 256)?;
-        crate::meta::schema::check_schema(&conn)?;
-        let reader = open_reader(db_path)?;
+        let conn = crate::meta::db::open_writer(db_path)?;
+        let reader = crate::meta::db::open_reader(db_path)?;
         let fs = Filesystem {
             reader: Mutex::new(reader),
             db: Arc::new(Mutex::new(conn)),
@@ -352,7 +303,7 @@ impl Filesystem {
             selinux_labels: AtomicBool::new(false),
             capabilities: AtomicBool::new(false),
         };
-        fs.find_special_xattrs().map_err(open_err)?;
+        fs.find_special_xattrs().map_err(DbError::from)?;
         fs.transact(|op| {
             let orphans: Vec<i64> = {
                 let mut st = op.tx.prepare("SELECT id FROM inodes WHERE refcount <= 0")?;
@@ -363,7 +314,7 @@ impl Filesystem {
             }
             Ok(())
         })
-        .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("purging removed inodes: {e}")))?;
+        .map_err(OpenError::Purge)?;
         Ok(fs)
     }
 
@@ -555,7 +506,7 @@ mod tests {
                 .unwrap();
                 done.send((looked_up.size, attr.size, listed)).unwrap();
             });
-            let answer = answers.recv_timeout(Duration::from_secs(60));
+            let answer = answers.recv_timeout(std::time::Duration::from_secs(60));
             busy.execute_batch("ROLLBACK").unwrap();
             drop(busy);
             let (looked_up, getattr, listed) = answer.expect("reads waited for the busy writer");

@@ -35,13 +35,12 @@ use rusqlite::Connection;
 use crate::cache::{self, CacheConfig};
 use crate::cli::FsckArgs;
 use crate::config::{self, SecretSource};
-use crate::exit::{Error, ExitCode};
+use crate::exit::{Error, ExitCode, db_err};
 use crate::fs::Filesystem;
 use crate::fs_store::{self, ConnectOptions, FsStore, names};
 use crate::meta::chunks::{self, ChunkHashes};
-use crate::mount::guard;
-use crate::mount::run::KEEP_VERSIONS;
-use crate::mount::state::LocalFiles;
+use crate::meta::versions::state::{LocalFiles, retire_local_cache};
+use crate::meta::versions::{self, lock, newest_chunk_seq};
 use crate::params::{Params, unix_now};
 use crate::runtime::block_on;
 use checks::Findings;
@@ -168,10 +167,6 @@ impl Phase {
     }
 }
 
-fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::new(ExitCode::LocalDbCorrupt, format!("{what}: {e}"))
-}
-
 /// Check the filesystem at `args.storage_url`. See the module documentation.
 pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Confirm) -> Result<Outcome, Error> {
     let opts = ConnectOptions {
@@ -179,7 +174,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
         backend_options: args.store.backend_options.as_deref(),
     };
     let conn = fs_store::connect(&args.storage_url, &opts, secrets)?;
-    crate::adm::refuse_if_mounted_here(&conn.url)?;
+    crate::mount::mounts::refuse_if_mounted_here(&conn.url)?;
     let compression = config::compression(None, conn.auth.compress.as_deref())?;
     let opened = block_on(fs_store::open_filesystem(&conn, compression, secrets))?;
     let store = opened.fs.clone();
@@ -198,11 +193,11 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     let local_any = files.read_params();
     let local = local_any.clone().filter(|l| l.uuid == remote.uuid && files.db.exists());
 
-    let holder = block_on(guard::read_lock(&store))?.filter(|h| h.fs_uuid == remote.uuid);
+    let holder = block_on(lock::read_lock(&store))?.filter(|h| h.fs_uuid == remote.uuid);
     if let Some(h) = &holder
-        && h.host == guard::hostname()
+        && h.host == lock::hostname()
         && h.pid != std::process::id()
-        && crate::mount::umount::process_running(h.pid)
+        && crate::process::is_running(h.pid)
     {
         return Err(Error::new(
             ExitCode::MountedHere,
@@ -220,7 +215,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     } else {
         block_on(chunks::newest_listed_version(&store))?
     };
-    crate::mount::state::check_store(&remote, local_any.as_ref(), &files.params, newest)?;
+    crate::meta::versions::state::check_store(&remote, local_any.as_ref(), &files.params, newest)?;
     let mut crashed_here = false;
     if let Some(l) = local.as_ref().filter(|_| use_local) {
         if l.is_mounted {
@@ -237,7 +232,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
             reasons.push("the local metadata is newer than the store's".into());
         }
     } else {
-        let elsewhere = holder.as_ref().filter(|h| h.host != guard::hostname());
+        let elsewhere = holder.as_ref().filter(|h| h.host != lock::hostname());
         if remote.is_mounted || elsewhere.is_some() {
             let who = elsewhere.map_or_else(|| "another machine".to_owned(), |h| h.describe());
             let warning = format!(
@@ -274,7 +269,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
         log::warn!("{r}");
     }
 
-    guard::take_over(&store, &remote.uuid)?;
+    lock::take_over(&store, &remote.uuid)?;
     let mut findings = Findings::new();
 
     // The metadata to check, in files.db.
@@ -299,10 +294,7 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
         recover_cache(&files, &params, &store, parallel, &mut findings)?;
     }
 
-    let db = crate::meta::schema::open(&files.db, None).map_err(db_err("opening the metadata"))?;
-    crate::meta::schema::check_schema(&db)?;
-    db.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -262144;")
-        .map_err(db_err("opening the metadata"))?;
+    let db = crate::meta::db::open_exclusive(&files.db)?;
     {
         let mut phase: Option<Phase> = None;
         let mut progress = |name: &str, done: u64, total: u64| {
@@ -348,31 +340,18 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
         ChunkHashes::load(&files.chunks)
     };
     params.seq += 1;
-    let up = block_on(chunks::upload_version(
-        &store,
-        &files.db,
-        params.seq,
-        params.metadata_block_size,
-        &previous,
-        parallel,
-    ))?;
-    phase.finish(&format!("{} of {} chunks sent", up.chunks_sent, up.chunks_total));
-    params.db_size = up.digest.size;
-    params.db_sha256 = up.digest.sha256.clone();
     params.is_mounted = false;
     params.needs_fsck = findings.uncorrectable;
     params.last_fsck = unix_now();
-    params.last_modified = unix_now();
-    files.write_params(&params)?;
-    block_on(store.write_params(&params))?;
-    up.hashes.save(&files.chunks)?;
-    if let Err(e) = block_on(chunks::expire(&store, KEEP_VERSIONS)) {
-        log::warn!("cannot expire old metadata versions: {e}");
-    }
+    let published = versions::publish(&store, &files, &files.db, params, &previous, parallel)?;
+    phase.finish(&format!(
+        "{} of {} chunks sent",
+        published.chunks_sent, published.chunks_total
+    ));
     if !args.keep_cache {
         remove_clean_cache_files(&files);
     }
-    block_on(guard::release(&store))?;
+    block_on(lock::release(&store))?;
 
     Ok(if findings.uncorrectable {
         Outcome::Uncorrectable
@@ -383,30 +362,16 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     })
 }
 
-/// `PRAGMA integrity_check` of the SQLite file `db`; the error lists what it found.
-pub(crate) fn integrity_check(db: &Path) -> Result<(), Error> {
-    let conn = crate::meta::schema::open(db, None).map_err(db_err("opening the metadata"))?;
-    let problems: Vec<String> = conn
-        .prepare("PRAGMA integrity_check(20)")
-        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-        .map_err(db_err("checking the metadata database"))?;
-    if problems == ["ok"] {
-        Ok(())
-    } else {
-        Err(Error::new(ExitCode::LocalDbCorrupt, problems.join("; ")))
-    }
-}
-
-/// The local DB must pass [`integrity_check`]: it cannot be repaired here (exit 43).
+/// The local DB must be intact: it cannot be repaired here (exit 43).
 fn check_local_db(db: &Path) -> Result<(), Error> {
     let phase = Phase::start("database integrity");
-    integrity_check(db).map_err(|e| {
+    crate::meta::db::check_integrity(db).map_err(|e| {
         Error::new(
             ExitCode::LocalDbCorrupt,
             format!(
                 "the metadata database {} is corrupt ({}); restore a metadata version with s3fsadm restore-metadata",
                 db.display(),
-                e.message
+                e
             ),
         )
     })?;
@@ -414,63 +379,17 @@ fn check_local_db(db: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Highest seq of any metadata chunk object in the store (an interrupted upload can
-/// leave chunks newer than every superblock).
-pub(crate) fn newest_chunk_seq(store: &FsStore) -> Result<u64, Error> {
-    let listed = block_on(crate::store::list_all(store.store().as_ref(), names::META_PREFIX))?;
-    Ok(listed
-        .iter()
-        .filter_map(|o| names::parse_meta_chunk(&o.key).map(|(_, seq)| seq))
-        .max()
-        .unwrap_or(0))
-}
-
 /// A clean filesystem whose lock is still held by a dead process on this machine: the
 /// unmount (or an fsck) was killed after the metadata was marked clean but before the
 /// lock was given up. Nothing needs checking; only the lock must go, or every mount
 /// would be refused.
-fn release_stale_lock(store: &FsStore, holder: Option<&guard::LockInfo>) -> Result<(), Error> {
-    if let Some(h) = holder.filter(|h| h.host == guard::hostname()) {
+fn release_stale_lock(store: &FsStore, holder: Option<&lock::LockInfo>) -> Result<(), Error> {
+    if let Some(h) = holder.filter(|h| h.host == lock::hostname()) {
         log::warn!(
             "releasing the lock left by {}, which is no longer running",
             h.describe()
         );
-        block_on(guard::release(store))?;
-    }
-    Ok(())
-}
-
-/// The local cache belongs to older metadata: keep it aside if it holds dirty blocks
-/// (the user may want them), delete it otherwise, and forget the local DB's files.
-pub(crate) fn retire_local_cache(files: &LocalFiles) -> Result<(), Error> {
-    let dirty = std::fs::read_dir(&files.cache)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .any(|e| e.file_name().to_string_lossy().ends_with(".dirty"))
-        })
-        .unwrap_or(false);
-    if dirty {
-        // Appended, not with_extension: a stem with a dot (`…/p.old`) has an extension.
-        let aside = std::path::PathBuf::from(format!("{}.bak-{}", files.cache.display(), unix_now()));
-        std::fs::rename(&files.cache, &aside).map_err(|e| {
-            Error::new(
-                ExitCode::CacheDirInaccessible,
-                format!("cannot move {} aside: {e}", files.cache.display()),
-            )
-        })?;
-        log::warn!(
-            "the local cache held blocks newer than the store's metadata; they were moved to {} (delete it when you no longer need them)",
-            aside.display()
-        );
-    } else {
-        let _ = std::fs::remove_dir_all(&files.cache);
-    }
-    for stale in [
-        files.chunks.clone(),
-        files.db.with_extension("db-wal"),
-        files.db.with_extension("db-shm"),
-    ] {
-        let _ = std::fs::remove_file(stale);
+        block_on(lock::release(store))?;
     }
     Ok(())
 }
@@ -623,7 +542,7 @@ fn referenced_by_versions(
         if block_on(chunks::download(store, &v, &path, parallel)).is_err() {
             continue; // a damaged version is reported by verify_versions
         }
-        let c = crate::meta::schema::open(&path, None).map_err(db_err("reading a metadata version"))?;
+        let c = crate::meta::db::open_copy(&path.to_string_lossy())?;
         let mut st = c
             .prepare("SELECT id FROM objects")
             .map_err(db_err("reading a metadata version"))?;
@@ -665,7 +584,8 @@ fn verify_versions(store: &FsStore, files: &LocalFiles, parallel: usize, finding
         let v = &versions[i];
         phase.set(i as u64, limit as u64);
         let path = dir.join(format!(".fsck-verify-{}.db", v.seq));
-        let r = block_on(chunks::download(store, v, &path, parallel)).and_then(|()| integrity_check(&path));
+        let r = block_on(chunks::download(store, v, &path, parallel))
+            .and_then(|()| Ok(crate::meta::db::check_integrity(&path)?));
         let _ = std::fs::remove_file(&path);
         if let Err(e) = r {
             damaged += 1;

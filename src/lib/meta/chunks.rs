@@ -77,7 +77,7 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 fn db_err(what: &str, e: rusqlite::Error) -> Error {
-    Error::new(ExitCode::Failure, format!("{what}: {e}"))
+    crate::exit::db_err(what)(e)
 }
 
 fn join_err(e: tokio::task::JoinError) -> Error {
@@ -87,13 +87,7 @@ fn join_err(e: tokio::task::JoinError) -> Error {
 /// Copy a consistent state of the live DB at `db` into `dest` without blocking writers.
 pub fn snapshot(db: &Path, dest: &Path) -> Result<(), Error> {
     let _ = std::fs::remove_file(dest);
-    let src = crate::meta::schema::open(
-        db,
-        Some(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX),
-    )
-    .map_err(|e| db_err("opening the metadata for a snapshot", e))?;
-    src.busy_timeout(std::time::Duration::from_secs(60))
-        .map_err(|e| db_err("snapshot", e))?;
+    let src = super::db::open_snapshot_source(db).map_err(|e| db_err("opening the metadata for a snapshot", e))?;
     let mut dst = rusqlite::Connection::open(dest).map_err(|e| db_err("creating the metadata snapshot", e))?;
     {
         let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| db_err("snapshot", e))?;

@@ -10,7 +10,7 @@
 
 use rusqlite::{Connection, params};
 
-use crate::exit::{Error, ExitCode};
+use super::db::DbError;
 
 /// Bumped whenever the DDL below changes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -120,10 +120,6 @@ CREATE VIEW ext_attributes_v AS
     FROM ext_attributes JOIN names ON names.id = ext_attributes.name_id;
 ";
 
-fn db_err(e: rusqlite::Error) -> Error {
-    Error::new(ExitCode::Failure, format!("metadata database: {e}"))
-}
-
 /// Open a metadata DB (read-write and created if missing by default, or as `flags`
 /// say), hardened (see [`harden`]): every connection to one goes through here.
 pub fn open(path: impl AsRef<std::path::Path>, flags: Option<rusqlite::OpenFlags>) -> rusqlite::Result<Connection> {
@@ -153,62 +149,59 @@ fn schema_objects(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Op
 /// Check that `conn`'s database holds exactly the schema [`create_filesystem`] makes,
 /// in the version this s3fs knows: a database from the store with a trigger, view or
 /// table of anyone else's is refused before any of it runs.
-pub fn check_schema(conn: &Connection) -> Result<(), Error> {
-    let err = |msg: String| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {msg}"));
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| err(e.to_string()))?;
+pub fn check_schema(conn: &Connection) -> Result<(), DbError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version != SCHEMA_VERSION {
-        return Err(err(format!("schema version {version}, expected {SCHEMA_VERSION}")));
+        return Err(DbError::SchemaVersion {
+            found: version,
+            expected: SCHEMA_VERSION,
+        });
     }
-    let reference = Connection::open_in_memory().map_err(|e| err(e.to_string()))?;
-    reference.execute_batch(DDL).map_err(|e| err(e.to_string()))?;
+    let reference = Connection::open_in_memory()?;
+    reference.execute_batch(DDL)?;
     // AUTOINCREMENT's table appears with the first insert.
-    reference
-        .execute_batch("INSERT INTO objects (refcount, phys_size, length) VALUES (0, 0, 0)")
-        .map_err(|e| err(e.to_string()))?;
-    let want = schema_objects(&reference).map_err(|e| err(e.to_string()))?;
-    let have = schema_objects(conn).map_err(|e| err(e.to_string()))?;
+    reference.execute_batch("INSERT INTO objects (refcount, phys_size, length) VALUES (0, 0, 0)")?;
+    let want = schema_objects(&reference)?;
+    let have = schema_objects(conn)?;
     if let Some((kind, name, _)) = have.iter().find(|o| !want.contains(o)) {
-        return Err(err(format!(
-            "it holds a {kind} {name:?} that s3fs does not create (tampered with, or made by another program); refusing to use it"
-        )));
+        return Err(DbError::ForeignSchema {
+            kind: kind.clone(),
+            name: name.clone(),
+        });
     }
     if let Some((kind, name, _)) = want.iter().find(|o| !have.contains(o) && o.1 != "sqlite_sequence") {
-        return Err(err(format!("its {kind} {name:?} is missing or altered")));
+        return Err(DbError::MissingSchema {
+            kind: kind.clone(),
+            name: name.clone(),
+        });
     }
     Ok(())
 }
 
 /// Create the tables and the initial tree (root owned by `uid:gid`, `/lost+found`) in an
 /// empty database.
-pub fn create_filesystem(conn: &Connection, uid: u32, gid: u32, now_ns: i64) -> Result<(), Error> {
-    conn.execute_batch(DDL).map_err(db_err)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(db_err)?;
+pub fn create_filesystem(conn: &Connection, uid: u32, gid: u32, now_ns: i64) -> Result<(), DbError> {
+    conn.execute_batch(DDL)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     let insert_inode = "INSERT INTO inodes (id, uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
     conn.execute(
         insert_inode,
         params![ROOT_INODE, uid, gid, libc::S_IFDIR | 0o755, now_ns, 1],
-    )
-    .map_err(db_err)?;
+    )?;
     conn.execute(
         "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount) VALUES (?1, ?2, ?3, ?4, ?4, ?4, 1)",
         params![uid, gid, libc::S_IFDIR | 0o700, now_ns],
-    )
-    .map_err(db_err)?;
+    )?;
     let lost_found = conn.last_insert_rowid();
     conn.execute(
         "INSERT INTO names (name, refcount) VALUES (?1, 1)",
         params![b"lost+found".as_slice()],
-    )
-    .map_err(db_err)?;
+    )?;
     let name_id = conn.last_insert_rowid();
     conn.execute(
         "INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, ?2, ?3)",
         params![name_id, lost_found, ROOT_INODE],
-    )
-    .map_err(db_err)?;
+    )?;
     Ok(())
 }
 
@@ -249,11 +242,19 @@ mod tests {
         conn.execute_batch("CREATE TRIGGER evil AFTER INSERT ON inodes BEGIN DELETE FROM contents; END;")
             .unwrap();
         let e = check_schema(&conn).unwrap_err();
-        assert_eq!(e.code, ExitCode::LocalDbCorrupt);
-        assert!(e.message.contains("trigger \"evil\""), "{}", e.message);
+        assert!(
+            matches!(&e, DbError::ForeignSchema { kind, name } if kind == "trigger" && name == "evil"),
+            "{e}"
+        );
+        assert_eq!(crate::exit::Error::from(e).code, crate::exit::ExitCode::LocalDbCorrupt);
         conn.execute_batch("DROP TRIGGER evil; DROP INDEX ix_contents_inode;")
             .unwrap();
-        assert!(check_schema(&conn).unwrap_err().message.contains("ix_contents_inode"));
+        assert!(
+            check_schema(&conn)
+                .unwrap_err()
+                .to_string()
+                .contains("ix_contents_inode")
+        );
         // Hardened connections refuse to rewrite the schema behind SQLite's back.
         harden(&conn).unwrap();
         assert!(

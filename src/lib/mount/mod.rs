@@ -1,8 +1,7 @@
-//! Mounting: who may mount ([`guard`]) and which metadata a mount starts from
-//! ([`state`]).
+//! Mounting: the FUSE session, its signals and main loop ([`run`]), the unmount tool
+//! ([`umount`]) and the kernel's mount table ([`mounts`]). Which metadata a mount starts
+//! from, and who may write, is the metadata lifecycle's ([`crate::meta::versions`]).
 
-pub mod guard;
 pub mod mounts;
 pub mod run;
-pub mod state;
 pub mod umount;

@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+use crate::exit::{Error, ExitCode};
+use crate::store::StorageUrl;
+
 /// One line of /proc/mounts, with its octal escapes (`\040` for a space) decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
@@ -51,6 +54,19 @@ pub fn at(path: &Path) -> Option<MountEntry> {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let want = path.to_string_lossy();
     entries().into_iter().find(|e| e.target == want)
+}
+
+/// Tools that change or read a filesystem as a whole (fsck, s3fsadm, s3fs_verify) need
+/// it unmounted here (exit 40 otherwise).
+pub fn refuse_if_mounted_here(url: &StorageUrl) -> Result<(), Error> {
+    let canonical = url.to_string();
+    if entries().iter().any(|m| m.source == canonical) {
+        return Err(Error::new(
+            ExitCode::MountedHere,
+            format!("{canonical} is mounted on this machine; unmount it first"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

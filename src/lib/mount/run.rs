@@ -2,8 +2,8 @@
 //!
 //! 1. Check the mountpoint and that this URL is not mounted here; open the store, the
 //!    key and the superblock.
-//! 2. Decide between the local DB and the store's version ([`super::state::decide`]),
-//!    take the lock ([`super::guard`]), download the DB if needed.
+//! 2. Decide between the local DB and the store's version ([`crate::meta::versions`]),
+//!    take the lock ([`crate::meta::versions::lock`]), download the DB if needed.
 //! 3. Mark the filesystem mounted (new seq, `is_mounted`) in the store and locally.
 //! 4. Serve FUSE requests; upload the metadata every `--metadata-backup-interval`.
 //! 5. On SIGINT/SIGTERM or an external unmount: unmount, upload every dirty block, upload
@@ -22,13 +22,10 @@ use crate::exit::{Error, ExitCode};
 use crate::fs::Filesystem;
 use crate::fs_store::{self, ConnectOptions, FsStore};
 use crate::meta::chunks::{self, ChunkHashes};
-use crate::mount::guard;
-use crate::mount::state::{self, LocalFiles, Start};
+use crate::meta::versions::state::{LocalFiles, Start};
+use crate::meta::versions::{self, lock};
 use crate::params::{Params, unix_now};
 use crate::runtime::block_on;
-
-/// Metadata versions kept in the store.
-pub const KEEP_VERSIONS: usize = 32;
 
 /// Signals that end the mount cleanly. They are blocked in every thread (call
 /// [`block_exit_signals`] before any thread starts) and taken synchronously by the main
@@ -100,38 +97,20 @@ impl Mounted {
             .map_err(|e| Error::new(ExitCode::Failure, format!("metadata database: {e}")))?;
         let snap = self.files.db.with_extension("snapshot");
         chunks::snapshot(&self.files.db, &snap)?;
-        let seq = self.params.seq + 1;
-        let up = block_on(chunks::upload_version(
-            &self.fs_store,
-            &snap,
-            seq,
-            self.params.metadata_block_size,
-            &self.hashes,
-            self.parallel,
-        ));
-        let _ = std::fs::remove_file(&snap);
-        let up = up?;
         let mut next = self.params.clone();
-        next.seq = seq;
-        next.db_size = up.digest.size;
-        next.db_sha256 = up.digest.sha256;
+        next.seq += 1;
         next.is_mounted = mounted;
-        next.last_modified = unix_now();
-        // Local first: if the store write fails, the local copy is "newer", which makes
-        // the next mount insist on fsck instead of silently using older metadata.
-        self.files.write_params(&next)?;
-        block_on(self.fs_store.write_params(&next))?;
-        up.hashes.save(&self.files.chunks)?;
-        self.hashes = up.hashes;
-        self.params = next;
+        let published = versions::publish(&self.fs_store, &self.files, &snap, next, &self.hashes, self.parallel);
+        let _ = std::fs::remove_file(&snap);
+        let published = published?;
         log::info!(
-            "metadata version {seq} uploaded ({} of {} chunks changed)",
-            up.chunks_sent,
-            up.chunks_total
+            "metadata version {} uploaded ({} of {} chunks changed)",
+            published.params.seq,
+            published.chunks_sent,
+            published.chunks_total
         );
-        if let Err(e) = block_on(chunks::expire(&self.fs_store, KEEP_VERSIONS)) {
-            log::warn!("cannot expire old metadata versions: {e}");
-        }
+        self.hashes = published.hashes;
+        self.params = published.params;
         Ok(())
     }
 }
@@ -200,8 +179,8 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     let parallel = config::max_connections(args.store.max_connections, &conn.auth);
     let mut params = opened.params.clone();
 
-    let start = decide_start(&opened.fs, &params, &files, ExitCode::MountedElsewhere)?;
-    let guard_kind = block_on(guard::acquire(&opened.fs, &params.uuid))?;
+    let start = versions::decide_start(&opened.fs, &params, &files, ExitCode::MountedElsewhere)?;
+    let guard_kind = block_on(lock::acquire(&opened.fs, &params.uuid))?;
     log::info!("single-writer guard: {}", guard_kind.describe());
     if !params.encrypted {
         log::warn!("the filesystem is not encrypted: whoever can read the store can read its data");
@@ -246,57 +225,19 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     })();
     match &result {
         // Unmounted cleanly: the metadata in the store is current.
-        Ok(()) => block_on(guard::release(&opened.fs))?,
+        Ok(()) => block_on(lock::release(&opened.fs))?,
         // Failed before anything was changed: let the next mount try again.
         Err(_)
             if !files
                 .read_params()
                 .is_some_and(|p| p.is_mounted && p.seq > opened.params.seq) =>
         {
-            let _ = block_on(guard::release(&opened.fs));
+            let _ = block_on(lock::release(&opened.fs));
         }
         // Failed while mounted: keep the lock, the next mount must run fsck.
         Err(_) => {}
     }
     result
-}
-
-/// Whether the filesystem may be opened here, and from which metadata (mount, verify,
-/// shrink-db): a live holder of its lock on this machine fails with `live_holder` (any
-/// cache directory), then the metadata state as [`state::decide`] says; a lock left by a
-/// dead process here (killed between marking the filesystem clean and giving the lock
-/// up) asks for fsck, which releases it, and a holder on another host is refused (31).
-pub(crate) fn decide_start(
-    fs: &FsStore,
-    remote: &Params,
-    files: &LocalFiles,
-    live_holder: ExitCode,
-) -> Result<Start, Error> {
-    let holder = block_on(guard::read_lock(fs))?.filter(|h| h.fs_uuid == remote.uuid);
-    let here = holder.as_ref().filter(|h| h.host == guard::hostname());
-    if let Some(h) = here
-        && process_alive(h.pid)
-    {
-        return Err(Error::new(
-            live_holder,
-            format!("the filesystem is in use on this machine by {}", h.describe()),
-        ));
-    }
-    let local = files.read_params();
-    let start = state::decide(remote, local.as_ref())?;
-    let newest = block_on(chunks::newest_listed_version(fs))?;
-    state::check_store(remote, local.as_ref(), &files.params, newest)?;
-    match (&holder, here) {
-        (_, Some(h)) => Err(Error::new(
-            ExitCode::NeedsFsck,
-            format!(
-                "{} stopped without releasing the filesystem's lock; run fsck.s3fs on this machine first",
-                h.describe()
-            ),
-        )),
-        (Some(h), None) => Err(guard::held_elsewhere(h)),
-        (None, None) => Ok(start),
-    }
 }
 
 fn open_cache(
@@ -564,13 +505,6 @@ fn record_backup(shared: &Mutex<MountShared>, m: &Mounted, r: &Result<(), Error>
         s.last_metadata_upload = Some(SystemTime::now());
         s.metadata_seq = m.params.seq;
     }
-}
-
-/// Whether process `pid` exists and is one of our tools (a mount, or an fsck holding
-/// the lock), not a reused PID.
-pub(crate) fn process_alive(pid: u32) -> bool {
-    crate::mount::umount::process_running(pid)
-        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(4).any(|w| w == b"s3fs"))
 }
 
 /// Whether `path` is currently a mountpoint.

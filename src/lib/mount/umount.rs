@@ -7,9 +7,6 @@ use std::time::Duration;
 use crate::cli::UmountArgs;
 use crate::exit::{Error, ExitCode};
 
-/// The xattr of the mount root through which the mount process tells its PID.
-pub const PID_XATTR: &str = "s3fs.pid";
-
 /// Processes using anything under `mountpoint`: PID, command name, and one path they
 /// hold there (working directory, root, executable, open file or mapped file).
 pub fn users_of(mountpoint: &Path, except: &[u32]) -> Vec<(u32, String, PathBuf)> {
@@ -56,10 +53,12 @@ pub fn users_of(mountpoint: &Path, except: &[u32]) -> Vec<(u32, String, PathBuf)
     users
 }
 
-/// The mount process's PID, asked through the control xattr.
+/// The mount process's PID, asked through the control file (the one channel between the
+/// tools and a mount).
 fn daemon_pid(mountpoint: &Path) -> Option<u32> {
-    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).ok()?;
-    let name = std::ffi::CString::new(PID_XATTR).ok()?;
+    let ctrl = mountpoint.join(crate::control::CTRL_NAME);
+    let path = std::ffi::CString::new(ctrl.as_os_str().as_encoded_bytes()).ok()?;
+    let name = std::ffi::CString::new(crate::control::cmd::PID).ok()?;
     let mut buf = [0u8; 32];
     // SAFETY: getxattr writes at most buf.len() bytes.
     let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -67,23 +66,6 @@ fn daemon_pid(mountpoint: &Path) -> Option<u32> {
         return None;
     }
     std::str::from_utf8(&buf[..n as usize]).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` is a live process (not a zombie waiting to be reaped).
-pub fn process_running(pid: u32) -> bool {
-    start_time(pid).is_some()
-}
-
-/// A live process's start time (field 22 of /proc/PID/stat), to notice PID reuse; `None`
-/// once it has exited, including as a zombie its parent has not reaped yet (a service
-/// manager reaps it only after the stop command returns).
-pub(crate) fn start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 2..];
-    if after_comm.starts_with('Z') || after_comm.starts_with('X') {
-        return None;
-    }
-    after_comm.split(' ').nth(19).map(str::to_owned)
 }
 
 /// Unmount `mountpoint`; `lazy` detaches it at once and the filesystem lives on until
@@ -204,13 +186,13 @@ pub fn run(args: &UmountArgs) -> Result<(), Error> {
     if let Ok(ctrl) = crate::tools::control_file(&mountpoint) {
         upload_showing_progress(&ctrl);
     }
-    let started = pid.and_then(start_time);
+    let started = pid.and_then(crate::process::start_time);
     unmount(&mountpoint, false).map_err(failed)?;
     let Some(pid) = pid else { return Ok(()) };
     // The mount process uploads what was written since, and the metadata, then exits.
     let bar = crate::cli::progress::counter("waiting for the upload of the metadata (seconds)");
     let mut waited = 0;
-    while start_time(pid).is_some() && start_time(pid) == started {
+    while crate::process::start_time(pid).is_some() && crate::process::start_time(pid) == started {
         std::thread::sleep(Duration::from_millis(100));
         waited += 1;
         bar.set_position(waited / 10);

@@ -202,6 +202,41 @@ pub fn check_store(
     Ok(())
 }
 
+/// The local cache belongs to older metadata: keep it aside if it holds dirty blocks
+/// (the user may want them), delete it otherwise, and forget the local DB's files.
+pub fn retire_local_cache(files: &LocalFiles) -> Result<(), Error> {
+    let dirty = std::fs::read_dir(&files.cache)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with(".dirty"))
+        })
+        .unwrap_or(false);
+    if dirty {
+        // Appended, not with_extension: a stem with a dot (`…/p.old`) has an extension.
+        let aside = std::path::PathBuf::from(format!("{}.bak-{}", files.cache.display(), crate::params::unix_now()));
+        std::fs::rename(&files.cache, &aside).map_err(|e| {
+            Error::new(
+                ExitCode::CacheDirInaccessible,
+                format!("cannot move {} aside: {e}", files.cache.display()),
+            )
+        })?;
+        log::warn!(
+            "the local cache held blocks newer than the store's metadata; they were moved to {} (delete it when you no longer need them)",
+            aside.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&files.cache);
+    }
+    for stale in [
+        files.chunks.clone(),
+        files.db.with_extension("db-wal"),
+        files.db.with_extension("db-shm"),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
