@@ -169,6 +169,48 @@ impl Phase {
 
 /// Check the filesystem at `args.storage_url`. See the module documentation.
 pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Confirm) -> Result<Outcome, Error> {
+    let Some(plan) = plan(args, secrets, confirm)? else {
+        return Ok(Outcome::Skipped);
+    };
+    lock::take_over(&plan.store, &plan.remote.uuid)?;
+    let mut findings = Findings::new();
+    let params = prepare(&plan, &mut findings)?;
+    check(&plan, args.fast, params.data_block_size, &mut findings)?;
+    for f in &findings.items {
+        log::warn!("{f}");
+    }
+    finish(&plan, args.keep_cache, params, &findings)?;
+    Ok(if findings.uncorrectable {
+        Outcome::Uncorrectable
+    } else if !findings.is_clean() {
+        Outcome::Repaired
+    } else {
+        Outcome::Clean
+    })
+}
+
+/// What steps 1 to 3 decided: the store, the local files, which metadata to check and
+/// why.
+struct Plan {
+    store: FsStore,
+    files: LocalFiles,
+    cachedir: std::path::PathBuf,
+    parallel: usize,
+    /// The store's current superblock.
+    remote: Params,
+    /// This machine's superblock of this filesystem, with its DB.
+    local: Option<Params>,
+    /// Check the local DB (else the store's newest version).
+    use_local: bool,
+    /// The local DB was left by a crash or an interrupted check here.
+    crashed_here: bool,
+    /// Why a check is needed (empty: a forced or periodic check).
+    reasons: Vec<String>,
+}
+
+/// Steps 1 to 3: refuse a mounted filesystem, choose the metadata, and say whether a
+/// check is needed (`None`: checked recently and clean).
+fn plan(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Confirm) -> Result<Option<Plan>, Error> {
     let opts = ConnectOptions {
         authfile: args.store.authfile.as_deref(),
         backend_options: args.store.backend_options.as_deref(),
@@ -263,27 +305,51 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     if reasons.is_empty() && !args.force && unix_now() - remote.last_fsck < RECHECK_AFTER_SECS {
         log::info!("the filesystem is marked clean and was checked recently: not checking (use --force)");
         release_stale_lock(&store, holder.as_ref())?;
-        return Ok(Outcome::Skipped);
+        return Ok(None);
     }
     for r in &reasons {
         log::warn!("{r}");
     }
 
-    lock::take_over(&store, &remote.uuid)?;
-    let mut findings = Findings::new();
+    Ok(Some(Plan {
+        store,
+        files,
+        cachedir,
+        parallel,
+        remote,
+        local,
+        use_local,
+        crashed_here,
+        reasons,
+    }))
+}
 
+/// Steps 4 and 5: the metadata to check in `files.db`, the filesystem marked in check,
+/// and after a crash here the dirty cache blocks uploaded. Returns the superblock of
+/// the check.
+fn prepare(plan: &Plan, findings: &mut Findings) -> Result<Params, Error> {
+    let Plan {
+        store,
+        files,
+        parallel,
+        remote,
+        local,
+        use_local,
+        ..
+    } = plan;
+    let (parallel, use_local) = (*parallel, *use_local);
     // The metadata to check, in files.db.
     let mut params = if use_local {
         local.clone().expect("use_local implies a local copy")
     } else {
-        retire_local_cache(&files)?;
-        download_newest(&store, &remote, &files, parallel, &mut findings)?
+        retire_local_cache(files)?;
+        download_newest(store, remote, files, parallel, findings)?
     };
     check_local_db(&files.db)?;
 
     // In check from now on: an interruption leaves needs_fsck behind. Only the current
     // superblock is written, so no metadata version exists that lacks its chunks.
-    let newest_chunk = newest_chunk_seq(&store)?;
+    let newest_chunk = newest_chunk_seq(store)?;
     params.seq = params.seq.max(remote.seq).max(newest_chunk) + 1;
     params.is_mounted = true;
     params.needs_fsck = true;
@@ -291,9 +357,22 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     block_on(store.write_current_params(&params))?;
 
     if use_local {
-        recover_cache(&files, &params, &store, parallel, &mut findings)?;
+        recover_cache(files, &params, store, parallel, findings)?;
     }
+    Ok(params)
+}
 
+/// Step 6: every check of the DB, the store's listing compared with it, what is
+/// unreferenced deleted, the retained versions verified (unless `fast`).
+fn check(plan: &Plan, fast: bool, data_block_size: u64, findings: &mut Findings) -> Result<(), Error> {
+    let Plan {
+        store,
+        files,
+        cachedir,
+        parallel,
+        ..
+    } = plan;
+    let parallel = *parallel;
     let db = crate::meta::db::open_exclusive(&files.db)?;
     {
         let mut phase: Option<Phase> = None;
@@ -311,28 +390,37 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
                 p.set(done, total);
             }
         };
-        checks::check_db(&db, params.data_block_size, &mut progress, &mut findings)
-            .map_err(db_err("checking the metadata"))?;
+        checks::check_db(&db, data_block_size, &mut progress, findings).map_err(db_err("checking the metadata"))?;
         if let Some(p) = phase.take() {
             p.finish("done");
         }
     }
-    compare_with_store(&db, &store, &cachedir, parallel, &mut findings)?;
-    delete_objects(&store, &findings.objects_to_delete)?;
-    if !args.fast {
-        verify_versions(&store, &files, parallel, &mut findings)?;
+    compare_with_store(&db, store, cachedir, parallel, findings)?;
+    delete_objects(store, &findings.objects_to_delete)?;
+    if !fast {
+        verify_versions(store, files, parallel, findings)?;
     }
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
         .map_err(db_err("checkpointing the metadata"))?;
     drop(db);
+    Ok(())
+}
 
-    for f in &findings.items {
-        log::warn!("{f}");
-    }
-
+/// Step 7: the checked metadata published as a new version, marked clean (unless
+/// something could not be repaired), the cache cleaned, the lock released.
+fn finish(plan: &Plan, keep_cache: bool, mut params: Params, findings: &Findings) -> Result<(), Error> {
+    let Plan {
+        store,
+        files,
+        parallel,
+        use_local,
+        crashed_here,
+        reasons,
+        ..
+    } = plan;
     // A new version, in full when anything was wrong (older chunk objects may come from
     // an interrupted upload), incrementally otherwise.
-    let full = crashed_here || !reasons.is_empty() || !findings.is_clean() || !use_local;
+    let full = *crashed_here || !reasons.is_empty() || !findings.is_clean() || !use_local;
     let phase = Phase::start("uploading metadata");
     let previous = if full {
         ChunkHashes::default()
@@ -343,23 +431,16 @@ pub fn run(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Co
     params.is_mounted = false;
     params.needs_fsck = findings.uncorrectable;
     params.last_fsck = unix_now();
-    let published = versions::publish(&store, &files, &files.db, params, &previous, parallel)?;
+    let published = versions::publish(store, files, &files.db, params, &previous, *parallel)?;
     phase.finish(&format!(
         "{} of {} chunks sent",
         published.chunks_sent, published.chunks_total
     ));
-    if !args.keep_cache {
-        remove_clean_cache_files(&files);
+    if !keep_cache {
+        remove_clean_cache_files(files);
     }
-    block_on(lock::release(&store))?;
-
-    Ok(if findings.uncorrectable {
-        Outcome::Uncorrectable
-    } else if !findings.is_clean() {
-        Outcome::Repaired
-    } else {
-        Outcome::Clean
-    })
+    block_on(lock::release(store))?;
+    Ok(())
 }
 
 /// The local DB must be intact: it cannot be repaired here (exit 43).
