@@ -49,19 +49,7 @@ fn list(c: &Connection, dir: i64, offset: u64, limit: usize) -> FsResult<Vec<(Di
     )?;
     let rows = st.query_map(params![dir, after, want as i64], |r| {
         let rowid: i64 = r.get(0)?;
-        let inode = db::InodeRow {
-            id: r.get(2)?,
-            uid: r.get(3)?,
-            gid: r.get(4)?,
-            mode: r.get(5)?,
-            mtime: r.get(6)?,
-            atime: r.get(7)?,
-            ctime: r.get(8)?,
-            refcount: r.get(9)?,
-            size: r.get(10)?,
-            rdev: r.get(11)?,
-            locked: r.get::<_, i64>(12)? != 0,
-        };
+        let inode = db::InodeRow::from_row(r.get(2)?, r, 3)?;
         Ok((
             DirEntry {
                 ino: inode.id as u64,

@@ -40,27 +40,33 @@ impl InodeRow {
     }
 }
 
+impl InodeRow {
+    /// The row of inode `id` from the columns `uid, gid, mode, mtime_ns, atime_ns,
+    /// ctime_ns, refcount, size, rdev, locked` of `r`, starting at column `first`.
+    pub fn from_row(id: i64, r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<InodeRow> {
+        Ok(InodeRow {
+            id,
+            uid: r.get(first)?,
+            gid: r.get(first + 1)?,
+            mode: r.get(first + 2)?,
+            mtime: r.get(first + 3)?,
+            atime: r.get(first + 4)?,
+            ctime: r.get(first + 5)?,
+            refcount: r.get(first + 6)?,
+            size: r.get(first + 7)?,
+            rdev: r.get(first + 8)?,
+            locked: r.get::<_, i64>(first + 9)? != 0,
+        })
+    }
+}
+
 /// The row of inode `id`, if it exists.
 pub fn load(c: &Connection, id: i64) -> rusqlite::Result<Option<InodeRow>> {
     c.prepare_cached(
         "SELECT uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount, size, rdev, locked
          FROM inodes WHERE id = ?1",
     )?
-    .query_row([id], |r| {
-        Ok(InodeRow {
-            id,
-            uid: r.get(0)?,
-            gid: r.get(1)?,
-            mode: r.get(2)?,
-            mtime: r.get(3)?,
-            atime: r.get(4)?,
-            ctime: r.get(5)?,
-            refcount: r.get(6)?,
-            size: r.get(7)?,
-            rdev: r.get(8)?,
-            locked: r.get::<_, i64>(9)? != 0,
-        })
-    })
+    .query_row([id], |r| InodeRow::from_row(id, r, 0))
     .optional()
 }
 
