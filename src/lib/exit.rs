@@ -53,26 +53,6 @@ pub fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> Error + Copy + '_ {
     move |e| Error::new(ExitCode::LocalDbCorrupt, format!("{what}: {e}"))
 }
 
-impl From<crate::meta::db::DbError> for Error {
-    /// A metadata DB that cannot be opened or holds what s3fs does not make: 43.
-    fn from(e: crate::meta::db::DbError) -> Error {
-        Error::new(ExitCode::LocalDbCorrupt, e.to_string())
-    }
-}
-
-impl From<crate::fs::OpenError> for Error {
-    /// A block size of 0 is a bad superblock (1); anything else is the local DB (43).
-    fn from(e: crate::fs::OpenError) -> Error {
-        let code = match e {
-            crate::fs::OpenError::ZeroBlockSize => ExitCode::Failure,
-            crate::fs::OpenError::Db(_) | crate::fs::OpenError::Purge(_) | crate::fs::OpenError::Stats { .. } => {
-                ExitCode::LocalDbCorrupt
-            }
-        };
-        Error::new(code, e.to_string())
-    }
-}
-
 impl ExitCode {
     /// The codes a tool that opens a store can return, with their meaning, for `--help`
     /// and the man pages.

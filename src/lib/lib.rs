@@ -35,6 +35,7 @@ pub mod process;
 pub mod requests;
 pub mod runtime;
 pub mod store;
+pub mod tool_errors;
 pub mod tools;
 pub mod verify;
 

@@ -1,30 +1,31 @@
-//! Connections to a metadata DB, one function per role, each with its settings, and the
-//! error type of everything that opens or checks one. Every connection is hardened
-//! against a DB from the store ([`super::schema::open`]) first.
+//! Connections to a metadata DB, one function per role, each with its settings. Every
+//! connection is hardened against a DB from the store ([`open`]) first.
 
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-/// Why a metadata DB cannot be opened or used.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("metadata database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("metadata database: cannot use WAL journal (got {0})")]
-    NoWal(String),
-    #[error("metadata database: schema version {found}, expected {expected}")]
-    SchemaVersion { found: i64, expected: i64 },
-    #[error(
-        "metadata database: it holds a {kind} {name:?} that s3fs does not create (tampered with, or made by another program); refusing to use it"
-    )]
-    ForeignSchema { kind: String, name: String },
-    #[error("metadata database: its {kind} {name:?} is missing or altered")]
-    MissingSchema { kind: String, name: String },
-    /// What `PRAGMA integrity_check` found.
-    #[error("{0}")]
-    Damaged(String),
+pub use super::error::DbError;
+
+/// Open a metadata DB (read-write and created if missing by default, or as `flags`
+/// say), hardened (see [`harden`]): every connection to one goes through here.
+pub fn open(path: impl AsRef<std::path::Path>, flags: Option<rusqlite::OpenFlags>) -> rusqlite::Result<Connection> {
+    let conn = match flags {
+        Some(flags) => Connection::open_with_flags(path, flags)?,
+        None => Connection::open(path)?,
+    };
+    harden(&conn)?;
+    Ok(conn)
+}
+
+/// Settings for every connection to a metadata DB, which may have come from the store
+/// (and from whoever could write there): defensive mode (no writes to the schema or
+/// other ways to corrupt the file through SQL) and no trust in the schema (functions
+/// with side effects cannot run from its views or triggers).
+pub fn harden(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.pragma_update(None, "trusted_schema", false)
 }
 
 /// The mount's writer: WAL, so that readers (the reader connection, the metadata
@@ -34,7 +35,7 @@ pub enum DbError {
 /// append to it. Overwriting an old WAL whose pages left the page cache made every
 /// 4120-byte frame a read-modify-write of two disk blocks, under the DB mutex.
 pub fn open_writer(path: &Path) -> Result<Connection, DbError> {
-    let conn = super::schema::open(path, None)?;
+    let conn = open(path, None)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(DbError::NoWal(mode));
@@ -56,7 +57,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, DbError> {
 /// The mount's reader, with its own page cache. No mmap: an I/O error on the cache disk
 /// must be an error, not a SIGBUS.
 pub fn open_reader(path: &Path) -> Result<Connection, DbError> {
-    let conn = super::schema::open(
+    let conn = open(
         path,
         Some(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX),
     )?;
@@ -83,7 +84,7 @@ fn tune_statements(conn: &Connection, capacity: usize) -> rusqlite::Result<()> {
 /// A tool that has the DB to itself (fsck, shrink-db): read-write, our schema only,
 /// foreign keys off (the checks repair what they would refuse), a big page cache.
 pub fn open_exclusive(path: &Path) -> Result<Connection, DbError> {
-    let conn = super::schema::open(path, None)?;
+    let conn = open(path, None)?;
     super::schema::check_schema(&conn)?;
     conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -262144;")?;
     Ok(conn)
@@ -93,7 +94,7 @@ pub fn open_exclusive(path: &Path) -> Result<Connection, DbError> {
 /// mount uses it (s3fs_verify). `uri` is a path, or an SQLite `file:` URI (its query
 /// may say `immutable=1` for a file no one writes).
 pub fn open_copy(uri: &str) -> Result<Connection, DbError> {
-    let conn = super::schema::open(
+    let conn = open(
         uri,
         Some(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX),
     )?;
@@ -104,7 +105,7 @@ pub fn open_copy(uri: &str) -> Result<Connection, DbError> {
 /// The live DB as the source of a snapshot: read-only, and waiting up to a minute for
 /// the writer instead of failing.
 pub fn open_snapshot_source(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = super::schema::open(
+    let conn = open(
         path,
         Some(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX),
     )?;
@@ -115,7 +116,7 @@ pub fn open_snapshot_source(path: &Path) -> rusqlite::Result<Connection> {
 /// `PRAGMA integrity_check` of the SQLite file `db`: [`DbError::Damaged`] lists the
 /// first problems it found.
 pub fn check_integrity(db: &Path) -> Result<(), DbError> {
-    let conn = super::schema::open(db, None)?;
+    let conn = open(db, None)?;
     let problems: Vec<String> = conn
         .prepare("PRAGMA integrity_check(20)")?
         .query_map([], |r| r.get(0))?
@@ -124,5 +125,22 @@ pub fn check_integrity(db: &Path) -> Result<(), DbError> {
         Ok(())
     } else {
         Err(DbError::Damaged(problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardened_connections_refuse_to_rewrite_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let conn = open(&path, None).unwrap();
+        super::super::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
+        assert!(
+            conn.execute_batch("PRAGMA writable_schema = ON; UPDATE sqlite_schema SET sql = 'x';")
+                .is_err()
+        );
     }
 }

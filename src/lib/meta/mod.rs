@@ -8,6 +8,7 @@
 pub mod blocks;
 pub mod chunks;
 pub mod db;
+pub mod error;
 pub mod inodes;
 pub mod names;
 pub mod schema;

@@ -10,7 +10,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::db::DbError;
+use super::error::DbError;
 
 /// Bumped whenever the DDL below changes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -119,26 +119,6 @@ CREATE VIEW ext_attributes_v AS
     SELECT inode, name, name_id, value
     FROM ext_attributes JOIN names ON names.id = ext_attributes.name_id;
 ";
-
-/// Open a metadata DB (read-write and created if missing by default, or as `flags`
-/// say), hardened (see [`harden`]): every connection to one goes through here.
-pub fn open(path: impl AsRef<std::path::Path>, flags: Option<rusqlite::OpenFlags>) -> rusqlite::Result<Connection> {
-    let conn = match flags {
-        Some(flags) => Connection::open_with_flags(path, flags)?,
-        None => Connection::open(path)?,
-    };
-    harden(&conn)?;
-    Ok(conn)
-}
-
-/// Settings for every connection to a metadata DB, which may have come from the store
-/// (and from whoever could write there): defensive mode (no writes to the schema or
-/// other ways to corrupt the file through SQL) and no trust in the schema (functions
-/// with side effects cannot run from its views or triggers).
-pub fn harden(conn: &Connection) -> rusqlite::Result<()> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
-    conn.pragma_update(None, "trusted_schema", false)
-}
 
 /// The schema objects of the main database: `(type, name, sql)`, sorted.
 fn schema_objects(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
@@ -254,12 +234,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("ix_contents_inode")
-        );
-        // Hardened connections refuse to rewrite the schema behind SQLite's back.
-        harden(&conn).unwrap();
-        assert!(
-            conn.execute_batch("PRAGMA writable_schema = ON; UPDATE sqlite_schema SET sql = 'x';")
-                .is_err()
         );
     }
 }
