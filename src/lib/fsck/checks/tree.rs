@@ -1,0 +1,118 @@
+//! Check 14 (`loops`): every entry is reachable from the root. Directories forming a
+//! cycle of their own (possible in a damaged DB, never through rename) would be lost
+//! with everything below them.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::lost_found::lost_found;
+use super::{Findings, State, check_id, name_of};
+use crate::fsck::paths::{lossy, resolve_free};
+use crate::meta::names::{insert_entry, move_entry};
+use crate::meta::schema::ROOT_INODE;
+
+/// Add `from` and everything below it to temp table `fsck_reach`.
+fn mark_reachable(c: &Connection, from: i64) -> rusqlite::Result<()> {
+    c.execute(
+        "WITH RECURSIVE r(id) AS (
+             SELECT ?1
+             UNION
+             SELECT c.inode FROM contents c JOIN r ON c.parent_inode = r.id
+         )
+         INSERT OR IGNORE INTO temp.fsck_reach (id) SELECT id FROM r",
+        [from],
+    )?;
+    Ok(())
+}
+
+/// Check 14: every entry is reachable from the root. Entries under an unreachable
+/// directory lead (by first entries) up to a cycle; one entry of each cycle is moved to
+/// `/lost+found` under its own name (made free), which makes the whole cycle and
+/// everything below it reachable.
+pub(super) fn check_loops(c: &Connection, st: &mut State, out: &mut Findings) -> rusqlite::Result<()> {
+    const CHECK: &str = check_id::LOOPS;
+    c.execute_batch(
+        "DROP TABLE IF EXISTS temp.fsck_reach;
+         CREATE TEMP TABLE fsck_reach (id INTEGER PRIMARY KEY);
+         DROP TABLE IF EXISTS temp.fsck_unreached;
+         CREATE TEMP TABLE fsck_unreached (id INTEGER PRIMARY KEY);",
+    )?;
+    mark_reachable(c, ROOT_INODE)?;
+    c.execute(
+        "INSERT OR IGNORE INTO temp.fsck_unreached (id)
+         SELECT c.parent_inode FROM contents c
+         WHERE NOT EXISTS (SELECT 1 FROM temp.fsck_reach r WHERE r.id = c.parent_inode)",
+        [],
+    )?;
+    loop {
+        c.execute(
+            "DELETE FROM temp.fsck_unreached
+             WHERE EXISTS (SELECT 1 FROM temp.fsck_reach r WHERE r.id = fsck_unreached.id)",
+            [],
+        )?;
+        let Some(start): Option<i64> = c
+            .query_row("SELECT id FROM temp.fsck_unreached LIMIT 1", [], |r| r.get(0))
+            .optional()?
+        else {
+            break;
+        };
+        // Walk up by first entries until an inode repeats (it is on a cycle) or one has
+        // no entry.
+        let mut seen = HashSet::new();
+        let mut cur = start;
+        let anchor: (i64, Option<(i64, i64)>) = loop {
+            let entry: Option<(i64, i64, i64)> = c
+                .prepare_cached(
+                    "SELECT rowid, name_id, parent_inode FROM contents WHERE inode = ?1 ORDER BY rowid LIMIT 1",
+                )?
+                .query_row([cur], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            match entry {
+                None => break (cur, None),
+                Some((rowid, name_id, parent)) => {
+                    if !seen.insert(cur) {
+                        break (cur, Some((rowid, name_id)));
+                    }
+                    cur = parent;
+                }
+            }
+        };
+        let lof = lost_found(c, st, out)?;
+        match anchor {
+            (ino, Some((rowid, name_id))) => {
+                let name = name_of(c, name_id)?.unwrap_or_else(|| format!("inode-{ino}").into_bytes());
+                let new = resolve_free(c, lof, &name)?;
+                move_entry(c, rowid, name_id, lof, &new)?;
+                out.add_repaired(
+                    CHECK,
+                    format!(
+                        "\"{}\" (inode {ino}) and the directories around it formed a cycle unreachable from /; moved it to /lost+found/{}",
+                        lossy(&name),
+                        lossy(&new)
+                    ),
+                );
+            }
+            (ino, None) if ino != ROOT_INODE => {
+                let name = resolve_free(c, lof, format!("inode-{ino}").as_bytes())?;
+                insert_entry(c, lof, &name, ino)?;
+                c.execute("UPDATE inodes SET refcount = refcount + 1 WHERE id = ?1", [ino])?;
+                out.add_repaired(
+                    CHECK,
+                    format!(
+                        "inode {ino} has entries but none itself; linked as /lost+found/{}",
+                        lossy(&name)
+                    ),
+                );
+            }
+            (ino, None) => {
+                // Cannot happen (the root is reachable); make progress regardless.
+                mark_reachable(c, ino)?;
+                c.execute("DELETE FROM temp.fsck_unreached WHERE id = ?1", [start])?;
+                continue;
+            }
+        }
+        mark_reachable(c, anchor.0)?;
+    }
+    c.execute_batch("DROP TABLE temp.fsck_reach; DROP TABLE temp.fsck_unreached;")
+}
