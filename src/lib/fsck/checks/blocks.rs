@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::lost_found::quarantine;
-use super::{Findings, State, check_id, drop_ids, file_type, fill_ids, has_valid_type, kind_name, query_vec};
+use super::{
+    Findings, State, check_id, drop_ids, drop_uses, file_type, fill_ids, fill_uses, has_valid_type, kind_name,
+    query_vec,
+};
 use crate::fsck::paths::describe;
 
 /// Delete the mappings and rows of the blocks in temp table `fsck_ids`; returns the
@@ -136,11 +139,7 @@ pub(super) fn check_inode_blocks(c: &Connection, st: &mut State, out: &mut Findi
 /// Check 8: `blocks.refcount` = mappings; unused blocks deleted.
 pub(super) fn check_blocks_refcount(c: &Connection, st: &mut State, out: &mut Findings) -> rusqlite::Result<()> {
     const CHECK: &str = check_id::BLOCKS_REFCOUNT;
-    c.execute_batch(
-        "DROP TABLE IF EXISTS temp.fsck_uses;
-         CREATE TEMP TABLE fsck_uses (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
-         INSERT INTO temp.fsck_uses (id, n) SELECT block_id, count(*) FROM inode_blocks GROUP BY block_id;",
-    )?;
+    fill_uses(c, "SELECT block_id, count(*) FROM inode_blocks GROUP BY block_id")?;
     let wrong: Vec<(i64, i64, i64, i64)> = query_vec(
         c,
         "SELECT b.id, b.obj_id, b.refcount, coalesce(u.n, 0) FROM blocks b
@@ -166,7 +165,7 @@ pub(super) fn check_blocks_refcount(c: &Connection, st: &mut State, out: &mut Fi
             }
         }
     }
-    c.execute_batch("DROP TABLE temp.fsck_uses")
+    drop_uses(c)
 }
 
 /// Check 9: blocks stored in missing objects are deleted with their mappings (files
@@ -190,11 +189,7 @@ pub(super) fn check_objects_refcount(c: &Connection, st: &mut State, out: &mut F
         quarantine(c, st, out, CHECK, &inodes, "some of its data objects were missing")?;
     }
 
-    c.execute_batch(
-        "DROP TABLE IF EXISTS temp.fsck_uses;
-         CREATE TEMP TABLE fsck_uses (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
-         INSERT INTO temp.fsck_uses (id, n) SELECT obj_id, count(*) FROM blocks GROUP BY obj_id;",
-    )?;
+    fill_uses(c, "SELECT obj_id, count(*) FROM blocks GROUP BY obj_id")?;
     let wrong: Vec<(i64, i64, i64, i64)> = query_vec(
         c,
         "SELECT o.id, o.refcount, o.phys_size, coalesce(u.n, 0) FROM objects o
@@ -228,7 +223,7 @@ pub(super) fn check_objects_refcount(c: &Connection, st: &mut State, out: &mut F
             }
         }
     }
-    c.execute_batch("DROP TABLE temp.fsck_uses")
+    drop_uses(c)
 }
 
 /// The largest block number a file may use: its last byte is below

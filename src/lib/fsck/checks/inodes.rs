@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::lost_found::lost_found;
-use super::{Findings, State, check_id, file_type, kind_name, name_of, query_vec};
+use super::{Findings, State, check_id, drop_uses, file_type, fill_uses, kind_name, name_of, query_vec};
 use crate::fsck::paths::{describe, describe_entry, lossy, resolve_free};
 use crate::meta;
 use crate::meta::names::{delete_entry, insert_entry};
@@ -47,11 +47,7 @@ fn reaches_root_avoiding(c: &Connection, parent: i64, dir: i64) -> rusqlite::Res
 pub(super) fn check_inodes_refcount(c: &Connection, st: &mut State, out: &mut Findings) -> rusqlite::Result<()> {
     const CHECK: &str = check_id::INODES_REFCOUNT;
     // The GROUP BY walks ix_contents_inode in order: no sort.
-    c.execute_batch(
-        "DROP TABLE IF EXISTS temp.fsck_uses;
-         CREATE TEMP TABLE fsck_uses (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
-         INSERT INTO temp.fsck_uses (id, n) SELECT inode, count(*) FROM contents GROUP BY inode;",
-    )?;
+    fill_uses(c, "SELECT inode, count(*) FROM contents GROUP BY inode")?;
     let wrong: Vec<(i64, i64, u32, i64)> = query_vec(
         c,
         "SELECT i.id, i.refcount, i.mode, coalesce(u.n, 0) FROM inodes i LEFT JOIN temp.fsck_uses u ON u.id = i.id
@@ -60,7 +56,7 @@ pub(super) fn check_inodes_refcount(c: &Connection, st: &mut State, out: &mut Fi
         [ROOT_INODE],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
-    c.execute_batch("DROP TABLE temp.fsck_uses")?;
+    drop_uses(c)?;
     for (id, old, mode, n) in wrong {
         if id == ROOT_INODE {
             if n > 0 {

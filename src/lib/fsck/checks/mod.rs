@@ -351,6 +351,23 @@ fn kind_name(mode: u32) -> &'static str {
     }
 }
 
+fn query_vec<T, P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    p: P,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut st = c.prepare(sql)?;
+    st.query_map(p, f)?.collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Scratch tables
+//
+// fsck's own TEMP tables (lists of ids, counts of uses, the set of reachable inodes),
+// made, filled and dropped here; those of the store comparison (the listing) are in
+// `store.rs`. They are scratch space, not rows of the metadata.
+
 /// The temp table `fsck_ids` holding exactly `ids`.
 fn fill_ids(c: &Connection, ids: impl IntoIterator<Item = i64>) -> rusqlite::Result<()> {
     c.execute_batch(
@@ -368,12 +385,72 @@ fn drop_ids(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch("DROP TABLE IF EXISTS temp.fsck_ids")
 }
 
-fn query_vec<T, P: rusqlite::Params>(
-    c: &Connection,
-    sql: &str,
-    p: P,
-    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Vec<T>> {
-    let mut st = c.prepare(sql)?;
-    st.query_map(p, f)?.collect()
+/// The temp table `fsck_uses (id, n)` holding the rows of `counts`, a `SELECT` of each
+/// id and its number of uses (a `GROUP BY`).
+fn fill_uses(c: &Connection, counts: &str) -> rusqlite::Result<()> {
+    c.execute_batch(&format!(
+        "DROP TABLE IF EXISTS temp.fsck_uses;
+         CREATE TEMP TABLE fsck_uses (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+         INSERT INTO temp.fsck_uses (id, n) {counts};"
+    ))
+}
+
+fn drop_uses(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("DROP TABLE temp.fsck_uses")
+}
+
+/// The temp tables `fsck_reach` (inodes known reachable from the root) and
+/// `fsck_unreached` (directories with entries not known reachable), both empty.
+fn begin_reach(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch(
+        "DROP TABLE IF EXISTS temp.fsck_reach;
+         CREATE TEMP TABLE fsck_reach (id INTEGER PRIMARY KEY);
+         DROP TABLE IF EXISTS temp.fsck_unreached;
+         CREATE TEMP TABLE fsck_unreached (id INTEGER PRIMARY KEY);",
+    )
+}
+
+/// Add `from` and everything below it to temp table `fsck_reach`.
+fn mark_reachable(c: &Connection, from: i64) -> rusqlite::Result<()> {
+    c.execute(
+        "WITH RECURSIVE r(id) AS (
+             SELECT ?1
+             UNION
+             SELECT c.inode FROM contents c JOIN r ON c.parent_inode = r.id
+         )
+         INSERT OR IGNORE INTO temp.fsck_reach (id) SELECT id FROM r",
+        [from],
+    )?;
+    Ok(())
+}
+
+/// Add to `fsck_unreached` every directory with entries that is not in `fsck_reach`.
+fn note_unreached(c: &Connection) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT OR IGNORE INTO temp.fsck_unreached (id)
+         SELECT c.parent_inode FROM contents c
+         WHERE NOT EXISTS (SELECT 1 FROM temp.fsck_reach r WHERE r.id = c.parent_inode)",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Remove from `fsck_unreached` what `fsck_reach` now holds.
+fn forget_reached(c: &Connection) -> rusqlite::Result<()> {
+    c.execute(
+        "DELETE FROM temp.fsck_unreached
+         WHERE EXISTS (SELECT 1 FROM temp.fsck_reach r WHERE r.id = fsck_unreached.id)",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Remove `id` from `fsck_unreached`.
+fn forget_unreached(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    c.execute("DELETE FROM temp.fsck_unreached WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+fn end_reach(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("DROP TABLE temp.fsck_reach; DROP TABLE temp.fsck_unreached;")
 }

@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Findings, State, check_id, query_vec};
+use super::{Findings, State, check_id, drop_uses, fill_uses, query_vec};
 use crate::fsck::paths::{column_bytes, lossy};
 
 /// Check 2: `names.refcount` = uses by entries and xattrs; unused names deleted.
@@ -37,13 +37,11 @@ pub(super) fn check_names_refcount(c: &Connection, _st: &mut State, out: &mut Fi
             ),
         }
     }
-    c.execute_batch(
-        "DROP TABLE IF EXISTS temp.fsck_uses;
-         CREATE TEMP TABLE fsck_uses (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
-         INSERT INTO temp.fsck_uses (id, n)
-             SELECT name_id, count(*) FROM
-                 (SELECT name_id FROM contents UNION ALL SELECT name_id FROM ext_attributes)
-             GROUP BY name_id;",
+    fill_uses(
+        c,
+        "SELECT name_id, count(*) FROM
+             (SELECT name_id FROM contents UNION ALL SELECT name_id FROM ext_attributes)
+         GROUP BY name_id",
     )?;
     let wrong: Vec<(i64, Vec<u8>, i64, i64)> = query_vec(
         c,
@@ -73,5 +71,5 @@ pub(super) fn check_names_refcount(c: &Connection, _st: &mut State, out: &mut Fi
             );
         }
     }
-    c.execute_batch("DROP TABLE temp.fsck_uses")
+    drop_uses(c)
 }

@@ -3,6 +3,10 @@
 //! [`record_listed`]), then [`compare_with_store`] finds the objects the store lacks
 //! (their data is lost), those the DB does not know (to delete from the store) and the
 //! stored sizes the DB never recorded.
+//!
+//! The listing and the objects found missing are kept in TEMP tables of fsck's own
+//! (`fsck_listed`, `fsck_objs`), written here only: the scratch tables of the other
+//! checks are in `mod.rs`.
 
 use std::collections::HashSet;
 

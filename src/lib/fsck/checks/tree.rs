@@ -7,24 +7,13 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::lost_found::lost_found;
-use super::{Findings, State, check_id, name_of};
+use super::{
+    Findings, State, begin_reach, check_id, end_reach, forget_reached, forget_unreached, mark_reachable, name_of,
+    note_unreached,
+};
 use crate::fsck::paths::{lossy, resolve_free};
 use crate::meta::names::{insert_entry, move_entry};
 use crate::meta::schema::ROOT_INODE;
-
-/// Add `from` and everything below it to temp table `fsck_reach`.
-fn mark_reachable(c: &Connection, from: i64) -> rusqlite::Result<()> {
-    c.execute(
-        "WITH RECURSIVE r(id) AS (
-             SELECT ?1
-             UNION
-             SELECT c.inode FROM contents c JOIN r ON c.parent_inode = r.id
-         )
-         INSERT OR IGNORE INTO temp.fsck_reach (id) SELECT id FROM r",
-        [from],
-    )?;
-    Ok(())
-}
 
 /// Check 14: every entry is reachable from the root. Entries under an unreachable
 /// directory lead (by first entries) up to a cycle; one entry of each cycle is moved to
@@ -32,25 +21,11 @@ fn mark_reachable(c: &Connection, from: i64) -> rusqlite::Result<()> {
 /// everything below it reachable.
 pub(super) fn check_loops(c: &Connection, st: &mut State, out: &mut Findings) -> rusqlite::Result<()> {
     const CHECK: &str = check_id::LOOPS;
-    c.execute_batch(
-        "DROP TABLE IF EXISTS temp.fsck_reach;
-         CREATE TEMP TABLE fsck_reach (id INTEGER PRIMARY KEY);
-         DROP TABLE IF EXISTS temp.fsck_unreached;
-         CREATE TEMP TABLE fsck_unreached (id INTEGER PRIMARY KEY);",
-    )?;
+    begin_reach(c)?;
     mark_reachable(c, ROOT_INODE)?;
-    c.execute(
-        "INSERT OR IGNORE INTO temp.fsck_unreached (id)
-         SELECT c.parent_inode FROM contents c
-         WHERE NOT EXISTS (SELECT 1 FROM temp.fsck_reach r WHERE r.id = c.parent_inode)",
-        [],
-    )?;
+    note_unreached(c)?;
     loop {
-        c.execute(
-            "DELETE FROM temp.fsck_unreached
-             WHERE EXISTS (SELECT 1 FROM temp.fsck_reach r WHERE r.id = fsck_unreached.id)",
-            [],
-        )?;
+        forget_reached(c)?;
         let Some(start): Option<i64> = c
             .query_row("SELECT id FROM temp.fsck_unreached LIMIT 1", [], |r| r.get(0))
             .optional()?
@@ -108,11 +83,11 @@ pub(super) fn check_loops(c: &Connection, st: &mut State, out: &mut Findings) ->
             (ino, None) => {
                 // Cannot happen (the root is reachable); make progress regardless.
                 mark_reachable(c, ino)?;
-                c.execute("DELETE FROM temp.fsck_unreached WHERE id = ?1", [start])?;
+                forget_unreached(c, start)?;
                 continue;
             }
         }
         mark_reachable(c, anchor.0)?;
     }
-    c.execute_batch("DROP TABLE temp.fsck_reach; DROP TABLE temp.fsck_unreached;")
+    end_reach(c)
 }
