@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use super::lost_found::quarantine;
 use super::{
@@ -14,6 +14,7 @@ use super::{
     query_vec,
 };
 use crate::fsck::paths::describe;
+use crate::meta;
 
 /// Delete the mappings and rows of the blocks in temp table `fsck_ids`; returns the
 /// inodes that had mappings to them (sorted).
@@ -24,11 +25,7 @@ pub(super) fn delete_blocks_in_ids(c: &Connection) -> rusqlite::Result<Vec<i64>>
         [],
         |r| r.get(0),
     )?;
-    c.execute(
-        "DELETE FROM inode_blocks WHERE block_id IN (SELECT id FROM temp.fsck_ids)",
-        [],
-    )?;
-    c.execute("DELETE FROM blocks WHERE id IN (SELECT id FROM temp.fsck_ids)", [])?;
+    meta::blocks::delete_blocks_in(c, "temp.fsck_ids")?;
     Ok(inodes)
 }
 
@@ -75,11 +72,10 @@ pub(super) fn check_inode_blocks(c: &Connection, st: &mut State, out: &mut Findi
     if rows.is_empty() {
         return Ok(());
     }
-    let mut del = c.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?;
     // inode -> (mode, blocks missing, other mappings deleted, of which beyond the limit)
     let mut by_inode: BTreeMap<i64, (Option<u32>, u64, u64, u64)> = BTreeMap::new();
     for (ino, blockno, block, exists, mode, beyond) in rows {
-        del.execute(params![ino, blockno])?;
+        meta::blocks::delete_mapping(c, ino, blockno)?;
         let e = by_inode.entry(ino).or_insert((mode, 0, 0, 0));
         if exists {
             st.unlinked_blocks.insert(block);
@@ -89,7 +85,6 @@ pub(super) fn check_inode_blocks(c: &Connection, st: &mut State, out: &mut Findi
         }
         e.3 += u64::from(beyond);
     }
-    drop(del);
     let mut lost = Vec::new();
     for (ino, (mode, missing, other, beyond)) in by_inode {
         if beyond > 0 && mode.is_some() {
@@ -150,13 +145,13 @@ pub(super) fn check_blocks_refcount(c: &Connection, st: &mut State, out: &mut Fi
     for (id, obj, old, uses) in wrong {
         let silent = st.unlinked_blocks.contains(&id);
         if uses == 0 {
-            c.execute("DELETE FROM blocks WHERE id = ?1", [id])?;
+            meta::blocks::delete_block(c, id)?;
             st.unlinked_objects.insert(obj);
             if !silent {
                 out.add_repaired(CHECK, format!("block {id} is not used (refcount {old}); deleted"));
             }
         } else {
-            c.execute("UPDATE blocks SET refcount = ?2 WHERE id = ?1", params![id, uses])?;
+            meta::blocks::set_refcount(c, id, uses)?;
             if !silent {
                 out.add_repaired(
                     CHECK,
@@ -200,7 +195,7 @@ pub(super) fn check_objects_refcount(c: &Connection, st: &mut State, out: &mut F
     for (id, old, phys_size, uses) in wrong {
         let silent = st.unlinked_objects.contains(&id);
         if uses == 0 {
-            c.execute("DELETE FROM objects WHERE id = ?1", [id])?;
+            meta::blocks::delete_object(c, id)?;
             out.objects_to_delete.push(id);
             if !silent {
                 let what = if phys_size < 0 {
@@ -214,7 +209,7 @@ pub(super) fn check_objects_refcount(c: &Connection, st: &mut State, out: &mut F
                 );
             }
         } else {
-            c.execute("UPDATE objects SET refcount = ?2 WHERE id = ?1", params![id, uses])?;
+            meta::blocks::set_object_refcount(c, id, uses)?;
             if !silent {
                 out.add_repaired(
                     CHECK,

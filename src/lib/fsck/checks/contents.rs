@@ -2,12 +2,12 @@
 //! entry has a name, an inode and a parent directory. An entry without one cannot be
 //! reached or listed; it is moved into `/lost+found` or, without an inode, deleted.
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use super::lost_found::lost_found;
 use super::{Findings, State, check_id, kind_name, name_of, path_of, query_vec};
 use crate::fsck::paths::{describe, describe_entry, escape, lossy, resolve_free};
-use crate::meta::names::{add_name, delete_entry, move_entry};
+use crate::meta::names::{delete_entry, move_entry, move_unnamed_entry};
 use crate::meta::schema::ROOT_INODE;
 
 /// Check 3: entries whose name is missing are moved into `/lost+found`.
@@ -27,11 +27,7 @@ pub(super) fn check_contents_name(c: &Connection, st: &mut State, out: &mut Find
             _ => format!("[{parent}]-{ino}").into_bytes(),
         };
         let new = resolve_free(c, lof, &base)?;
-        let name_new = add_name(c, &new)?;
-        c.execute(
-            "UPDATE contents SET name_id = ?2, parent_inode = ?3 WHERE rowid = ?1",
-            params![rowid, name_new, lof],
-        )?;
+        move_unnamed_entry(c, rowid, lof, &new)?;
         out.add_repaired(
             CHECK,
             format!(

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::lost_found::lost_found;
 use super::{Findings, State, check_id, drop_uses, file_type, fill_uses, kind_name, name_of, query_vec};
@@ -74,7 +74,7 @@ pub(super) fn check_inodes_refcount(c: &Connection, st: &mut State, out: &mut Fi
                 }
             }
             if old != 1 {
-                c.execute("UPDATE inodes SET refcount = 1 WHERE id = ?1", [id])?;
+                meta::inodes::set_refcount(c, id, 1)?;
                 out.add_repaired(CHECK, format!("the root directory has refcount {old}; set to 1"));
             }
             continue;
@@ -98,7 +98,7 @@ pub(super) fn check_inodes_refcount(c: &Connection, st: &mut State, out: &mut Fi
                 let lof = lost_found(c, st, out)?;
                 let name = resolve_free(c, lof, format!("inode-{id}").as_bytes())?;
                 insert_entry(c, lof, &name, id)?;
-                c.execute("UPDATE inodes SET refcount = 1 WHERE id = ?1", [id])?;
+                meta::inodes::set_refcount(c, id, 1)?;
                 out.add_repaired(
                     CHECK,
                     format!(
@@ -140,11 +140,11 @@ pub(super) fn check_inodes_refcount(c: &Connection, st: &mut State, out: &mut Fi
                 );
             }
             if old != 1 {
-                c.execute("UPDATE inodes SET refcount = 1 WHERE id = ?1", [id])?;
+                meta::inodes::set_refcount(c, id, 1)?;
             }
             continue;
         }
-        c.execute("UPDATE inodes SET refcount = ?2 WHERE id = ?1", params![id, n])?;
+        meta::inodes::set_refcount(c, id, n)?;
         out.add_repaired(
             CHECK,
             format!(
@@ -174,7 +174,7 @@ pub(super) fn check_inodes_size(c: &Connection, st: &mut State, out: &mut Findin
     )?;
     for (id, old, end) in out_of_range {
         let new = end.clamp(0, max);
-        c.execute("UPDATE inodes SET size = ?2 WHERE id = ?1", params![id, new])?;
+        meta::inodes::set_size(c, id, new)?;
         out.add_repaired(
             CHECK,
             format!(
@@ -195,7 +195,7 @@ pub(super) fn check_inodes_size(c: &Connection, st: &mut State, out: &mut Findin
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     for (id, old, min) in wrong {
-        c.execute("UPDATE inodes SET size = ?2 WHERE id = ?1", params![id, min])?;
+        meta::inodes::set_size(c, id, min)?;
         out.add_repaired(
             CHECK,
             format!(

@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Findings, State, check_id, file_type, kind_name, mode_of, query_vec};
 use crate::fsck::paths::{column_bytes, describe_entry, entry_path, escape, lossy, resolve_free};
-use crate::meta::names::{insert_entry, move_entry};
+use crate::meta;
+use crate::meta::names::{insert_entry, move_entry, set_entry_inode, set_entry_parent};
 use crate::meta::schema::ROOT_INODE;
 
 /// Create a fresh `lost+found` directory inode (no entry): mode 0700, owned like the
@@ -19,12 +20,7 @@ fn new_lost_found_inode(c: &Connection, st: &State) -> rusqlite::Result<i64> {
         })
         .optional()?
         .unwrap_or((0, 0));
-    c.execute(
-        "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?4, 1)",
-        params![uid, gid, libc::S_IFDIR | 0o700, st.now],
-    )?;
-    Ok(c.last_insert_rowid())
+    meta::inodes::insert(c, uid, gid, libc::S_IFDIR | 0o700, 0, st.now, None)
 }
 
 /// The `/lost+found` directory, created or repaired first if need be (check 1).
@@ -41,21 +37,14 @@ pub(super) fn check_lost_found(c: &Connection, st: &mut State, out: &mut Finding
     const CHECK: &str = check_id::LOST_FOUND;
     match mode_of(c, ROOT_INODE)? {
         None => {
-            c.execute(
-                "INSERT INTO inodes (id, uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount)
-                 VALUES (?1, 0, 0, ?2, ?3, ?3, ?3, 1)",
-                params![ROOT_INODE, libc::S_IFDIR | 0o755, st.now],
-            )?;
+            meta::inodes::insert_root(c, libc::S_IFDIR | 0o755, st.now)?;
             out.add_repaired(
                 CHECK,
                 "the root directory (inode 1) was missing; recreated it (owner root, mode 0755)",
             );
         }
         Some(mode) if file_type(mode) != libc::S_IFDIR => {
-            c.execute(
-                "UPDATE inodes SET mode = ?2 WHERE id = ?1",
-                params![ROOT_INODE, libc::S_IFDIR | (mode & 0o7777)],
-            )?;
+            meta::inodes::set_mode(c, ROOT_INODE, libc::S_IFDIR | (mode & 0o7777))?;
             out.add_repaired(
                 CHECK,
                 format!("the root (inode 1) was a {}; made it a directory", kind_name(mode)),
@@ -79,7 +68,7 @@ pub(super) fn check_lost_found(c: &Connection, st: &mut State, out: &mut Finding
         }
         Some((rowid, old, mode)) => {
             let lof = new_lost_found_inode(c, st)?;
-            c.execute("UPDATE contents SET inode = ?2 WHERE rowid = ?1", params![rowid, lof])?;
+            set_entry_inode(c, rowid, lof)?;
             st.lof = Some(lof);
             match mode {
                 Some(mode) => {
@@ -116,10 +105,7 @@ pub(super) fn check_lost_found(c: &Connection, st: &mut State, out: &mut Finding
                 )
                 .optional()?;
             if let Some((rowid, ino)) = inside_itself {
-                c.execute(
-                    "UPDATE contents SET parent_inode = ?2 WHERE rowid = ?1",
-                    params![rowid, ROOT_INODE],
-                )?;
+                set_entry_parent(c, rowid, ROOT_INODE)?;
                 st.lof = Some(ino);
                 out.add_repaired(CHECK, "/lost+found was inside itself; moved it back to /");
             } else {

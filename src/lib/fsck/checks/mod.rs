@@ -29,6 +29,8 @@
 //! [`xattrs`] (12), [`symlinks`] (13), [`tree`] (14), [`unix`] (15), [`foreign_keys`]
 //! (16) and [`store`] (the comparison with the store). This module holds what they
 //! share: the findings, the order of the checks, their transactions and row helpers.
+//! The checks find damage with SELECTs and repair it through the row operations of
+//! [`crate::meta`]; the only rows they write themselves are in fsck's own TEMP tables.
 //!
 //! Names made in `/lost+found` go through [`super::paths::resolve_free`] as in S3QL:
 //! longer than 251 bytes → first 120 bytes + ` ... ` + last 120 bytes; then `-1`, `-2`, …
@@ -366,7 +368,8 @@ fn query_vec<T, P: rusqlite::Params>(
 //
 // fsck's own TEMP tables (lists of ids, counts of uses, the set of reachable inodes),
 // made, filled and dropped here; those of the store comparison (the listing) are in
-// `store.rs`. They are scratch space, not rows of the metadata.
+// `store.rs`. They are scratch space, not rows of the metadata: the checks find damage
+// with SELECTs and change metadata rows only through the operations of `crate::meta`.
 
 /// The temp table `fsck_ids` holding exactly `ids`.
 fn fill_ids(c: &Connection, ids: impl IntoIterator<Item = i64>) -> rusqlite::Result<()> {

@@ -2,10 +2,11 @@
 //! looks names up as bytes) and each counts its uses by entries and xattrs, so that a
 //! name is deleted exactly when its last use goes.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{Findings, State, check_id, drop_uses, fill_uses, query_vec};
 use crate::fsck::paths::{column_bytes, lossy};
+use crate::meta::names::{delete_name, set_name_bytes, set_name_refcount};
 
 /// Check 2: `names.refcount` = uses by entries and xattrs; unused names deleted.
 pub(super) fn check_names_refcount(c: &Connection, _st: &mut State, out: &mut Findings) -> rusqlite::Result<()> {
@@ -22,7 +23,7 @@ pub(super) fn check_names_refcount(c: &Connection, _st: &mut State, out: &mut Fi
             .optional()?;
         match twin {
             None => {
-                c.execute("UPDATE names SET name = ?2 WHERE id = ?1", params![id, name])?;
+                set_name_bytes(c, id, &name)?;
                 out.add_repaired(
                     CHECK,
                     format!("name \"{}\" (id {id}) was not stored as bytes; converted", lossy(&name)),
@@ -52,7 +53,7 @@ pub(super) fn check_names_refcount(c: &Connection, _st: &mut State, out: &mut Fi
     )?;
     for (id, name, old, uses) in wrong {
         if uses == 0 {
-            c.execute("DELETE FROM names WHERE id = ?1", [id])?;
+            delete_name(c, id)?;
             out.add_repaired(
                 CHECK,
                 format!(
@@ -61,7 +62,7 @@ pub(super) fn check_names_refcount(c: &Connection, _st: &mut State, out: &mut Fi
                 ),
             );
         } else {
-            c.execute("UPDATE names SET refcount = ?2 WHERE id = ?1", params![id, uses])?;
+            set_name_refcount(c, id, uses)?;
             out.add_repaired(
                 CHECK,
                 format!(

@@ -6,7 +6,7 @@
 //!
 //! The listing and the objects found missing are kept in TEMP tables of fsck's own
 //! (`fsck_listed`, `fsck_objs`), written here only: the scratch tables of the other
-//! checks are in `mod.rs`.
+//! checks are in `mod.rs`; rows of the metadata change through `crate::meta`.
 
 use std::collections::HashSet;
 
@@ -15,6 +15,7 @@ use rusqlite::{Connection, params};
 use super::blocks::delete_blocks_in_ids;
 use super::lost_found::quarantine;
 use super::{Findings, State, check_id, drop_ids, fill_ids, in_transaction, query_vec, without_foreign_keys};
+use crate::meta;
 
 /// Start a listing of the store: (re)create the TEMP table of listed objects.
 pub fn begin_listing(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
@@ -81,7 +82,7 @@ pub fn compare_with_store(conn: &rusqlite::Connection, out: &mut Findings) -> ru
                      SELECT id FROM blocks WHERE obj_id IN (SELECT id FROM temp.fsck_objs);",
                 )?;
                 let inodes = delete_blocks_in_ids(c)?;
-                c.execute("DELETE FROM objects WHERE id IN (SELECT id FROM temp.fsck_objs)", [])?;
+                meta::blocks::delete_objects_in(c, "temp.fsck_objs")?;
                 c.execute_batch("DROP TABLE temp.fsck_objs")?;
                 drop_ids(c)?;
                 for (id, refcount) in missing {
@@ -121,7 +122,7 @@ pub fn compare_with_store(conn: &rusqlite::Connection, out: &mut Findings) -> ru
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             for (id, size) in sizes {
-                c.execute("UPDATE objects SET phys_size = ?2 WHERE id = ?1", params![id, size])?;
+                meta::blocks::set_phys_size(c, id, size)?;
                 found.add_repaired(
                     check_id::STORE_PHYS_SIZE,
                     format!("object {id} had no stored size; set to {size} from the store"),

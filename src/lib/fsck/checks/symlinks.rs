@@ -5,6 +5,7 @@ use rusqlite::Connection;
 
 use super::{Findings, State, check_id, kind_name, query_vec};
 use crate::fsck::paths::describe;
+use crate::meta;
 
 /// Check 13: targets of missing or non-symlink inodes are deleted; symlinks without
 /// target are reported only.
@@ -26,7 +27,7 @@ pub(super) fn check_symlinks(c: &Connection, _st: &mut State, out: &mut Findings
                 kind_name(m)
             ),
         };
-        c.execute("DELETE FROM symlink_targets WHERE inode = ?1", [ino])?;
+        meta::inodes::delete_symlink_target(c, ino)?;
         out.add_repaired(CHECK, msg);
     }
     let targetless: Vec<i64> = query_vec(

@@ -12,6 +12,7 @@ use super::{
     note_unreached,
 };
 use crate::fsck::paths::{lossy, resolve_free};
+use crate::meta;
 use crate::meta::names::{insert_entry, move_entry};
 use crate::meta::schema::ROOT_INODE;
 
@@ -71,7 +72,7 @@ pub(super) fn check_loops(c: &Connection, st: &mut State, out: &mut Findings) ->
             (ino, None) if ino != ROOT_INODE => {
                 let name = resolve_free(c, lof, format!("inode-{ino}").as_bytes())?;
                 insert_entry(c, lof, &name, ino)?;
-                c.execute("UPDATE inodes SET refcount = refcount + 1 WHERE id = ?1", [ino])?;
+                meta::inodes::inc_refcount(c, ino)?;
                 out.add_repaired(
                     CHECK,
                     format!(

@@ -2,10 +2,11 @@
 //! symlink's size is its target's length, and the fields and rows that only some file
 //! types may have. Only the file type and a symlink's size are repaired.
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use super::{Findings, State, check_id, drop_ids, file_type, fill_ids, kind_name, query_vec};
 use crate::fsck::paths::{column_bytes, describe, lossy};
+use crate::meta;
 
 /// Check 15: POSIX conventions. Inodes without a valid file type are fixed (directory
 /// if they have entries, else symlink if they have a target, else regular file), and so
@@ -30,7 +31,7 @@ pub(super) fn check_unix(c: &Connection, _st: &mut State, out: &mut Findings) ->
             libc::S_IFREG
         };
         let new_mode = new_type | (mode & 0o7777);
-        c.execute("UPDATE inodes SET mode = ?2 WHERE id = ?1", params![id, new_mode])?;
+        meta::inodes::set_mode(c, id, new_mode)?;
         out.add_repaired(
             CHECK,
             format!(
@@ -40,7 +41,7 @@ pub(super) fn check_unix(c: &Connection, _st: &mut State, out: &mut Findings) ->
             ),
         );
         if has_children && has_target {
-            c.execute("DELETE FROM symlink_targets WHERE inode = ?1", [id])?;
+            meta::inodes::delete_symlink_target(c, id)?;
             out.add_repaired(
                 CHECK,
                 format!("directory {} had a symlink target; deleted it", describe(c, id)?),
@@ -56,7 +57,7 @@ pub(super) fn check_unix(c: &Connection, _st: &mut State, out: &mut Findings) ->
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     for (id, size, len) in symlinks {
-        c.execute("UPDATE inodes SET size = ?2 WHERE id = ?1", params![id, len])?;
+        meta::inodes::set_size(c, id, len)?;
         out.add_repaired(
             CHECK,
             format!(

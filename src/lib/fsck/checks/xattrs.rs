@@ -7,6 +7,7 @@ use rusqlite::{Connection, params};
 
 use super::{Findings, State, check_id, file_type, has_valid_type, query_vec};
 use crate::fsck::paths::describe;
+use crate::meta;
 use crate::meta::names::{add_name, del_name};
 
 /// Check 12: xattrs of missing inodes are deleted; xattrs whose name is missing are
@@ -26,11 +27,7 @@ pub(super) fn check_xattrs(c: &Connection, _st: &mut State, out: &mut Findings) 
     let mut deleted: BTreeMap<i64, u64> = BTreeMap::new();
     for (ino, name_id, mode, _) in &rows {
         if mode.is_none() {
-            c.execute(
-                "DELETE FROM ext_attributes WHERE inode = ?1 AND name_id = ?2",
-                params![ino, name_id],
-            )?;
-            del_name(c, *name_id)?;
+            meta::xattrs::remove(c, *ino, *name_id)?;
             *deleted.entry(*ino).or_default() += 1;
         }
     }
@@ -57,10 +54,7 @@ pub(super) fn check_xattrs(c: &Connection, _st: &mut State, out: &mut Findings) 
                 |r| r.get(0),
             )?;
             if !taken {
-                c.execute(
-                    "UPDATE ext_attributes SET name_id = ?3 WHERE inode = ?1 AND name_id = ?2",
-                    params![ino, name_id, id],
-                )?;
+                meta::xattrs::rename(c, ino, name_id, id)?;
                 break candidate;
             }
             del_name(c, id)?;
