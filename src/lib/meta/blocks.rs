@@ -195,3 +195,65 @@ pub fn insert_block(
         .execute(params![obj_id, phys_size as i64, size as i64])?;
     Ok(Ok(block_id))
 }
+
+// Fsck's repairs: they set counts from what fsck counted and delete rows it found
+// unused or unreadable; a count they leave stale is recounted by a later check.
+
+/// Delete mapping `(inode, blockno)`, the block's refcount untouched (fsck recounts it).
+pub fn delete_mapping(c: &Connection, inode: i64, blockno: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
+        .execute(params![inode, blockno])?;
+    Ok(())
+}
+
+/// Delete the blocks whose ids are in table `ids` (a column `id`, e.g. a TEMP table)
+/// and every mapping to them, objects untouched: their data is lost (fsck; it recounts
+/// `objects.refcount` afterwards).
+pub fn delete_blocks_in(c: &Connection, ids: &str) -> rusqlite::Result<()> {
+    c.execute(
+        &format!("DELETE FROM inode_blocks WHERE block_id IN (SELECT id FROM {ids})"),
+        [],
+    )?;
+    c.execute(&format!("DELETE FROM blocks WHERE id IN (SELECT id FROM {ids})"), [])?;
+    Ok(())
+}
+
+/// Delete block `id`, which nothing maps, its object's refcount untouched (fsck recounts).
+pub fn delete_block(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM blocks WHERE id = ?1")?.execute([id])?;
+    Ok(())
+}
+
+/// Set `blocks.refcount` of `id` to `refcount`, its number of mappings (fsck).
+pub fn set_refcount(c: &Connection, id: i64, refcount: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE blocks SET refcount = ?2 WHERE id = ?1")?
+        .execute(params![id, refcount])?;
+    Ok(())
+}
+
+/// Delete the row of object `id`, which holds no block, whatever its refcount (fsck).
+pub fn delete_object(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM objects WHERE id = ?1")?.execute([id])?;
+    Ok(())
+}
+
+/// Delete the rows of the objects whose ids are in table `ids` (a column `id`, e.g. a
+/// TEMP table): the store lacks them (fsck, once the blocks in them are deleted).
+pub fn delete_objects_in(c: &Connection, ids: &str) -> rusqlite::Result<()> {
+    c.execute(&format!("DELETE FROM objects WHERE id IN (SELECT id FROM {ids})"), [])?;
+    Ok(())
+}
+
+/// Set `objects.refcount` of `id` to `refcount`, the blocks stored in it (fsck).
+pub fn set_object_refcount(c: &Connection, id: i64, refcount: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE objects SET refcount = ?2 WHERE id = ?1")?
+        .execute(params![id, refcount])?;
+    Ok(())
+}
+
+/// Record the stored size of object `id`, from the store's listing (fsck).
+pub fn set_phys_size(c: &Connection, id: i64, phys_size: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE objects SET phys_size = ?2 WHERE id = ?1")?
+        .execute(params![id, phys_size])?;
+    Ok(())
+}

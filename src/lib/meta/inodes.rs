@@ -8,6 +8,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::blocks::{Released, release_blocks};
+use super::schema::ROOT_INODE;
 
 /// One `inodes` row.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +103,51 @@ pub fn insert(
     Ok(ino)
 }
 
+/// Recreate the root directory: id 1, owner root, `mode`, one link, times `now` (fsck).
+pub fn insert_root(c: &Connection, mode: u32, now: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO inodes (id, uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount)
+         VALUES (?1, 0, 0, ?2, ?3, ?3, ?3, 1)",
+    )?
+    .execute(params![ROOT_INODE, mode, now])?;
+    Ok(())
+}
+
+/// Set the mode (file type and permissions) of `id`, times untouched (fsck).
+pub fn set_mode(c: &Connection, id: i64, mode: u32) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE inodes SET mode = ?2 WHERE id = ?1")?
+        .execute(params![id, mode])?;
+    Ok(())
+}
+
+/// Set the size of `id`, times untouched (fsck: in range, covering the data or target).
+pub fn set_size(c: &Connection, id: i64, size: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE inodes SET size = ?2 WHERE id = ?1")?
+        .execute(params![id, size])?;
+    Ok(())
+}
+
+/// Set the refcount of `id` to `refcount`, its number of entries (fsck).
+pub fn set_refcount(c: &Connection, id: i64, refcount: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE inodes SET refcount = ?2 WHERE id = ?1")?
+        .execute(params![id, refcount])?;
+    Ok(())
+}
+
+/// Count one more entry of `id`, times untouched (fsck linking it into `/lost+found`).
+pub fn inc_refcount(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE inodes SET refcount = refcount + 1 WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Delete the symlink target of `id`, if any (only a symlink has one).
+pub fn delete_symlink_target(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM symlink_targets WHERE inode = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
 /// Write back the attributes of `row` (owner, mode, times, size).
 pub fn set_attributes(c: &Connection, row: &InodeRow) -> rusqlite::Result<()> {
     c.prepare_cached(
@@ -188,8 +234,7 @@ pub fn lock_tree(c: &Connection, id: i64) -> rusqlite::Result<usize> {
 pub fn purge(c: &Connection, id: i64) -> rusqlite::Result<Released> {
     let released = release_blocks(c, id, 0)?;
     super::xattrs::remove_all(c, id)?;
-    c.prepare_cached("DELETE FROM symlink_targets WHERE inode = ?1")?
-        .execute([id])?;
+    delete_symlink_target(c, id)?;
     c.prepare_cached("DELETE FROM inodes WHERE id = ?1")?.execute([id])?;
     Ok(released)
 }

@@ -39,6 +39,19 @@ pub fn set_name_refcount(c: &Connection, name_id: i64, refcount: i64) -> rusqlit
     Ok(())
 }
 
+/// Store name `id` as the BLOB `name`: a lookup by bytes never finds a TEXT name (fsck).
+pub fn set_name_bytes(c: &Connection, id: i64, name: &[u8]) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE names SET name = ?2 WHERE id = ?1")?
+        .execute(params![id, name])?;
+    Ok(())
+}
+
+/// Delete name `id`, which nothing uses (fsck; names in use go through [`del_name`]).
+pub fn delete_name(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM names WHERE id = ?1")?.execute([id])?;
+    Ok(())
+}
+
 /// A directory entry: its `contents` rowid, name id and inode.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
@@ -90,6 +103,22 @@ pub fn move_entry(c: &Connection, rowid: i64, old_name_id: i64, parent: i64, nam
     c.prepare_cached("UPDATE contents SET parent_inode = ?2, name_id = ?3 WHERE rowid = ?1")?
         .execute(params![rowid, parent, name_id])?;
     del_name(c, old_name_id)
+}
+
+/// [`move_entry`] for an entry whose name row is missing (fsck): the new name is counted,
+/// no use of the old one is dropped (its id may even be reused by the new name).
+pub fn move_unnamed_entry(c: &Connection, rowid: i64, parent: i64, name: &[u8]) -> rusqlite::Result<()> {
+    let name_id = add_name(c, name)?;
+    c.prepare_cached("UPDATE contents SET name_id = ?2, parent_inode = ?3 WHERE rowid = ?1")?
+        .execute(params![rowid, name_id, parent])?;
+    Ok(())
+}
+
+/// Move entry `rowid` into `parent` under its name; name and link counts unchanged (fsck).
+pub fn set_entry_parent(c: &Connection, rowid: i64, parent: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE contents SET parent_inode = ?2 WHERE rowid = ?1")?
+        .execute(params![rowid, parent])?;
+    Ok(())
 }
 
 /// Point the entry `rowid` at another inode (rename's exchange).

@@ -38,6 +38,14 @@ pub fn remove(c: &Connection, inode: i64, name_id: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
+/// Give the xattr `(inode, old_name_id)` the name `new_name_id`, whose use the caller has
+/// counted; no use of the old name is dropped (fsck: that name row is missing).
+pub fn rename(c: &Connection, inode: i64, old_name_id: i64, new_name_id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE ext_attributes SET name_id = ?3 WHERE inode = ?1 AND name_id = ?2")?
+        .execute(params![inode, old_name_id, new_name_id])?;
+    Ok(())
+}
+
 /// Remove every xattr of `inode`, and their name uses.
 pub fn remove_all(c: &Connection, inode: i64) -> rusqlite::Result<()> {
     let name_ids: Vec<i64> = c
