@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::exit::{Error, ExitCode};
 
+pub mod credentials;
 pub mod fault;
 mod group_sync;
 pub mod local;

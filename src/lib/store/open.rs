@@ -3,27 +3,13 @@
 use std::sync::Arc;
 
 use crate::exit::Error;
+/// Also reachable here, the path the tools and tests have used.
+pub use crate::store::credentials::Credentials;
 use crate::store::local::LocalStore;
 use crate::store::options::parse_s3_options;
 use crate::store::retry::{RetryPolicy, RetryStore};
 use crate::store::s3::S3Store;
 use crate::store::{StorageUrl, Store};
-
-/// Login and password for a store (access key id and secret for S3).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub login: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("login", &self.login)
-            .field("password", &"<hidden>")
-            .finish()
-    }
-}
 
 /// Open `url` with `backend_options` (validated here: unknown → exit 3). `credentials`
 /// `None` for `s3://` means the standard AWS chain (environment, profiles).

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 
 use crate::exit::{Error, ExitCode};
-use crate::store::open::Credentials;
+use crate::store::credentials::Credentials;
 use crate::store::options::S3Options;
 use crate::store::{ListPage, ObjectInfo, PutMode, StorageUrl, Store, StoreError, StoreResult};
 
