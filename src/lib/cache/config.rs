@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::files;
-use crate::exit::{Error, ExitCode};
+use super::{CacheOpenError, files};
 
 /// Longest sleep of a waiting writer or of the scheduler between checks.
 pub(super) const POLL: Duration = Duration::from_millis(250);
@@ -69,7 +68,7 @@ pub fn auto_limits(
     max_connections: usize,
     max_bytes: Option<u64>,
     max_entries: Option<usize>,
-) -> Result<(u64, usize), Error> {
+) -> Result<(u64, usize), CacheOpenError> {
     let entries = match max_entries {
         Some(n) => n,
         None => {
@@ -77,10 +76,7 @@ pub fn auto_limits(
             let need = RESERVED_FDS + 3 * max_connections as u64;
             let n = fds.saturating_sub(need);
             if n <= 64 {
-                return Err(Error::new(
-                    ExitCode::NotEnoughFds,
-                    format!("only {fds} file descriptors available: raise the open-file limit (ulimit -n)"),
-                ));
+                return Err(CacheOpenError::NotEnoughFds { available: fds });
             }
             n as usize
         }

@@ -1,8 +1,7 @@
 //! What cache operations fail with.
 
 use std::io;
-
-use crate::exit::{Error, ExitCode};
+use std::path::PathBuf;
 
 /// Failure of a cache operation.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +53,25 @@ impl From<rusqlite::Error> for CacheError {
     }
 }
 
-impl From<CacheError> for Error {
-    fn from(e: CacheError) -> Self {
-        Error::new(ExitCode::Failure, e.to_string())
-    }
+/// What opening the cache, working out its limits or recovering its dirty blocks can
+/// fail with. The tools end with a different exit code for each case (see the `From`
+/// impls in `crate::exit`).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheOpenError {
+    /// The data block size is 0 or does not fit in 32 bits.
+    #[error("invalid data block size")]
+    InvalidBlockSize,
+    /// The cache directory cannot be created, examined or cleaned up, or a thread of the
+    /// cache cannot be started.
+    #[error("cache directory {}: {source}", .dir.display())]
+    DirInaccessible { dir: PathBuf, source: io::Error },
+    /// The open-file limit leaves room for too few cached blocks.
+    #[error("only {available} file descriptors available: raise the open-file limit (ulimit -n)")]
+    NotEnoughFds { available: u64 },
+    /// The metadata database cannot be read.
+    #[error("metadata database: {0}")]
+    LocalDb(#[source] rusqlite::Error),
+    /// Uploading the dirty blocks found at start-up failed ([`super::recover_dirty`]).
+    #[error("uploading dirty cache blocks: {0}")]
+    Recovery(#[source] CacheError),
 }

@@ -76,11 +76,10 @@ use tokio::sync::Semaphore;
 
 use config::POLL;
 pub use config::{CacheConfig, auto_limits, cache_dir};
-pub use error::CacheError;
+pub use error::{CacheError, CacheOpenError};
 use index::{Entry, EntryFile, Key, Slot, State};
 use space::Need;
 
-use crate::exit::{Error, ExitCode};
 use crate::fs_store::{FsStore, names};
 
 /// A snapshot of the cache's counters.
@@ -195,16 +194,14 @@ impl BlockCache {
         db: Arc<Mutex<Connection>>,
         db_path: PathBuf,
         store: FsStore,
-    ) -> Result<Arc<BlockCache>, Error> {
+    ) -> Result<Arc<BlockCache>, CacheOpenError> {
         if config.block_size == 0 || config.block_size > u64::from(u32::MAX) {
-            return Err(Error::new(ExitCode::Failure, "invalid data block size"));
+            return Err(CacheOpenError::InvalidBlockSize);
         }
         let dir = &config.dir.clone();
-        let inaccessible = |e: io::Error| {
-            Error::new(
-                ExitCode::CacheDirInaccessible,
-                format!("cache directory {}: {e}", dir.display()),
-            )
+        let inaccessible = |source: io::Error| CacheOpenError::DirInaccessible {
+            dir: dir.clone(),
+            source,
         };
         std::fs::create_dir_all(dir).map_err(inaccessible)?;
         let min_free = match config.min_free_bytes {
@@ -220,12 +217,12 @@ impl BlockCache {
         let mut stale = Vec::new();
         {
             let conn = lock(&db);
-            let db_err = |e: rusqlite::Error| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}"));
             for f in found {
                 let ok = if f.dirty {
-                    crate::meta::inodes::exists(&conn, f.key.0 as i64).map_err(db_err)?
+                    crate::meta::inodes::exists(&conn, f.key.0 as i64).map_err(CacheOpenError::LocalDb)?
                 } else {
-                    crate::meta::blocks::stored_size(&conn, f.key.0, f.key.1).map_err(db_err)? == Some(f.len as i64)
+                    crate::meta::blocks::stored_size(&conn, f.key.0, f.key.1).map_err(CacheOpenError::LocalDb)?
+                        == Some(f.len as i64)
                 };
                 if ok { keep.push(f) } else { stale.push(f) }
             }
@@ -811,12 +808,12 @@ pub fn recover_dirty(
     db: Arc<Mutex<Connection>>,
     db_path: PathBuf,
     store: FsStore,
-) -> Result<RecoveryReport, Error> {
+) -> Result<RecoveryReport, CacheOpenError> {
     let cache = BlockCache::open(config, db, db_path, store)?;
     let uploaded_blocks = cache.stats().dirty_entries;
     let r = cache.upload_all();
     cache.shutdown();
-    r.map_err(|e| Error::from(e).context("uploading dirty cache blocks"))?;
+    r.map_err(CacheOpenError::Recovery)?;
     Ok(RecoveryReport {
         uploaded_blocks,
         discarded_files: cache.discarded_at_open,
