@@ -11,7 +11,7 @@ use crate::config::{self, AuthInfo, SecretSource};
 use crate::crypto::{self, KeyError, MasterKey};
 use crate::exit::{Error, ExitCode};
 use crate::params::Params;
-use crate::store::open::Credentials;
+use crate::store::credentials::Credentials;
 use crate::store::{PutMode, StorageUrl, Store, StoreError, open_store};
 
 /// Object names. Every name starts with `s3fs_`.

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, Weak};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::upload::{Failure, Outcome, Prepared};
 use super::{Entry, lock};
 use crate::fs_store::names;
 use crate::meta::{blocks, inodes};
@@ -34,6 +33,47 @@ pub(super) enum Step {
     /// After the PUT of object `obj_id` (`phys` bytes stored): record it and the block,
     /// and point the inode at the block, unless the entry was removed meanwhile.
     Commit { obj_id: i64, phys: u64 },
+}
+
+/// What a step decided for the block.
+pub(super) enum Prepared {
+    /// Nothing (more) to upload.
+    Done(Outcome),
+    /// Upload the block as the new object of this id, then run [`Step::Commit`].
+    Upload(i64),
+}
+
+/// How a block's upload ended in the DB.
+pub(super) enum Outcome {
+    /// `inode_blocks` points at the content of generation `.0`; objects to delete.
+    Committed(u64, Vec<String>),
+    /// The entry was removed or is not dirty any more; objects to delete.
+    Skipped(Vec<String>),
+    /// The inode no longer exists: drop the entry.
+    Orphan(Vec<String>),
+}
+
+/// Why a step, or the upload attempt it belongs to, failed; permanent failures end a
+/// waiting `upload_all`.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub(super) message: String,
+    pub(super) permanent: bool,
+}
+
+impl Failure {
+    pub(super) fn permanent(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::permanent(format!("metadata database: {e}"))
+    }
 }
 
 struct Request {

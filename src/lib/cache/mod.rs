@@ -46,219 +46,41 @@
 //!   from FUSE or tool threads, never from a tokio worker.
 //! - An upload is committed only while the inode's row exists: blocks of purged inodes
 //!   are dropped, never resurrected.
+//!
+//! # Layout
+//!
+//! This module holds [`BlockCache`] and its public API; `index` the entries and the
+//! global state, `space` the accounting against the limits and eviction, `config` the
+//! limits and their automatic values, `files` the file names and the start-up scan,
+//! `upload` the scheduler and the upload pipeline, `commit` the pipeline's batched DB
+//! steps, `error` what the cache fails with.
 
 mod commit;
+mod config;
+mod error;
 mod files;
+mod index;
+mod space;
 mod upload;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use crate::exit::{Error, ExitCode};
+use config::POLL;
+pub use config::{CacheConfig, auto_limits, cache_dir};
+pub use error::{CacheError, CacheOpenError};
+use index::{Entry, EntryFile, Key, Slot, State};
+use space::Need;
+
 use crate::fs_store::{FsStore, names};
-
-/// `(inode, blockno)`.
-type Key = (u64, u64);
-
-/// What cache space is needed for: a write, or a block being fetched to be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Need {
-    Write,
-    Read,
-}
-
-/// How long a write that hit ENOSPC on the cache disk waits for uploads to free space
-/// before it fails with ENOSPC.
-const NOSPACE_WAIT: Duration = Duration::from_secs(30);
-/// Longest sleep of a waiting writer or of the scheduler between checks.
-const POLL: Duration = Duration::from_millis(250);
-/// How long a free-space reading of the cache disk is trusted, and by how much it must
-/// exceed what is needed (see `disk_has_room`).
-const FREE_SPACE_FRESH: Duration = Duration::from_millis(50);
-const FREE_SPACE_SLACK: u64 = 256 << 20;
-
-/// Limits and tuning of a [`BlockCache`].
-#[derive(Debug, Clone)]
-pub struct CacheConfig {
-    /// The cache directory (`<cachedir>/<stem>-cache/`); created if missing.
-    pub dir: PathBuf,
-    /// `data_block_size` of the filesystem.
-    pub block_size: u64,
-    /// Upper bound of the bytes of all cached block files.
-    pub max_bytes: u64,
-    /// Upper bound of cached blocks (each holds at most one open file descriptor).
-    pub max_entries: usize,
-    /// Free space to leave on the cache's filesystem; `None`: 5 % of it or 1 GiB,
-    /// whichever is smaller.
-    pub min_free_bytes: Option<u64>,
-    /// A dirty block is uploaded once it has not been written for this long.
-    pub dirty_upload_delay: Duration,
-    /// Concurrent CPU work (hash, compress, encrypt).
-    pub max_threads: usize,
-    /// Concurrent store requests.
-    pub max_connections: usize,
-    /// How long the store may fail every request before what waits for it gives up: a
-    /// writer waiting for cache space (ENOSPC) and a read of a block not in the cache
-    /// (EIO). While the store answers, even slowly, nothing gives up.
-    pub store_timeout: Duration,
-}
-
-impl CacheConfig {
-    /// Defaults: 1 GiB, 4096 entries, 10 s upload delay, one CPU thread per core,
-    /// 8 connections.
-    pub fn new(dir: PathBuf, block_size: u64) -> CacheConfig {
-        CacheConfig {
-            dir,
-            block_size,
-            max_bytes: 1 << 30,
-            max_entries: 4096,
-            min_free_bytes: None,
-            dirty_upload_delay: Duration::from_secs(10),
-            max_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_connections: 8,
-            store_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-/// File descriptors kept for everything but cached blocks (DB, store, FUSE, logs).
-const RESERVED_FDS: u64 = 64;
-
-/// S3QL's automatic cache limits, for the options the user did not give.
-///
-/// Entries: the open-file limit (soft limit first raised to the hard limit; 4096 if the
-/// hard limit is unlimited) minus what the rest of the process needs, since every cached
-/// block holds one descriptor. Bytes: half a block per entry, but at most 80 % of the
-/// free space of the cache disk. Exit 37 when fewer than 64 entries would remain.
-pub fn auto_limits(
-    dir: &Path,
-    block_size: u64,
-    max_connections: usize,
-    max_bytes: Option<u64>,
-    max_entries: Option<usize>,
-) -> Result<(u64, usize), Error> {
-    let entries = match max_entries {
-        Some(n) => n,
-        None => {
-            let fds = raise_fd_limit();
-            let need = RESERVED_FDS + 3 * max_connections as u64;
-            let n = fds.saturating_sub(need);
-            if n <= 64 {
-                return Err(Error::new(
-                    ExitCode::NotEnoughFds,
-                    format!("only {fds} file descriptors available: raise the open-file limit (ulimit -n)"),
-                ));
-            }
-            n as usize
-        }
-    };
-    let bytes = match max_bytes {
-        Some(b) => b,
-        None => {
-            // The cache directory itself may not exist yet.
-            let free = files::disk_space(dir)
-                .or_else(|_| files::disk_space(dir.parent().unwrap_or(dir)))
-                .map(|(_, avail)| avail)
-                .unwrap_or(u64::MAX);
-            (entries as u64).saturating_mul(block_size / 2).min(free / 10 * 8)
-        }
-    };
-    Ok((bytes, entries))
-}
-
-/// Raise the soft open-file limit to the hard one; returns the limit now in force.
-fn raise_fd_limit() -> u64 {
-    // SAFETY: plain getrlimit/setrlimit on a properly sized struct.
-    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    let hard = if lim.rlim_max == libc::RLIM_INFINITY {
-        4096
-    } else {
-        lim.rlim_max
-    };
-    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < hard {
-        let want = libc::rlimit {
-            rlim_cur: hard,
-            rlim_max: lim.rlim_max,
-        };
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            return hard;
-        }
-        return lim.rlim_cur;
-    }
-    hard.min(if lim.rlim_cur == libc::RLIM_INFINITY {
-        hard
-    } else {
-        lim.rlim_cur
-    })
-}
-
-/// Failure of a cache operation.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("cache file I/O: {0}")]
-    Io(#[from] io::Error),
-    #[error("cache disk full")]
-    NoSpace,
-    #[error("store: {0}")]
-    Store(String),
-    #[error("metadata database: {0}")]
-    Db(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("the block cache is shut down")]
-    ShutDown,
-    /// The cache is full of dirty blocks and the store has failed every request for
-    /// longer than the store timeout: a write cannot be taken (ENOSPC).
-    #[error("the cache is full and its dirty blocks cannot be uploaded: the store has failed every request for {0} s")]
-    FullAndStoreDown(u64),
-    /// A block not in the cache cannot be fetched: the store has failed every request
-    /// for longer than the store timeout (EIO).
-    #[error("the store has failed every request for {0} s")]
-    StoreDown(u64),
-}
-
-impl CacheError {
-    /// The errno to reply to the kernel with.
-    pub fn errno(&self) -> i32 {
-        match self {
-            CacheError::Io(e) => match e.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
-                _ => libc::EIO,
-            },
-            CacheError::NoSpace | CacheError::FullAndStoreDown(_) => libc::ENOSPC,
-            CacheError::Invalid(_) => libc::EINVAL,
-            CacheError::Store(_) | CacheError::Db(_) | CacheError::ShutDown | CacheError::StoreDown(_) => libc::EIO,
-        }
-    }
-
-    fn is_no_space(&self) -> bool {
-        self.errno() == libc::ENOSPC
-    }
-}
-
-impl From<rusqlite::Error> for CacheError {
-    fn from(e: rusqlite::Error) -> Self {
-        CacheError::Db(e.to_string())
-    }
-}
-
-impl From<CacheError> for Error {
-    fn from(e: CacheError) -> Self {
-        Error::new(ExitCode::Failure, e.to_string())
-    }
-}
 
 /// A snapshot of the cache's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -301,114 +123,6 @@ pub struct RecoveryReport {
     /// Stale files deleted: dirty blocks of inodes that no longer exist, clean files
     /// that no longer match the DB.
     pub discarded_files: usize,
-}
-
-/// One cached block. `removed` is set only while `file` is locked, and the entry leaves
-/// the index before that lock is released: whoever then locks `file` and finds
-/// `removed` looks the block up again.
-struct Entry {
-    key: Key,
-    removed: AtomicBool,
-    /// A transaction releasing this block's rows is under way ([`BlockCache::release_range`]):
-    /// no upload may commit the block, but its data stays until that transaction commits.
-    releasing: AtomicBool,
-    /// Bumped by every modification of the content.
-    generation: AtomicU64,
-    file: Mutex<EntryFile>,
-}
-
-#[derive(Default)]
-struct EntryFile {
-    /// The local file exists (otherwise the entry is a placeholder being loaded).
-    present: bool,
-    dirty: bool,
-    size: u64,
-    fd: Option<File>,
-}
-
-/// The global view of one entry, mirrored from its `EntryFile` (see `mirror`).
-struct Slot {
-    entry: Arc<Entry>,
-    present: bool,
-    dirty: bool,
-    size: u64,
-    /// LRU position of a clean entry.
-    stamp: u64,
-    last_write: Instant,
-    /// Found dirty at start-up: upload without waiting for the delay.
-    eager: bool,
-    in_flight: bool,
-    retry_at: Option<Instant>,
-    failures: u32,
-}
-
-#[derive(Default)]
-struct State {
-    slots: BTreeMap<Key, Slot>,
-    /// Clean present entries by LRU stamp.
-    lru: BTreeMap<u64, Key>,
-    /// Dirty present entries, oldest last write first: the scheduler reads only the due
-    /// front of it, so a round costs O(due), not O(dirty).
-    dirty: BTreeSet<(Instant, Key)>,
-    stamp: u64,
-    bytes: u64,
-    entries: usize,
-    dirty_bytes: u64,
-    /// Upload tasks not yet finished.
-    in_flight: usize,
-    /// Threads waiting for space: upload dirty blocks now.
-    pressure: usize,
-    /// `upload_all` callers: upload dirty blocks now.
-    flushing: usize,
-    /// [`BlockCache::hurry`]: upload dirty blocks now, until none is left.
-    hurry: bool,
-    shutdown: bool,
-    scheduler_exited: bool,
-    permanent_errors: u64,
-    last_error: Option<String>,
-    deletions: Vec<String>,
-    deleting: bool,
-    delete_retry_at: Option<Instant>,
-}
-
-impl State {
-    /// Take `entry`'s slot out of the index and the accounting.
-    fn detach(&mut self, entry: &Arc<Entry>) -> Option<Slot> {
-        match self.slots.get(&entry.key) {
-            Some(s) if Arc::ptr_eq(&s.entry, entry) => {}
-            _ => return None,
-        }
-        let s = self.slots.remove(&entry.key)?;
-        if s.present {
-            self.bytes -= s.size;
-            self.entries -= 1;
-            if s.dirty {
-                self.dirty.remove(&(s.last_write, entry.key));
-                self.dirty_bytes -= s.size;
-            } else {
-                self.lru.remove(&s.stamp);
-            }
-        }
-        Some(s)
-    }
-
-    /// Put a slot (back) into the index; a clean one becomes most recently used.
-    fn attach(&mut self, mut s: Slot) {
-        let key = s.entry.key;
-        if s.present {
-            self.bytes += s.size;
-            self.entries += 1;
-            if s.dirty {
-                self.dirty.insert((s.last_write, key));
-                self.dirty_bytes += s.size;
-            } else {
-                self.stamp += 1;
-                s.stamp = self.stamp;
-                self.lru.insert(s.stamp, key);
-            }
-        }
-        self.slots.insert(key, s);
-    }
 }
 
 #[derive(Default)]
@@ -480,16 +194,14 @@ impl BlockCache {
         db: Arc<Mutex<Connection>>,
         db_path: PathBuf,
         store: FsStore,
-    ) -> Result<Arc<BlockCache>, Error> {
+    ) -> Result<Arc<BlockCache>, CacheOpenError> {
         if config.block_size == 0 || config.block_size > u64::from(u32::MAX) {
-            return Err(Error::new(ExitCode::Failure, "invalid data block size"));
+            return Err(CacheOpenError::InvalidBlockSize);
         }
         let dir = &config.dir.clone();
-        let inaccessible = |e: io::Error| {
-            Error::new(
-                ExitCode::CacheDirInaccessible,
-                format!("cache directory {}: {e}", dir.display()),
-            )
+        let inaccessible = |source: io::Error| CacheOpenError::DirInaccessible {
+            dir: dir.clone(),
+            source,
         };
         std::fs::create_dir_all(dir).map_err(inaccessible)?;
         let min_free = match config.min_free_bytes {
@@ -505,12 +217,12 @@ impl BlockCache {
         let mut stale = Vec::new();
         {
             let conn = lock(&db);
-            let db_err = |e: rusqlite::Error| Error::new(ExitCode::LocalDbCorrupt, format!("metadata database: {e}"));
             for f in found {
                 let ok = if f.dirty {
-                    crate::meta::inodes::exists(&conn, f.key.0 as i64).map_err(db_err)?
+                    crate::meta::inodes::exists(&conn, f.key.0 as i64).map_err(CacheOpenError::LocalDb)?
                 } else {
-                    crate::meta::blocks::stored_size(&conn, f.key.0, f.key.1).map_err(db_err)? == Some(f.len as i64)
+                    crate::meta::blocks::stored_size(&conn, f.key.0, f.key.1).map_err(CacheOpenError::LocalDb)?
+                        == Some(f.len as i64)
                 };
                 if ok { keep.push(f) } else { stale.push(f) }
             }
@@ -580,80 +292,6 @@ impl BlockCache {
 
     fn path(&self, key: Key, dirty: bool) -> PathBuf {
         files::block_path(&self.cfg.dir, key, dirty)
-    }
-
-    /// The entry of `key`, created as a placeholder if absent, with its mirrored
-    /// `(present, size)`.
-    fn entry(&self, key: Key) -> (Arc<Entry>, bool, u64) {
-        loop {
-            let mut st = lock(&self.state);
-            match st.slots.get(&key) {
-                Some(s) if s.entry.removed.load(Ordering::Acquire) => {
-                    // Being removed by a thread holding its file lock: wait for it.
-                    let e = s.entry.clone();
-                    drop(st);
-                    drop(lock(&e.file));
-                }
-                Some(s) => return (s.entry.clone(), s.present, s.size),
-                None => {
-                    let entry = Arc::new(Entry {
-                        key,
-                        removed: AtomicBool::new(false),
-                        releasing: AtomicBool::new(false),
-                        generation: AtomicU64::new(0),
-                        file: Mutex::new(EntryFile::default()),
-                    });
-                    st.attach(Slot {
-                        entry: entry.clone(),
-                        present: false,
-                        dirty: false,
-                        size: 0,
-                        stamp: 0,
-                        last_write: Instant::now(),
-                        eager: false,
-                        in_flight: false,
-                        retry_at: None,
-                        failures: 0,
-                    });
-                    return (entry, false, 0);
-                }
-            }
-        }
-    }
-
-    /// Copy an entry's file state into its slot (accounting, LRU touch, dirty set).
-    fn mirror(&self, e: &Arc<Entry>, f: &EntryFile, wrote: bool) {
-        let mut st = lock(&self.state);
-        let Some(mut s) = st.detach(e) else { return };
-        let became_dirty = !s.dirty && f.dirty;
-        s.present = f.present;
-        s.dirty = f.present && f.dirty;
-        s.size = if f.present { f.size } else { 0 };
-        if wrote {
-            s.last_write = Instant::now();
-            s.eager = false;
-        }
-        // The scheduler wakes at least every second and a new dirty block is due only
-        // after the upload delay, so it is woken here only when that cannot wait: waking
-        // it for every new small file made a tar extraction quadratic.
-        let hurry = st.pressure > 0 || st.flushing > 0 || self.cfg.dirty_upload_delay < POLL * 4;
-        st.attach(s);
-        drop(st);
-        if became_dirty && hurry {
-            self.work_cv.notify_all();
-        }
-    }
-
-    /// After an operation on a locked entry: mirror it, or drop it from the index if it
-    /// has no file (a hole, or a failed load).
-    fn settle(&self, e: &Arc<Entry>, f: &mut EntryFile, wrote: bool) {
-        if f.present {
-            self.mirror(e, f, wrote);
-        } else {
-            e.removed.store(true, Ordering::Release);
-            f.fd = None;
-            lock(&self.state).detach(e);
-        }
     }
 
     fn fd<'a>(&self, key: Key, f: &'a mut EntryFile) -> io::Result<&'a File> {
@@ -952,14 +590,6 @@ impl BlockCache {
         result
     }
 
-    fn entries_in(&self, inode: u64, from_blockno: u64, to_blockno: u64) -> Vec<Arc<Entry>> {
-        lock(&self.state)
-            .slots
-            .range((inode, from_blockno)..=(inode, to_blockno))
-            .map(|(_, s)| s.entry.clone())
-            .collect()
-    }
-
     /// Forget the cached blocks `from_blockno..` of `inode`, clean or dirty: their files
     /// are deleted, pending uploads cancelled, uploads in flight not committed. For
     /// blocks whose rows are gone already (a purged inode); a transaction that releases
@@ -1154,171 +784,6 @@ impl BlockCache {
                 .0;
         }
     }
-
-    fn over(&self, st: &State, need: u64, new_entry: bool, free: u64) -> bool {
-        st.bytes + need > self.max_bytes.load(Ordering::Relaxed)
-            || st.entries + usize::from(new_entry) > self.cfg.max_entries
-            || free < self.min_free.saturating_add(need)
-    }
-
-    fn disk_free(&self) -> u64 {
-        let free = files::disk_space(&self.cfg.dir).map_or(u64::MAX, |(_, avail)| avail);
-        *lock(&self.free_seen) = Some((Instant::now(), free));
-        free
-    }
-
-    /// Whether `need` bytes fit above the free-space reserve. A statvfs per write was a
-    /// few percent of a small-file write; a reading of the last [`FREE_SPACE_FRESH`] is
-    /// trusted when it leaves [`FREE_SPACE_SLACK`] to spare (more than can be written
-    /// meanwhile), otherwise the disk is asked again.
-    fn disk_has_room(&self, need: u64) -> bool {
-        let want = self.min_free.saturating_add(need);
-        if let Some((at, free)) = *lock(&self.free_seen)
-            && at.elapsed() < FREE_SPACE_FRESH
-            && free >= want.saturating_add(FREE_SPACE_SLACK)
-        {
-            return true;
-        }
-        self.disk_free() >= want
-    }
-
-    /// Evict clean entries, least recently used first, until `need` more bytes (and one
-    /// more entry if `new_entry`) fit, or every clean entry if `all`. Entries locked by
-    /// another thread are skipped unless `all`. Returns how many were evicted.
-    fn evict(&self, need: u64, new_entry: bool, all: bool) -> usize {
-        let mut evicted = 0;
-        let mut cursor = 0u64;
-        loop {
-            let free = if all { u64::MAX } else { self.disk_free() };
-            let batch: Vec<(u64, Arc<Entry>)> = {
-                let st = lock(&self.state);
-                if !all && !self.over(&st, need, new_entry, free) {
-                    return evicted;
-                }
-                st.lru
-                    .range(cursor..)
-                    .take(16)
-                    .map(|(&stamp, key)| (stamp, st.slots[key].entry.clone()))
-                    .collect()
-            };
-            let Some(&(last, _)) = batch.last() else {
-                return evicted;
-            };
-            cursor = last + 1;
-            for (_, e) in batch {
-                let mut f = if all {
-                    lock(&e.file)
-                } else {
-                    match e.file.try_lock() {
-                        Ok(f) => f,
-                        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                        Err(TryLockError::WouldBlock) => continue,
-                    }
-                };
-                if e.removed.load(Ordering::Acquire) || !f.present || f.dirty {
-                    continue;
-                }
-                f.fd = None;
-                if let Err(err) = files::remove_if_exists(&self.path(e.key, false)) {
-                    log::warn!("cache: cannot evict {}: {err}", self.path(e.key, false).display());
-                    continue;
-                }
-                e.removed.store(true, Ordering::Release);
-                f.present = false;
-                lock(&self.state).detach(&e);
-                evicted += 1;
-            }
-        }
-    }
-
-    /// Make room for `need` more bytes (and one more entry if `new_entry`): evict clean
-    /// entries; if only dirty data is left, have it uploaded and wait. Returns at once
-    /// (admitting the overshoot) when nothing can free space. Waits as long as the store
-    /// answers; once it has failed every request for the store timeout, fails (and so
-    /// does every later call at once, until it answers again), so that writers do not
-    /// hold every FUSE thread while the store is down.
-    fn ensure_space(&self, need: u64, new_entry: bool, purpose: Need) -> Result<(), CacheError> {
-        loop {
-            {
-                let st = lock(&self.state);
-                if !self.over(&st, need, new_entry, u64::MAX) && self.disk_has_room(need) {
-                    self.refusing.store(false, Ordering::Relaxed);
-                    return Ok(());
-                }
-            }
-            if self.evict(need, new_entry, false) > 0 {
-                continue;
-            }
-            let mut st = lock(&self.state);
-            let free = self.disk_free();
-            if !self.over(&st, need, new_entry, free) {
-                return Ok(());
-            }
-            if st.shutdown || (st.dirty.is_empty() && st.in_flight == 0) {
-                return Ok(());
-            }
-            self.check_store_up(&st, purpose)?;
-            st = self.wait_for_uploads(st);
-        }
-    }
-
-    /// The refusal of what needs room the store cannot free (it has failed for the store
-    /// timeout): a write gets ENOSPC (logged once per outage), a block to be read EIO.
-    fn check_store_up(&self, st: &State, purpose: Need) -> Result<(), CacheError> {
-        let Some(failing) = self.store_down_for().filter(|_| !st.shutdown) else {
-            return Ok(());
-        };
-        if purpose == Need::Read {
-            self.counters.failed_reads.fetch_add(1, Ordering::Relaxed);
-            return Err(CacheError::StoreDown(failing.as_secs()));
-        }
-        self.counters.refused_writes.fetch_add(1, Ordering::Relaxed);
-        if !self.refusing.swap(true, Ordering::Relaxed) {
-            log::error!(
-                "cache full ({} MiB dirty) and the store has failed every request for {} s: refusing writes (ENOSPC) until it answers",
-                st.dirty_bytes >> 20,
-                failing.as_secs()
-            );
-        }
-        Err(CacheError::FullAndStoreDown(failing.as_secs()))
-    }
-
-    /// Ask the uploader to hurry (pressure) and wait up to [`POLL`] for it to free space.
-    fn wait_for_uploads<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        st.pressure += 1;
-        self.work_cv.notify_all();
-        st = self
-            .space_cv
-            .wait_timeout(st, POLL)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-        st.pressure -= 1;
-        st
-    }
-
-    /// Run `op`; when the cache disk is full, evict clean entries and retry, or wait for
-    /// uploads to make entries evictable; ENOSPC only when nothing can free space or
-    /// after [`NOSPACE_WAIT`].
-    fn with_space_retry<T>(&self, mut op: impl FnMut() -> Result<T, CacheError>) -> Result<T, CacheError> {
-        let deadline = Instant::now() + NOSPACE_WAIT;
-        loop {
-            match op() {
-                Err(e) if e.is_no_space() => {
-                    if self.evict(self.cfg.block_size, true, false) > 0 {
-                        continue;
-                    }
-                    let mut st = lock(&self.state);
-                    if Instant::now() >= deadline || st.shutdown || (st.dirty.is_empty() && st.in_flight == 0) {
-                        return Err(CacheError::NoSpace);
-                    }
-                    self.check_store_up(&st, Need::Write)?;
-                    log::warn!("cache disk full; waiting for uploads to free space");
-                    st = self.wait_for_uploads(st);
-                }
-                r => return r,
-            }
-        }
-    }
 }
 
 /// Resolves once the store has failed every request for `timeout` (how long it has): a
@@ -1343,19 +808,14 @@ pub fn recover_dirty(
     db: Arc<Mutex<Connection>>,
     db_path: PathBuf,
     store: FsStore,
-) -> Result<RecoveryReport, Error> {
+) -> Result<RecoveryReport, CacheOpenError> {
     let cache = BlockCache::open(config, db, db_path, store)?;
     let uploaded_blocks = cache.stats().dirty_entries;
     let r = cache.upload_all();
     cache.shutdown();
-    r.map_err(|e| Error::from(e).context("uploading dirty cache blocks"))?;
+    r.map_err(CacheOpenError::Recovery)?;
     Ok(RecoveryReport {
         uploaded_blocks,
         discarded_files: cache.discarded_at_open,
     })
-}
-
-/// The cache directory of a filesystem: `<cachedir>/<stem>-cache`.
-pub fn cache_dir(cachedir: &Path, stem: &str) -> PathBuf {
-    cachedir.join(format!("{stem}-cache"))
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::commit::Step;
+use super::commit::{Failure, Outcome, Prepared, Step};
 use super::{BlockCache, CacheError, Entry, Key, POLL, files, lock};
 use crate::fs_store::names;
 use crate::meta::blocks;
@@ -28,27 +28,7 @@ const DELETE_BATCH: usize = 1000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Why an upload attempt failed; permanent failures end a waiting `upload_all`.
-#[derive(Debug)]
-pub(super) struct Failure {
-    message: String,
-    permanent: bool,
-}
-
-impl Failure {
-    pub(super) fn permanent(message: impl Into<String>) -> Self {
-        Failure {
-            message: message.into(),
-            permanent: true,
-        }
-    }
-}
-
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
-        Failure::permanent(format!("metadata database: {e}"))
-    }
-}
+// The failures of the upload's own work: the block file, the worker tasks, the PUT.
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
@@ -70,20 +50,6 @@ impl From<StoreError> for Failure {
             permanent,
         }
     }
-}
-
-pub(super) enum Outcome {
-    /// `inode_blocks` points at the content of generation `.0`; objects to delete.
-    Committed(u64, Vec<String>),
-    /// The entry was removed or is not dirty any more; objects to delete.
-    Skipped(Vec<String>),
-    /// The inode no longer exists: drop the entry.
-    Orphan(Vec<String>),
-}
-
-pub(super) enum Prepared {
-    Done(Outcome),
-    Upload(i64),
 }
 
 pub(super) fn start_scheduler(cache: &Arc<BlockCache>) -> std::io::Result<()> {

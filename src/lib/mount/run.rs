@@ -266,7 +266,7 @@ fn open_cache(
     config.dirty_upload_delay = Duration::from_secs(args.dirty_block_upload_delay);
     config.store_timeout = Duration::from_secs(args.store_timeout);
     // The cache and the namespace share one connection: see the cache's lock order.
-    BlockCache::open(config, fs.db(), files.db.clone(), fs_store.clone())
+    Ok(BlockCache::open(config, fs.db(), files.db.clone(), fs_store.clone())?)
 }
 
 fn serve(

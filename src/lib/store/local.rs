@@ -31,8 +31,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::group_sync::GroupSync;
-use crate::exit::{Error, ExitCode};
-use crate::store::{ListPage, ObjectInfo, PutMode, Store, StoreError, StoreResult};
+use crate::store::{ListPage, ObjectInfo, OpenError, PutMode, Store, StoreError, StoreResult};
 
 const DATA_PREFIX: &str = "s3fs_data_";
 const TMP_PREFIX: &str = ".tmp-";
@@ -60,35 +59,35 @@ impl std::fmt::Debug for Inner {
 }
 
 impl LocalStore {
-    /// Open an existing directory. A missing directory is exit code 16, like a missing
-    /// bucket.
-    pub fn open(root: &Path) -> Result<LocalStore, Error> {
+    /// [`LocalStore::open_dir`] with the tools' error, as tests/store_local.rs reads its
+    /// exit code (16 for a missing directory, like a missing bucket).
+    pub fn open(root: &Path) -> Result<LocalStore, crate::exit::Error> {
+        Ok(LocalStore::open_dir(root)?)
+    }
+
+    /// Open an existing directory. A missing one is [`OpenError::NoSuchDirectory`], which
+    /// the tools treat like a missing bucket.
+    pub fn open_dir(root: &Path) -> Result<LocalStore, OpenError> {
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::new(
-                    ExitCode::NoSuchBucket,
-                    format!("{} is not a directory", root.display()),
-                ));
-            }
+            Ok(_) => return Err(OpenError::NotADirectory(root.to_path_buf())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::new(
-                    ExitCode::NoSuchBucket,
-                    format!("directory {} does not exist", root.display()),
-                ));
+                return Err(OpenError::NoSuchDirectory(root.to_path_buf()));
             }
-            Err(e) => {
-                return Err(Error::new(
-                    ExitCode::AccessDenied,
-                    format!("cannot access {}: {e}", root.display()),
-                ));
+            Err(source) => {
+                return Err(OpenError::CannotAccess {
+                    path: root.to_path_buf(),
+                    source,
+                });
             }
         }
         // One descriptor for the store's lifetime: syncfs reports the write-back errors
         // since the descriptor's last report, and a fresh one would miss those that
         // struck before it was opened.
-        let root_dir = File::open(root)
-            .map_err(|e| Error::new(ExitCode::AccessDenied, format!("cannot open {}: {e}", root.display())))?;
+        let root_dir = File::open(root).map_err(|source| OpenError::CannotOpen {
+            path: root.to_path_buf(),
+            source,
+        })?;
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),

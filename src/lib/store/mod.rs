@@ -7,14 +7,15 @@
 //! Decorators: [`retry::RetryStore`] retries temporary failures with capped exponential
 //! backoff; [`fault::FaultStore`] injects failures for tests.
 
+use std::io;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::exit::{Error, ExitCode};
-
+pub mod credentials;
 pub mod fault;
 mod group_sync;
 pub mod local;
@@ -25,8 +26,8 @@ pub mod retry;
 pub mod s3;
 pub mod url;
 
-pub use open::open_store;
-pub use url::StorageUrl;
+pub use open::{connect_store, open_store};
+pub use url::{StorageUrl, UrlError};
 
 /// What a `head` or `list` tells about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,20 +103,39 @@ impl StoreError {
     }
 }
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        let code = match &e {
-            StoreError::AuthFailed(_) => ExitCode::AuthFailed,
-            StoreError::AccessDenied(_) => ExitCode::AccessDenied,
-            StoreError::NoSuchBucket(_) => ExitCode::NoSuchBucket,
-            StoreError::Unreachable(_) => ExitCode::HostUnresolvable,
-            _ => ExitCode::Failure,
-        };
-        Error::new(code, e.to_string())
-    }
-}
-
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// What opening a store can fail with, beyond the failures of its requests. The tools
+/// end with a different exit code for each case (see the `From` impls in `crate::exit`).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    BackendOption(#[from] options::BackendOptionError),
+    /// A `local://` path that is not a directory: like a missing bucket.
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// A `local://` directory that does not exist: like a missing bucket.
+    #[error("directory {} does not exist", .0.display())]
+    NoSuchDirectory(PathBuf),
+    /// A `local://` directory that cannot be examined.
+    #[error("cannot access {}: {source}", .path.display())]
+    CannotAccess { path: PathBuf, source: io::Error },
+    /// A `local://` directory that cannot be opened.
+    #[error("cannot open {}: {source}", .path.display())]
+    CannotOpen { path: PathBuf, source: io::Error },
+    /// [`s3::S3Store::connect`] given a URL of another scheme.
+    #[error("{0} is not an S3 storage URL")]
+    NotS3(StorageUrl),
+    /// A malformed [`open::FAULT_ENV`] setting.
+    #[error(
+        "{var}={0}: expected RATE[,SEED] or rate=, seed=, latency-ms=, down-while=",
+        var = open::FAULT_ENV
+    )]
+    BadFaultSpec(String),
+    /// The store's first requests failed (bad credentials, no such bucket, unreachable...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Whether a store answers (see [`Store::health`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

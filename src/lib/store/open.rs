@@ -2,39 +2,34 @@
 
 use std::sync::Arc;
 
-use crate::exit::Error;
+/// Also reachable here, the path the tools and tests have used.
+pub use crate::store::credentials::Credentials;
 use crate::store::local::LocalStore;
 use crate::store::options::parse_s3_options;
 use crate::store::retry::{RetryPolicy, RetryStore};
 use crate::store::s3::S3Store;
-use crate::store::{StorageUrl, Store};
+use crate::store::{OpenError, StorageUrl, Store};
 
-/// Login and password for a store (access key id and secret for S3).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub login: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("login", &self.login)
-            .field("password", &"<hidden>")
-            .finish()
-    }
-}
-
-/// Open `url` with `backend_options` (validated here: unknown → exit 3). `credentials`
-/// `None` for `s3://` means the standard AWS chain (environment, profiles).
+/// [`connect_store`] with the tools' error, as tests/store_s3.rs expects.
 pub fn open_store(
     url: &StorageUrl,
     backend_options: &str,
     credentials: Option<Credentials>,
-) -> Result<Arc<dyn Store>, Error> {
+) -> Result<Arc<dyn Store>, crate::exit::Error> {
+    Ok(connect_store(url, backend_options, credentials)?)
+}
+
+/// Open `url` with `backend_options` (validated here: an unknown one is
+/// [`OpenError::BackendOption`]). `credentials` `None` for `s3://` means the standard
+/// AWS chain (environment, profiles).
+pub fn connect_store(
+    url: &StorageUrl,
+    backend_options: &str,
+    credentials: Option<Credentials>,
+) -> Result<Arc<dyn Store>, OpenError> {
     let options = parse_s3_options(url, backend_options)?;
     let raw: Arc<dyn Store> = match url {
-        StorageUrl::Local { path } => Arc::new(LocalStore::open(path)?),
+        StorageUrl::Local { path } => Arc::new(LocalStore::open_dir(path)?),
         StorageUrl::S3 { .. } | StorageUrl::S3c { .. } => {
             Arc::new(crate::runtime::block_on(S3Store::connect(url, &options, credentials))?)
         }
@@ -54,13 +49,8 @@ pub fn open_store(
 /// combine: `rate=0.1,seed=3,latency-ms=20`.
 pub const FAULT_ENV: &str = "S3FS_TEST_FAULTS";
 
-fn inject_faults(raw: Arc<dyn Store>, spec: &str) -> Result<Arc<dyn Store>, Error> {
-    let bad = || {
-        Error::new(
-            crate::exit::ExitCode::BadArgument,
-            format!("{FAULT_ENV}={spec}: expected RATE[,SEED] or rate=, seed=, latency-ms=, down-while="),
-        )
-    };
+fn inject_faults(raw: Arc<dyn Store>, spec: &str) -> Result<Arc<dyn Store>, OpenError> {
+    let bad = || OpenError::BadFaultSpec(spec.to_owned());
     let mut config = crate::store::fault::FaultConfig {
         lost_reply_share: 0.5,
         seed: 1,

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::exit::{Error, ExitCode};
 use crate::store::StorageUrl;
 
 /// Documentation for `--help` and the man pages.
@@ -48,8 +47,26 @@ impl Default for S3Options {
 /// Accepted `tcp-timeout` values, in seconds.
 const TCP_TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 0.1..=86400.0;
 
-fn bad(msg: String) -> Error {
-    Error::new(ExitCode::BadBackendOption, msg)
+/// An unusable backend option (exit code 3 in the tools, as in S3QL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendOptionError {
+    #[error("backend option {0} needs a value ({0}=...)")]
+    NeedsValue(String),
+    #[error("backend option {0} takes no value")]
+    TakesNoValue(String),
+    #[error("unknown backend option {0:?}: local:// takes no backend options")]
+    NoneForLocal(String),
+    #[error("unknown backend option {key:?} for {scheme}:// (see --help)")]
+    Unknown { key: String, scheme: &'static str },
+    #[error(
+        "tcp-timeout must be a number of seconds from {min} to {max}, not {0:?}",
+        min = TCP_TIMEOUT_SECS.start(),
+        max = TCP_TIMEOUT_SECS.end()
+    )]
+    TcpTimeout(String),
+    /// The `ssl-ca-path` file cannot be read or holds no valid certificate.
+    #[error("ssl-ca-path={}: {why}", .path.display())]
+    SslCaPath { path: PathBuf, why: String },
 }
 
 /// Split `a,b=c` into pairs; empty items are ignored.
@@ -65,22 +82,17 @@ pub fn split_options(text: &str) -> Vec<(String, Option<String>)> {
 }
 
 /// Validate options for `url`'s scheme. Local stores accept none.
-pub fn parse_s3_options(url: &StorageUrl, text: &str) -> Result<S3Options, Error> {
+pub fn parse_s3_options(url: &StorageUrl, text: &str) -> Result<S3Options, BackendOptionError> {
     let mut o = S3Options::default();
     let scheme = url.scheme();
     for (key, value) in split_options(text) {
-        let need_value = |v: &Option<String>| {
-            v.clone()
-                .ok_or_else(|| bad(format!("backend option {key} needs a value ({key}=...)")))
-        };
+        let need_value = |v: &Option<String>| v.clone().ok_or_else(|| BackendOptionError::NeedsValue(key.clone()));
         let no_value = |v: &Option<String>| match v {
-            Some(_) => Err(bad(format!("backend option {key} takes no value"))),
+            Some(_) => Err(BackendOptionError::TakesNoValue(key.clone())),
             None => Ok(()),
         };
         if scheme == "local" {
-            return Err(bad(format!(
-                "unknown backend option {key:?}: local:// takes no backend options"
-            )));
+            return Err(BackendOptionError::NoneForLocal(key));
         }
         match key.as_str() {
             "no-ssl" => {
@@ -96,13 +108,7 @@ pub fn parse_s3_options(url: &StorageUrl, text: &str) -> Result<S3Options, Error
                     .parse()
                     .ok()
                     .filter(|s: &f64| TCP_TIMEOUT_SECS.contains(s))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "tcp-timeout must be a number of seconds from {} to {}, not {v:?}",
-                            TCP_TIMEOUT_SECS.start(),
-                            TCP_TIMEOUT_SECS.end()
-                        ))
-                    })?;
+                    .ok_or_else(|| BackendOptionError::TcpTimeout(v.clone()))?;
                 o.tcp_timeout = Duration::from_secs_f64(secs);
             }
             "sig-region" => o.sig_region = Some(need_value(&value)?),
@@ -131,9 +137,7 @@ pub fn parse_s3_options(url: &StorageUrl, text: &str) -> Result<S3Options, Error
                 }
             }
             _ => {
-                return Err(bad(format!(
-                    "unknown backend option {key:?} for {scheme}:// (see --help)"
-                )));
+                return Err(BackendOptionError::Unknown { key, scheme });
             }
         }
     }
@@ -169,16 +173,12 @@ mod tests {
             "tcp-timeout=1e-30",
             "tcp-timeout=inf",
         ] {
-            assert_eq!(
-                parse_s3_options(&s3c(), text).unwrap_err().code,
-                ExitCode::BadBackendOption,
-                "{text}"
-            );
+            assert!(parse_s3_options(&s3c(), text).is_err(), "{text}");
         }
         let local = StorageUrl::parse("local:///tmp/x").unwrap();
         assert_eq!(
-            parse_s3_options(&local, "no-ssl").unwrap_err().code,
-            ExitCode::BadBackendOption
+            parse_s3_options(&local, "no-ssl").unwrap_err(),
+            BackendOptionError::NoneForLocal("no-ssl".into())
         );
         assert!(parse_s3_options(&local, "").is_ok());
     }

@@ -34,10 +34,9 @@ use base64::Engine;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
-use crate::exit::{Error, ExitCode};
-use crate::store::open::Credentials;
-use crate::store::options::S3Options;
-use crate::store::{ListPage, ObjectInfo, PutMode, StorageUrl, Store, StoreError, StoreResult};
+use crate::store::credentials::Credentials;
+use crate::store::options::{BackendOptionError, S3Options};
+use crate::store::{ListPage, ObjectInfo, OpenError, PutMode, StorageUrl, Store, StoreError, StoreResult};
 
 /// Most keys one DeleteObjects request may name.
 const DELETE_BATCH: usize = 1000;
@@ -120,14 +119,14 @@ fn parse_content_range(value: &str) -> Option<(u64, u64)> {
 
 impl S3Store {
     /// Build the client for `url` and check, with one listing request, that the bucket
-    /// exists and the credentials work. Errors carry the exit code the tools report:
-    /// 14 bad or missing credentials, 15 access denied, 16 no such bucket, 19 cannot
-    /// reach the endpoint, 3 unusable `ssl-ca-path`.
+    /// exists and the credentials work. The errors the tools tell apart (by exit code):
+    /// bad or missing credentials, access denied, no such bucket, endpoint unreachable
+    /// ([`OpenError::Store`]), unusable `ssl-ca-path` ([`OpenError::BackendOption`]).
     pub async fn connect(
         url: &StorageUrl,
         options: &S3Options,
         credentials: Option<Credentials>,
-    ) -> Result<S3Store, Error> {
+    ) -> Result<S3Store, OpenError> {
         let (region, bucket, prefix, endpoint_url) = match url {
             StorageUrl::S3 { region, bucket, prefix } => {
                 let endpoint = if options.no_ssl {
@@ -157,7 +156,7 @@ impl S3Store {
                 (region, bucket.clone(), prefix.clone(), Some(endpoint))
             }
             StorageUrl::Local { .. } => {
-                return Err(Error::new(ExitCode::Failure, format!("{url} is not an S3 storage URL")));
+                return Err(OpenError::NotS3(url.clone()));
             }
         };
 
@@ -718,15 +717,13 @@ impl Store for S3Store {
 
 /// The HTTP client: the SDK's default unless `ssl-ca-path` asks to trust only a given
 /// PEM bundle.
-fn http_client(options: &S3Options) -> Result<Option<SharedHttpClient>, Error> {
+fn http_client(options: &S3Options) -> Result<Option<SharedHttpClient>, BackendOptionError> {
     let Some(path) = &options.ssl_ca_path else {
         return Ok(None);
     };
-    let bad = |why: String| {
-        Error::new(
-            ExitCode::BadBackendOption,
-            format!("ssl-ca-path={}: {why}", path.display()),
-        )
+    let bad = |why: String| BackendOptionError::SslCaPath {
+        path: path.clone(),
+        why,
     };
     let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     // The SDK parses the bundle lazily and panics on a bad one: check it here first,
