@@ -24,11 +24,12 @@
 //! | 15 | `unix` | POSIX conventions | inode without (valid) file type → directory if it has entries, else symlink if it has a target, else regular file; symlink size = target length; the rest *reported only* |
 //! | 16 | `foreign-keys` | `PRAGMA foreign_key_check` | none: any hit is uncorrectable |
 //!
-//! **Layout.** One submodule per group of tables: [`lost_found`] (check 1 and the
-//! quarantine), [`names`] (2), [`contents`] (3–5), [`blocks`] (6–9), [`inodes`] (10–11),
-//! [`xattrs`] (12), [`symlinks`] (13), [`tree`] (14), [`unix`] (15), [`foreign_keys`]
-//! (16) and [`store`] (the comparison with the store). This module holds what they
-//! share: the findings, the order of the checks, their transactions and row helpers.
+//! **Layout.** One file per group of tables: `lost_found.rs` (check 1 and the
+//! quarantine), `names.rs` (2), `contents.rs` (3–5), `blocks.rs` (6–9), `inodes.rs`
+//! (10–11), `xattrs.rs` (12), `symlinks.rs` (13), `tree.rs` (14), `unix.rs` (15),
+//! `foreign_keys.rs` (16) and `store.rs` (the comparison with the store). This module
+//! holds what they share: the findings, the order of the checks, their transactions,
+//! row helpers and fsck's scratch tables.
 //! The checks find damage with SELECTs and repair it through the row operations of
 //! [`crate::meta`]; the only rows they write themselves are in fsck's own TEMP tables.
 //!
@@ -86,7 +87,7 @@ use super::paths::column_bytes;
 pub use super::paths::path_of;
 pub use store::{begin_listing, compare_with_store, record_listed};
 
-// The file type bits are written as numbers in the SQL below.
+// The file type bits are written as numbers in the SQL of the checks.
 const _: () = assert!(
     libc::S_IFMT == 61440
         && libc::S_IFDIR == 16384
