@@ -45,7 +45,7 @@ fn local_store_honours_conditional_writes() {
 #[test]
 fn missing_directory_is_exit_16() {
     let dir = tempfile::tempdir().unwrap();
-    let e = LocalStore::open(&dir.path().join("nope")).unwrap_err();
+    let e = s3fs::Error::from(LocalStore::open(&dir.path().join("nope")).unwrap_err());
     assert_eq!(e.code, s3fs::ExitCode::NoSuchBucket);
     assert!(e.message.contains("nope"), "{}", e.message);
 }

@@ -45,7 +45,7 @@ fn open_err(url: &str, options: &str, credentials: Option<s3fs::store::open::Cre
     let url = StorageUrl::parse(url).unwrap();
     match open_store(&url, options, credentials) {
         Ok(store) => panic!("opening {url} succeeded: {store:?}"),
-        Err(e) => e,
+        Err(e) => e.into(),
     }
 }
 

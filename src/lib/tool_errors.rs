@@ -147,7 +147,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let e = LocalStore::open_dir(&missing).unwrap_err();
+        let e = LocalStore::open(&missing).unwrap_err();
         assert_eq!(
             exit(e),
             (
@@ -157,7 +157,7 @@ mod tests {
         );
         let file = dir.path().join("file");
         std::fs::write(&file, b"").unwrap();
-        let e = LocalStore::open_dir(&file).unwrap_err();
+        let e = LocalStore::open(&file).unwrap_err();
         assert_eq!(
             exit(e),
             (ExitCode::NoSuchBucket, format!("{} is not a directory", file.display()))

@@ -55,7 +55,7 @@ impl From<rusqlite::Error> for CacheError {
 
 /// What opening the cache, working out its limits or recovering its dirty blocks can
 /// fail with. The tools end with a different exit code for each case (see the `From`
-/// impls in `crate::exit`).
+/// impls in `crate::tool_errors`).
 #[derive(Debug, thiserror::Error)]
 pub enum CacheOpenError {
     /// The data block size is 0 or does not fit in 32 bits.

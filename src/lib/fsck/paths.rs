@@ -1,7 +1,8 @@
 //! Paths and names for fsck: the full path of an inode (for messages) and free names in
 //! `/lost+found` (S3QL's `resolve_free` and `escape`).
 //!
-//! Everything here reads only; the checks in [`super::checks`] do the writing.
+//! Everything here reads only; the checks in [`super::checks`] repair through the row
+//! operations of [`crate::meta`].
 
 use std::collections::HashSet;
 

@@ -206,10 +206,11 @@ pub fn delete_mapping(c: &Connection, inode: i64, blockno: i64) -> rusqlite::Res
     Ok(())
 }
 
-/// Delete the blocks whose ids are in table `ids` (a column `id`, e.g. a TEMP table)
+/// Delete the blocks whose ids are in table `ids` (a column `id`, e.g. a TEMP table;
+/// a name in the code, never from input, since it goes into the SQL text)
 /// and every mapping to them, objects untouched: their data is lost (fsck; it recounts
 /// `objects.refcount` afterwards).
-pub fn delete_blocks_in(c: &Connection, ids: &str) -> rusqlite::Result<()> {
+pub fn delete_blocks_in(c: &Connection, ids: &'static str) -> rusqlite::Result<()> {
     c.execute(
         &format!("DELETE FROM inode_blocks WHERE block_id IN (SELECT id FROM {ids})"),
         [],
@@ -237,9 +238,10 @@ pub fn delete_object(c: &Connection, id: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Delete the rows of the objects whose ids are in table `ids` (a column `id`, e.g. a
+/// Delete the rows of the objects whose ids are in table `ids` (a column `id`, a name
+/// in the code; e.g. a
 /// TEMP table): the store lacks them (fsck, once the blocks in them are deleted).
-pub fn delete_objects_in(c: &Connection, ids: &str) -> rusqlite::Result<()> {
+pub fn delete_objects_in(c: &Connection, ids: &'static str) -> rusqlite::Result<()> {
     c.execute(&format!("DELETE FROM objects WHERE id IN (SELECT id FROM {ids})"), [])?;
     Ok(())
 }

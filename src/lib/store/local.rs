@@ -59,15 +59,9 @@ impl std::fmt::Debug for Inner {
 }
 
 impl LocalStore {
-    /// [`LocalStore::open_dir`] with the tools' error, as tests/store_local.rs reads its
-    /// exit code (16 for a missing directory, like a missing bucket).
-    pub fn open(root: &Path) -> Result<LocalStore, crate::exit::Error> {
-        Ok(LocalStore::open_dir(root)?)
-    }
-
     /// Open an existing directory. A missing one is [`OpenError::NoSuchDirectory`], which
     /// the tools treat like a missing bucket.
-    pub fn open_dir(root: &Path) -> Result<LocalStore, OpenError> {
+    pub fn open(root: &Path) -> Result<LocalStore, OpenError> {
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(OpenError::NotADirectory(root.to_path_buf())),

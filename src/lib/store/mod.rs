@@ -26,7 +26,7 @@ pub mod retry;
 pub mod s3;
 pub mod url;
 
-pub use open::{connect_store, open_store};
+pub use open::open_store;
 pub use url::{StorageUrl, UrlError};
 
 /// What a `head` or `list` tells about one object.
@@ -106,7 +106,7 @@ impl StoreError {
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
 /// What opening a store can fail with, beyond the failures of its requests. The tools
-/// end with a different exit code for each case (see the `From` impls in `crate::exit`).
+/// end with a different exit code for each case (see the `From` impls in `crate::tool_errors`).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(transparent)]

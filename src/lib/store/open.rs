@@ -10,26 +10,17 @@ use crate::store::retry::{RetryPolicy, RetryStore};
 use crate::store::s3::S3Store;
 use crate::store::{OpenError, StorageUrl, Store};
 
-/// [`connect_store`] with the tools' error, as tests/store_s3.rs expects.
-pub fn open_store(
-    url: &StorageUrl,
-    backend_options: &str,
-    credentials: Option<Credentials>,
-) -> Result<Arc<dyn Store>, crate::exit::Error> {
-    Ok(connect_store(url, backend_options, credentials)?)
-}
-
 /// Open `url` with `backend_options` (validated here: an unknown one is
 /// [`OpenError::BackendOption`]). `credentials` `None` for `s3://` means the standard
 /// AWS chain (environment, profiles).
-pub fn connect_store(
+pub fn open_store(
     url: &StorageUrl,
     backend_options: &str,
     credentials: Option<Credentials>,
 ) -> Result<Arc<dyn Store>, OpenError> {
     let options = parse_s3_options(url, backend_options)?;
     let raw: Arc<dyn Store> = match url {
-        StorageUrl::Local { path } => Arc::new(LocalStore::open_dir(path)?),
+        StorageUrl::Local { path } => Arc::new(LocalStore::open(path)?),
         StorageUrl::S3 { .. } | StorageUrl::S3c { .. } => {
             Arc::new(crate::runtime::block_on(S3Store::connect(url, &options, credentials))?)
         }
