@@ -88,7 +88,7 @@ impl Filesystem {
             check_xattr_writable(&load_inode(&op.tx, id)?, user)?;
             match find(&op.tx, id, name)? {
                 Some(_) if flags & libc::XATTR_CREATE != 0 => return err(libc::EEXIST),
-                Some(_) => xattrs::set(&op.tx, id, name, value)?,
+                Some((name_id, _)) => xattrs::set_value(&op.tx, id, name_id, value)?,
                 None if flags & libc::XATTR_REPLACE != 0 => return err(libc::ENODATA),
                 None => {
                     if name == SELINUX {
@@ -97,7 +97,7 @@ impl Filesystem {
                     if name == CAPABILITY {
                         self.capabilities.store(true, Ordering::Relaxed);
                     }
-                    xattrs::set(&op.tx, id, name, value)?;
+                    xattrs::insert(&op.tx, id, name, value)?;
                 }
             }
             Ok(touch_ctime(&op.tx, id, op.now)?)

@@ -238,9 +238,9 @@ pub fn delete_object(c: &Connection, id: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Delete the rows of the objects whose ids are in table `ids` (a column `id`, a name
-/// in the code; e.g. a
-/// TEMP table): the store lacks them (fsck, once the blocks in them are deleted).
+/// Delete the rows of the objects whose ids are in table `ids` (a column `id`, e.g. a
+/// TEMP table; a name in the code, never from input): the store lacks them (fsck, once
+/// the blocks in them are deleted).
 pub fn delete_objects_in(c: &Connection, ids: &'static str) -> rusqlite::Result<()> {
     c.execute(&format!("DELETE FROM objects WHERE id IN (SELECT id FROM {ids})"), [])?;
     Ok(())

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::exit::{Error, ExitCode};
+use crate::exit::{Error, ExitCode, db_err};
 use crate::fs_store::{FsStore, names};
 use crate::params::Params;
 use crate::store::{PutMode, list_all};
@@ -76,10 +76,6 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::new(ExitCode::Failure, format!("{what} {}: {e}", path.display()))
 }
 
-fn db_err(what: &str, e: rusqlite::Error) -> Error {
-    crate::exit::db_err(what)(e)
-}
-
 fn join_err(e: tokio::task::JoinError) -> Error {
     Error::new(ExitCode::Failure, format!("metadata transfer task failed: {e}"))
 }
@@ -87,15 +83,15 @@ fn join_err(e: tokio::task::JoinError) -> Error {
 /// Copy a consistent state of the live DB at `db` into `dest` without blocking writers.
 pub fn snapshot(db: &Path, dest: &Path) -> Result<(), Error> {
     let _ = std::fs::remove_file(dest);
-    let src = super::db::open_snapshot_source(db).map_err(|e| db_err("opening the metadata for a snapshot", e))?;
-    let mut dst = rusqlite::Connection::open(dest).map_err(|e| db_err("creating the metadata snapshot", e))?;
+    let src = super::db::open_snapshot_source(db).map_err(db_err("opening the metadata for a snapshot"))?;
+    let mut dst = super::db::open(dest, None).map_err(db_err("creating the metadata snapshot"))?;
     {
-        let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| db_err("snapshot", e))?;
+        let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(db_err("snapshot"))?;
         // All pages in one step: one read transaction, so one consistent state. A DB
         // locked by another process for a minute is an error, not a reason to hang.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            match backup.step(-1).map_err(|e| db_err("snapshot", e))? {
+            match backup.step(-1).map_err(db_err("snapshot"))? {
                 rusqlite::backup::StepResult::Done => break,
                 _ if std::time::Instant::now() >= deadline => {
                     return Err(Error::new(
@@ -107,7 +103,7 @@ pub fn snapshot(db: &Path, dest: &Path) -> Result<(), Error> {
             }
         }
     }
-    dst.close().map_err(|(_, e)| db_err("closing the metadata snapshot", e))
+    dst.close().map_err(|(_, e)| db_err("closing the metadata snapshot")(e))
 }
 
 /// What [`upload_version`] did.

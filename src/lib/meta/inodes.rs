@@ -103,13 +103,14 @@ pub fn insert(
     Ok(ino)
 }
 
-/// Recreate the root directory: id 1, owner root, `mode`, one link, times `now` (fsck).
-pub fn insert_root(c: &Connection, mode: u32, now: i64) -> rusqlite::Result<()> {
+/// Create the root directory: id 1, owned by `uid:gid`, `mode`, one link, times `now`
+/// (mkfs, and fsck when it is missing).
+pub fn insert_root(c: &Connection, uid: u32, gid: u32, mode: u32, now: i64) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO inodes (id, uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount)
-         VALUES (?1, 0, 0, ?2, ?3, ?3, ?3, 1)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, 1)",
     )?
-    .execute(params![ROOT_INODE, mode, now])?;
+    .execute(params![ROOT_INODE, uid, gid, mode, now])?;
     Ok(())
 }
 
@@ -248,7 +249,7 @@ mod tests {
         let c = Connection::open_in_memory().unwrap();
         super::super::schema::create_filesystem(&c, 0, 0, 1).unwrap();
         let ino = insert(&c, 0, 0, libc::S_IFLNK | 0o777, 0, 1, Some(b"target")).unwrap();
-        super::super::xattrs::set(&c, ino, b"user.a", b"1").unwrap();
+        super::super::xattrs::insert(&c, ino, b"user.a", b"1").unwrap();
         let names = |c: &Connection| -> i64 { c.query_row("SELECT count(*) FROM names", [], |r| r.get(0)).unwrap() };
         let before = names(&c);
         purge(&c, ino).unwrap();

@@ -8,7 +8,7 @@
 //! fsck. Ids come from AUTOINCREMENT and are never reused: an object name therefore never
 //! changes content, and an inode number the kernel may still cache is never reissued.
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use super::error::DbError;
 
@@ -163,25 +163,9 @@ pub fn check_schema(conn: &Connection) -> Result<(), DbError> {
 pub fn create_filesystem(conn: &Connection, uid: u32, gid: u32, now_ns: i64) -> Result<(), DbError> {
     conn.execute_batch(DDL)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    let insert_inode = "INSERT INTO inodes (id, uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
-    conn.execute(
-        insert_inode,
-        params![ROOT_INODE, uid, gid, libc::S_IFDIR | 0o755, now_ns, 1],
-    )?;
-    conn.execute(
-        "INSERT INTO inodes (uid, gid, mode, mtime_ns, atime_ns, ctime_ns, refcount) VALUES (?1, ?2, ?3, ?4, ?4, ?4, 1)",
-        params![uid, gid, libc::S_IFDIR | 0o700, now_ns],
-    )?;
-    let lost_found = conn.last_insert_rowid();
-    conn.execute(
-        "INSERT INTO names (name, refcount) VALUES (?1, 1)",
-        params![b"lost+found".as_slice()],
-    )?;
-    let name_id = conn.last_insert_rowid();
-    conn.execute(
-        "INSERT INTO contents (name_id, inode, parent_inode) VALUES (?1, ?2, ?3)",
-        params![name_id, lost_found, ROOT_INODE],
-    )?;
+    super::inodes::insert_root(conn, uid, gid, libc::S_IFDIR | 0o755, now_ns)?;
+    let lost_found = super::inodes::insert(conn, uid, gid, libc::S_IFDIR | 0o700, 0, now_ns, None)?;
+    super::names::insert_entry(conn, ROOT_INODE, b"lost+found", lost_found)?;
     Ok(())
 }
 

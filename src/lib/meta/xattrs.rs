@@ -11,19 +11,18 @@ pub fn find(c: &Connection, inode: i64, name: &[u8]) -> rusqlite::Result<Option<
         .optional()
 }
 
-/// Set xattr `name` of `inode` to `value`, replacing any value it has.
-pub fn set(c: &Connection, inode: i64, name: &[u8], value: &[u8]) -> rusqlite::Result<()> {
-    match find(c, inode, name)? {
-        Some((name_id, _)) => {
-            c.prepare_cached("UPDATE ext_attributes SET value = ?3 WHERE inode = ?1 AND name_id = ?2")?
-                .execute(params![inode, name_id, value])?;
-        }
-        None => {
-            let name_id = add_name(c, name)?;
-            c.prepare_cached("INSERT INTO ext_attributes (inode, name_id, value) VALUES (?1, ?2, ?3)")?
-                .execute(params![inode, name_id, value])?;
-        }
-    }
+/// Add xattr `name` (which `inode` does not have) with `value`, counting the name use.
+pub fn insert(c: &Connection, inode: i64, name: &[u8], value: &[u8]) -> rusqlite::Result<()> {
+    let name_id = add_name(c, name)?;
+    c.prepare_cached("INSERT INTO ext_attributes (inode, name_id, value) VALUES (?1, ?2, ?3)")?
+        .execute(params![inode, name_id, value])?;
+    Ok(())
+}
+
+/// Replace the value of the xattr of `inode` whose name is `name_id` (found by [`find`]).
+pub fn set_value(c: &Connection, inode: i64, name_id: i64, value: &[u8]) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE ext_attributes SET value = ?3 WHERE inode = ?1 AND name_id = ?2")?
+        .execute(params![inode, name_id, value])?;
     Ok(())
 }
 

@@ -37,7 +37,7 @@ pub(super) fn check_lost_found(c: &Connection, st: &mut State, out: &mut Finding
     const CHECK: &str = check_id::LOST_FOUND;
     match mode_of(c, ROOT_INODE)? {
         None => {
-            meta::inodes::insert_root(c, libc::S_IFDIR | 0o755, st.now)?;
+            meta::inodes::insert_root(c, 0, 0, libc::S_IFDIR | 0o755, st.now)?;
             out.add_repaired(
                 CHECK,
                 "the root directory (inode 1) was missing; recreated it (owner root, mode 0755)",
