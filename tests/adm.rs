@@ -111,7 +111,8 @@ fn data(seed: u64) -> Vec<u8> {
     common::random_bytes(200_000, seed)
 }
 
-/// Version n holds A (its data shared with `keep`) and D (data of its own); version n+1
+/// Version n holds A (its data shared with `keep`) and D (data of its own, one full
+/// block: an object of its own, not a segment of a pack that `keep` keeps); version n+1
 /// deleted both and added B. Restoring n brings A back with its content; D's data object
 /// was deleted from the store with it, so fsck reports D and moves it to /lost+found.
 #[test]
@@ -120,7 +121,7 @@ fn restore_metadata_with_seq_brings_back_an_older_version() {
     f.mount(CACHE);
     std::fs::write(f.mnt.join("A"), data(1)).unwrap();
     std::fs::write(f.mnt.join("keep"), data(1)).unwrap();
-    std::fs::write(f.mnt.join("D"), data(2)).unwrap();
+    std::fs::write(f.mnt.join("D"), common::random_bytes(1 << 20, 2)).unwrap();
     f.umount();
     let n = store_params(&f).seq;
 

@@ -108,6 +108,9 @@ pub struct MountStats {
     /// Entries, inodes, objects and sizes before and after dedup and compression.
     #[serde(flatten)]
     pub db: DbStats,
+    /// Packs, the blocks in them, their bytes and how many are still live.
+    #[serde(default)]
+    pub packs: crate::meta::blocks::PackTotals,
     /// The local metadata database, WAL included.
     pub db_bytes: u64,
     pub cache_bytes: u64,
@@ -354,9 +357,11 @@ impl Control {
         }
     }
 
-    /// The numbers for `s3fsstat`: counters only, no table scans.
+    /// The numbers for `s3fsstat`: counters, and one scan of the packed blocks on the
+    /// read connection.
     pub fn stats(&self) -> FsResult<MountStats> {
         let db = self.fs.db_stats()?.unwrap_or_default();
+        let packs = self.fs.pack_totals()?;
         let c = self.cache.stats();
         let health = self.cache.store_health();
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -364,6 +369,7 @@ impl Control {
         Ok(MountStats {
             encrypted: shared.encrypted,
             db,
+            packs,
             db_bytes: self.fs.db_file_bytes(),
             cache_bytes: c.bytes,
             cache_entries: c.entries as u64,

@@ -31,6 +31,14 @@ pub mod names {
         format!("s3fs_data_{id}")
     }
 
+    /// What a segment of pack `id` at byte `offset` is bound to when encoded, in place
+    /// of an object name: a segment decodes only where it was written, so a segment
+    /// moved within its pack, into another, or presented as a whole object fails to
+    /// decode. Never a key in the store.
+    pub fn segment(id: u64, offset: u64) -> String {
+        format!("s3fs_data_{id}@{offset}")
+    }
+
     pub fn meta_chunk(chunk: u64, seq: u64) -> String {
         format!("{META_PREFIX}{chunk:012x}_{seq:010x}")
     }
@@ -154,6 +162,18 @@ impl FsStore {
                     }));
                 }
             }
+        }
+    }
+
+    /// Fetch bytes `range` of object `name` (a run of pack segments), or `None` if there
+    /// is no such object. Never more than the range is held, whatever the server sends;
+    /// fewer bytes (the object is shorter than the metadata says) are returned as they
+    /// are, for the caller to judge.
+    pub async fn get_range_if_exists(&self, name: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>, Error> {
+        match self.store.get_range(name, range).await {
+            Ok(raw) => Ok(Some(raw)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 

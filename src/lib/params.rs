@@ -7,7 +7,14 @@ use serde::{Deserialize, Serialize};
 use crate::exit::{Error, ExitCode};
 
 /// On-store format revision written by this version of s3fs.
-pub const FS_REVISION: u32 = 1;
+///
+/// 2: blocks may be segments of packs (several blocks in one object, each encoded on
+///    its own and fetched with a ranged GET). A release that knows only revision 1
+///    would read a pack as one block, so it must refuse the filesystem: a writer
+///    ([`Params::upgrade`]) raises the revision before it stores anything.
+pub const FS_REVISION: u32 = 2;
+/// The oldest revision this version of s3fs reads (and upgrades when it writes).
+pub const OLDEST_REVISION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {
@@ -99,7 +106,7 @@ impl Params {
                 ),
             ));
         }
-        if rev.revision < FS_REVISION {
+        if rev.revision < OLDEST_REVISION {
             return Err(Error::new(
                 ExitCode::RevisionTooOld,
                 format!("filesystem revision {} is too old for this s3fs", rev.revision),
@@ -111,6 +118,23 @@ impl Params {
             .validate()
             .map_err(|e| Error::new(ExitCode::Failure, format!("superblock is invalid: {e}")))?;
         Ok(params)
+    }
+}
+
+impl Params {
+    /// Raise the revision to [`FS_REVISION`] before the filesystem is written to (mount,
+    /// fsck): from then on, releases that cannot read what this one writes refuse it
+    /// (exit 33) instead of misreading it. Returns the revision it had.
+    pub fn upgrade(&mut self) -> u32 {
+        let old = self.revision;
+        if old < FS_REVISION {
+            log::info!(
+                "upgrading the filesystem from revision {old} to {FS_REVISION}: s3fs releases \
+                 older than this one will refuse it"
+            );
+            self.revision = FS_REVISION;
+        }
+        old
     }
 }
 
@@ -164,6 +188,15 @@ mod tests {
             Params::from_json(&older.to_json()).unwrap_err().code,
             ExitCode::RevisionTooOld
         );
+        // Revision 1 (before packs) is read, and raised by a writer.
+        let before_packs = Params {
+            revision: 1,
+            ..sample()
+        };
+        let mut read = Params::from_json(&before_packs.to_json()).unwrap();
+        assert_eq!(read.upgrade(), 1);
+        assert_eq!(read.revision, FS_REVISION);
+        assert_eq!(read.upgrade(), FS_REVISION);
     }
 
     /// Values from the store that crashed or exhausted the mount are refused at parse.

@@ -156,6 +156,16 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
                 percent(s.db.stored_bytes, s.db.dedup_bytes)
             ),
         ),
+        (
+            "Packs",
+            format!(
+                "{} holding {} blocks, {} ({} garbage, freed when a pack empties)",
+                s.packs.packs,
+                s.packs.blocks,
+                size(s.packs.bytes.max(0) as u64, r),
+                size((s.packs.bytes - s.packs.live_bytes).max(0) as u64, r)
+            ),
+        ),
         ("Database size", size(s.db_bytes, r)),
         (
             "Encryption",

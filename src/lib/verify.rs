@@ -403,6 +403,8 @@ struct BlockRow {
     offset: i64,
     size: i64,
     hash: Vec<u8>,
+    /// Stored length of a segment of a pack; 0 for a block that is a whole object.
+    phys_len: i64,
 }
 
 /// One object to check.
@@ -442,12 +444,16 @@ async fn check_objects(
         .map_err(db_err)?;
     let mut object_rows = objects.query([walk.first_id]).map_err(db_err)?;
     let mut blocks = if walk.data {
-        Some(
-            db.prepare(
-                "SELECT obj_id, obj_offset, size, hash FROM blocks WHERE obj_id >= ?1 ORDER BY obj_id, obj_offset",
-            )
-            .map_err(db_err)?,
-        )
+        Some({
+            // A DB of schema version 1 (before packs) has no segments.
+            let version = crate::meta::schema::schema_version(db).map_err(db_err)?;
+            let phys_len = if version >= 2 { "phys_len" } else { "0" };
+            db.prepare(&format!(
+                "SELECT obj_id, obj_offset, size, hash, {phys_len} FROM blocks WHERE obj_id >= ?1
+                     ORDER BY obj_id, obj_offset"
+            ))
+            .map_err(db_err)?
+        })
     } else {
         None
     };
@@ -485,6 +491,7 @@ async fn check_objects(
                                     offset: r.get(1).map_err(db_err)?,
                                     size: r.get(2).map_err(db_err)?,
                                     hash: r.get(3).map_err(db_err)?,
+                                    phys_len: r.get(4).map_err(db_err)?,
                                 });
                             }
                             None => blocks_done = true,
@@ -543,6 +550,9 @@ async fn check_object(store: &FsStore, key: &str, job: Job, data: bool) -> Resul
             Err(e) => Err(e.into()),
         };
     };
+    if job.blocks.iter().any(|b| b.phys_len > 0) {
+        return check_pack(store, key, job).await;
+    }
     // The metadata says how long the plaintext is; a larger object is damage.
     let expected = u64::try_from(job.length).unwrap_or(0);
     let Some(fetched) = store.get_decoded(key, expected).await? else {
@@ -552,6 +562,63 @@ async fn check_object(store: &FsStore, key: &str, job: Job, data: bool) -> Resul
     tokio::task::spawn_blocking(move || judge(fetched, job.phys_size, job.length, &job.blocks))
         .await
         .map_err(join_err)
+}
+
+/// Fetch a pack and check it: its stored size, and every block recorded in it decoded
+/// from its own segment against its SHA-256.
+async fn check_pack(store: &FsStore, key: &str, job: Job) -> Result<Verdict, Error> {
+    // The metadata says how long the pack is; a larger object is damage.
+    let expected = u64::try_from(job.phys_size).unwrap_or(0);
+    let raw = match store.store().get(key, expected).await {
+        Ok(raw) => raw,
+        Err(StoreError::NotFound(_)) => return Ok(Verdict::Missing),
+        Err(e @ StoreError::TooLarge { .. }) => return Ok(Verdict::Corrupt(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let codec = store.codec().clone();
+    tokio::task::spawn_blocking(move || judge_pack(&codec, &raw, &job))
+        .await
+        .map_err(join_err)
+}
+
+fn judge_pack(codec: &crate::codec::Codec, raw: &[u8], job: &Job) -> Verdict {
+    if i64::try_from(raw.len()) != Ok(job.phys_size) {
+        return Verdict::Corrupt(format!(
+            "{} bytes in the store, the metadata says {}",
+            raw.len(),
+            job.phys_size
+        ));
+    }
+    for BlockRow {
+        offset,
+        size,
+        hash,
+        phys_len,
+        ..
+    } in &job.blocks
+    {
+        let range = usize::try_from(*offset)
+            .ok()
+            .zip(usize::try_from(*phys_len).ok())
+            .and_then(|(o, s)| Some(o..o.checked_add(s)?))
+            .filter(|r| r.end <= raw.len() && *phys_len > 0);
+        let Some(range) = range else {
+            return Verdict::Corrupt(format!(
+                "the metadata places a segment of {phys_len} bytes at offset {offset}, outside the pack"
+            ));
+        };
+        let binding = names::segment(job.id as u64, *offset as u64);
+        let plain = match codec.decode_at_most(&binding, &raw[range], u64::try_from(*size).unwrap_or(0)) {
+            Ok(p) => p,
+            Err(e) => return Verdict::Corrupt(format!("the block at offset {offset}: {e}")),
+        };
+        if Sha256::digest(&plain).as_slice() != hash.as_slice() {
+            return Verdict::Corrupt(format!(
+                "the block at offset {offset} ({size} bytes) does not match its SHA-256"
+            ));
+        }
+    }
+    Verdict::Intact
 }
 
 /// Whether a fetched object matches what the metadata says of it.
@@ -606,6 +673,7 @@ mod tests {
             offset,
             size,
             hash: Sha256::digest(content).to_vec(),
+            phys_len: 0,
         }
     }
 

@@ -28,11 +28,22 @@ const MAX_BATCH: usize = 128;
 
 /// One DB step of one block's upload.
 pub(super) enum Step {
-    /// Dedup lookup: a hit is linked at once, a miss gets a new object id.
-    Prepare,
+    /// Dedup lookup: a hit is linked at once, a miss gets a new object id, or, with
+    /// `packed`, is answered [`Prepared::Pack`] (the packer allocates the pack's id).
+    Prepare { packed: bool },
     /// After the PUT of object `obj_id` (`phys` bytes stored): record it and the block,
     /// and point the inode at the block, unless the entry was removed meanwhile.
     Commit { obj_id: i64, phys: u64 },
+    /// After the PUT of pack `obj_id` (`pack_size` bytes stored): record the block as its
+    /// segment `[offset, offset + phys_len)` and point the inode at it, unless the entry
+    /// was removed meanwhile. The pack's row is the packer's to drop if no block of it
+    /// was recorded.
+    CommitPacked {
+        obj_id: i64,
+        offset: u64,
+        phys_len: u64,
+        pack_size: u64,
+    },
 }
 
 /// What a step decided for the block.
@@ -41,6 +52,8 @@ pub(super) enum Prepared {
     Done(Outcome),
     /// Upload the block as the new object of this id, then run [`Step::Commit`].
     Upload(i64),
+    /// Hand the block to the packer, which runs [`Step::CommitPacked`].
+    Pack,
 }
 
 /// How a block's upload ended in the DB.
@@ -127,6 +140,19 @@ impl Committer {
         generation: u64,
         step: Step,
     ) -> Result<Done, Failure> {
+        self.submit(entry, hash, len, generation, step)?.await
+    }
+
+    /// Queue `step` (see [`Committer::run`]) now; its result arrives through the answer.
+    /// Steps submitted together share a batch.
+    pub fn submit(
+        &self,
+        entry: Arc<Entry>,
+        hash: Vec<u8>,
+        len: u64,
+        generation: u64,
+        step: Step,
+    ) -> Result<impl std::future::Future<Output = Result<Done, Failure>> + use<>, Failure> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             entry,
@@ -137,7 +163,7 @@ impl Committer {
         };
         let stopped = || Failure::permanent("the metadata committer has stopped");
         self.queue.send((request, reply)).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        Ok(async move { answer.await.map_err(|_| stopped())? })
     }
 }
 
@@ -208,7 +234,7 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
         dedup,
     };
     match r.step {
-        Step::Prepare => {
+        Step::Prepare { packed } => {
             if removed {
                 return Ok(done(Outcome::Skipped(Vec::new()), false));
             }
@@ -218,6 +244,12 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
             if let Some(block_id) = blocks::find_block(c, &r.hash)? {
                 let freed = blocks::link_block(c, inode as i64, blockno as i64, block_id)?.objects;
                 return Ok(done(Outcome::Committed(r.generation, data_names(freed)), true));
+            }
+            if packed {
+                return Ok(Done {
+                    prepared: Prepared::Pack,
+                    dedup: false,
+                });
             }
             Ok(Done {
                 prepared: Prepared::Upload(blocks::new_object(c, r.len)?),
@@ -251,6 +283,27 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
             deleted.extend(data_names(
                 blocks::link_block(c, inode as i64, blockno as i64, block_id)?.objects,
             ));
+            Ok(done(Outcome::Committed(r.generation, deleted), dedup))
+        }
+        Step::CommitPacked {
+            obj_id,
+            offset,
+            phys_len,
+            pack_size,
+        } => {
+            if removed {
+                return Ok(done(Outcome::Skipped(Vec::new()), false));
+            }
+            if !inodes::exists(c, inode as i64)? {
+                return Ok(done(Outcome::Orphan(Vec::new()), false));
+            }
+            let (block_id, dedup) =
+                match blocks::insert_packed_block(c, &r.hash, r.len, (offset, phys_len), obj_id, pack_size)? {
+                    Ok(id) => (id, false),
+                    // Stored meanwhile: this segment is garbage in its pack.
+                    Err(existing) => (existing, true),
+                };
+            let deleted = data_names(blocks::link_block(c, inode as i64, blockno as i64, block_id)?.objects);
             Ok(done(Outcome::Committed(r.generation, deleted), dedup))
         }
     }
@@ -321,7 +374,7 @@ mod tests {
             hash: h,
             len: 100,
             generation: 1,
-            step: Step::Prepare,
+            step: Step::Prepare { packed: false },
         };
 
         // 40 blocks, two of each content: every one needs an upload, none is linked yet.
@@ -331,7 +384,7 @@ mod tests {
             .iter()
             .map(|d| match d.prepared {
                 Prepared::Upload(id) => id,
-                Prepared::Done(_) => panic!("nothing is stored yet"),
+                Prepared::Done(_) | Prepared::Pack => panic!("nothing is stored yet"),
             })
             .collect();
         let before = c.batches();
@@ -377,7 +430,7 @@ mod tests {
                 hash: hash(0),
                 len: 100,
                 generation: 1,
-                step: Step::Prepare,
+                step: Step::Prepare { packed: false },
             }],
         );
         assert!(again[0].dedup);
@@ -406,11 +459,11 @@ mod tests {
             &c,
             &db,
             vec![
-                req(&removed, Step::Prepare),
-                req(&orphan, Step::Prepare),
+                req(&removed, Step::Prepare { packed: false }),
+                req(&orphan, Step::Prepare { packed: false }),
                 req(&removed, Step::Commit { obj_id: 77, phys: 20 }),
                 req(&orphan, Step::Commit { obj_id: 78, phys: 20 }),
-                req(&releasing, Step::Prepare),
+                req(&releasing, Step::Prepare { packed: false }),
                 req(&releasing, Step::Commit { obj_id: 79, phys: 20 }),
             ],
         );

@@ -65,8 +65,10 @@ pub(super) struct State {
     pub(super) bytes: u64,
     pub(super) entries: usize,
     pub(super) dirty_bytes: u64,
-    /// Upload tasks not yet finished.
+    /// Upload tasks not yet finished, but for the parked ones.
     pub(super) in_flight: usize,
+    /// Upload tasks waiting for their pack to be stored (see `pack`).
+    pub(super) parked: usize,
     /// Threads waiting for space: upload dirty blocks now.
     pub(super) pressure: usize,
     /// `upload_all` callers: upload dirty blocks now.

@@ -58,8 +58,11 @@
 mod commit;
 mod config;
 mod error;
+mod fetch;
 mod files;
 mod index;
+mod pack;
+mod readahead;
 mod space;
 mod upload;
 
@@ -160,6 +163,12 @@ pub struct BlockCache {
     finishing: Mutex<Finishing>,
     /// Runs the uploads' DB steps in batches (see [`commit`]).
     committer: commit::Committer,
+    /// Stores short blocks together (see [`pack`]).
+    packer: pack::Packer,
+    /// Runs of packs fetched lately (see [`fetch`]).
+    packs: fetch::PackReads,
+    /// Sequential readers and the blocks to fetch for them (see [`readahead`]).
+    readahead: readahead::ReadAhead,
     cpu: Arc<Semaphore>,
     connections: Arc<Semaphore>,
     counters: Counters,
@@ -273,6 +282,9 @@ impl BlockCache {
             space_cv: Condvar::new(),
             finishing: Mutex::new(Finishing::default()),
             committer,
+            packer: pack::Packer::new(config.max_threads),
+            packs: fetch::PackReads::default(),
+            readahead: readahead::ReadAhead::default(),
             cpu: Arc::new(Semaphore::new(config.max_threads.max(1))),
             connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
             counters: Counters::default(),
@@ -283,6 +295,7 @@ impl BlockCache {
             cfg: config,
         });
         upload::start_scheduler(&cache).map_err(inaccessible)?;
+        readahead::start_workers(&cache, cache.cfg.max_connections).map_err(inaccessible)?;
         Ok(cache)
     }
 
@@ -332,6 +345,10 @@ impl BlockCache {
                 }
                 let r = self.read_locked(&e, &mut f, u64::from(offset), len);
                 self.settle(&e, &mut f, false);
+                drop(f);
+                if r.is_ok() {
+                    self.read_ahead(inode, blockno);
+                }
                 return r;
             }
         })
@@ -357,58 +374,41 @@ impl BlockCache {
     /// upload.
     fn load(&self, e: &Entry, f: &mut EntryFile) -> Result<bool, CacheError> {
         let mut loc = crate::meta::blocks::block_location(&lock(&self.db), e.key.0, e.key.1)?;
-        let (loc, name, body) = loop {
+        let (size, data) = loop {
             let Some(l) = loc else { return Ok(false) };
             // The row is trusted no further than the block size: a damaged one must not
             // make us wait for space we can never have, or index past the object.
-            if l.obj_offset < 0 || !(0..=self.cfg.block_size as i64).contains(&l.size) {
+            if l.obj_offset < 0
+                || !(0..=self.cfg.block_size as i64).contains(&l.size)
+                || !(0..=crate::codec::Codec::max_object_len(self.cfg.block_size) as i64).contains(&l.phys_len)
+            {
                 return Err(CacheError::Db(format!(
-                    "a block of object {} has size {} at offset {}: out of range",
-                    l.obj_id, l.size, l.obj_offset
+                    "a block of object {} has size {} ({} stored) at offset {}: out of range",
+                    l.obj_id, l.size, l.phys_len, l.obj_offset
                 )));
             }
             self.ensure_space(l.size as u64, true, Need::Read)?;
-            let name = names::data(l.obj_id as u64);
-            let body = crate::runtime::block_on(async {
-                let fetch = async {
-                    let _permit = self.connections.acquire().await;
-                    self.store
-                        .get_if_exists(&name, self.cfg.block_size)
-                        .await
-                        .map_err(|e| CacheError::Store(e.message))
-                };
-                tokio::select! {
-                    r = fetch => r,
-                    failing = store_down(self.store.store().as_ref(), self.cfg.store_timeout) => {
-                        Err(CacheError::StoreDown(failing.as_secs()))
-                    }
-                }
-            })
-            .inspect_err(|e| {
-                if matches!(e, CacheError::StoreDown(_)) {
-                    self.counters.failed_reads.fetch_add(1, Ordering::Relaxed);
-                }
-            })?;
-            if let Some(body) = body {
-                break (l, name, body);
+            let fetched = if l.is_packed() {
+                self.fetch_segment(&l)?
+            } else {
+                self.fetch_object(&l)?
+            };
+            if let Some(data) = fetched {
+                break (l.size as u64, data);
             }
             // Missing: a truncate or a reflink racing with this read may have released
             // the block (and deleted its object) since its row was read. Only a row that
             // still names the object means damage.
             let now = crate::meta::blocks::block_location(&lock(&self.db), e.key.0, e.key.1)?;
             if now.is_some_and(|n| n.obj_id == l.obj_id) {
-                return Err(CacheError::Store(format!("object {name} is missing from the store")));
+                return Err(CacheError::Store(format!(
+                    "object {} is missing from the store",
+                    names::data(l.obj_id as u64)
+                )));
             }
             loc = now;
         };
-        // Both checked non-negative above, the size against the block size.
-        let (size, start) = (loc.size as u64, loc.obj_offset as usize);
-        let Some(data) = start.checked_add(size as usize).and_then(|end| body.get(start..end)) else {
-            return Err(CacheError::Store(format!(
-                "object {name} holds {} bytes, block needs {size} bytes at {start}",
-                body.len(),
-            )));
-        };
+        let data = &data[..];
         let tmp = files::tmp_path(&self.cfg.dir, e.key);
         let written = (|| -> io::Result<File> {
             let file = OpenOptions::new()
@@ -595,6 +595,9 @@ impl BlockCache {
     /// blocks whose rows are gone already (a purged inode); a transaction that releases
     /// rows goes through [`BlockCache::release_range`].
     pub fn remove_blocks(&self, inode: u64, from_blockno: u64) {
+        if from_blockno == 0 {
+            self.readahead.forget(inode);
+        }
         self.remove_block_range(inode, from_blockno, u64::MAX);
     }
 
@@ -685,7 +688,7 @@ impl BlockCache {
             if give_up_when_down && let Some(failing) = self.store_down_for() {
                 break Err(CacheError::StoreDown(failing.as_secs()));
             }
-            if st.dirty.is_empty() && st.in_flight == 0 && st.deletions.is_empty() && !st.deleting {
+            if st.dirty.is_empty() && st.in_flight == 0 && st.parked == 0 && st.deletions.is_empty() && !st.deleting {
                 break Ok(());
             }
             if st.scheduler_exited {
@@ -745,7 +748,7 @@ impl BlockCache {
             bytes: st.bytes,
             dirty_entries: st.dirty.len(),
             dirty_bytes: st.dirty_bytes,
-            uploads_in_flight: st.in_flight,
+            uploads_in_flight: st.in_flight + st.parked,
             uploads: self.counters.uploads.load(Ordering::Relaxed),
             uploaded_bytes: self.counters.uploaded_bytes.load(Ordering::Relaxed),
             dedup_hits: self.counters.dedup_hits.load(Ordering::Relaxed),
@@ -776,7 +779,7 @@ impl BlockCache {
         st.shutdown = true;
         self.work_cv.notify_all();
         self.space_cv.notify_all();
-        while st.in_flight > 0 || st.deleting || !st.scheduler_exited {
+        while st.in_flight > 0 || st.parked > 0 || st.deleting || !st.scheduler_exited {
             st = self
                 .space_cv
                 .wait_timeout(st, POLL)

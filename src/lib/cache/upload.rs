@@ -8,7 +8,9 @@
 //! compress and encrypt (CPU pool) → PUT (connection pool) → in a batch again: insert
 //! the `blocks` row (or use a block with the same hash that appeared meanwhile and drop
 //! ours), point `inode_blocks` at it → one fdatasync of the WAL per batch of finished
-//! uploads → rename `.dirty` to clean if no write happened.
+//! uploads → rename `.dirty` to clean if no write happened. A short block is handed to
+//! the packer ([`super::pack`]) after its dedup lookup instead, and stored as a segment
+//! of a pack.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -176,7 +178,7 @@ impl BlockCache {
         self.space_cv.notify_all();
     }
 
-    fn queue_deletions(&self, names: Vec<String>) {
+    pub(super) fn queue_deletions(&self, names: Vec<String>) {
         if !names.is_empty() {
             lock(&self.state).deletions.extend(names);
             self.work_cv.notify_all();
@@ -231,9 +233,13 @@ impl BlockCache {
             .await?
         };
         let len = data.len() as u64;
-        let prepared = self.db_step(e, hash.clone(), len, generation, Step::Prepare).await?;
+        let packed = super::pack::is_packed(len, self.cfg.block_size);
+        let prepared = self
+            .db_step(e, hash.clone(), len, generation, Step::Prepare { packed })
+            .await?;
         let obj_id = match prepared {
             Prepared::Done(outcome) => return Ok(outcome),
+            Prepared::Pack => return self.upload_packed(e, data, hash, generation).await,
             Prepared::Upload(id) => id,
         };
         let name = names::data(obj_id as u64);
@@ -273,7 +279,9 @@ impl BlockCache {
             .await?
         {
             Prepared::Done(outcome) => Ok(outcome),
-            Prepared::Upload(_) => Err(Failure::permanent("internal error: a commit step asked for an upload")),
+            Prepared::Upload(_) | Prepared::Pack => {
+                Err(Failure::permanent("internal error: a commit step asked for an upload"))
+            }
         }
     }
 

@@ -30,7 +30,8 @@ pub struct StoreArgs {
     /// Comma-separated backend options (see BACKEND OPTIONS below)
     #[arg(long, global = true, value_name = "OPTIONS")]
     pub backend_options: Option<String>,
-    /// Concurrent requests to the store [default: 32]
+    /// Concurrent requests to the store; for a mount, also the blocks fetched at once
+    /// ahead of a sequential reader [default: 32]
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_connections: Option<u16>,
 }

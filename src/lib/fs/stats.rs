@@ -24,6 +24,13 @@ impl Filesystem {
         Ok(meta_stats::read(&self.conn())?)
     }
 
+    /// What the packs hold. A scan of the packed blocks, on the read connection, so
+    /// that it does not hold up the filesystem's writes: for `s3fsstat`, not a hot path.
+    pub fn pack_totals(&self) -> FsResult<crate::meta::blocks::PackTotals> {
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(crate::meta::blocks::pack_totals(&reader)?)
+    }
+
     /// Size of the metadata database on local disk, WAL included.
     pub fn db_file_bytes(&self) -> u64 {
         [self.db_path.clone(), self.wal_path()]

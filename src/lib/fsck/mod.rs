@@ -353,6 +353,7 @@ fn prepare(plan: &Plan, findings: &mut Findings) -> Result<Params, Error> {
     params.seq = params.seq.max(remote.seq).max(newest_chunk) + 1;
     params.is_mounted = true;
     params.needs_fsck = true;
+    params.upgrade();
     files.write_params(&params)?;
     block_on(store.write_current_params(&params))?;
 

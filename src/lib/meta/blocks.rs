@@ -128,16 +128,29 @@ pub fn share_all_blocks(c: &Connection, from: i64, to: i64) -> rusqlite::Result<
 }
 
 /// Where the bytes of one block are stored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
     pub obj_id: i64,
+    /// Byte offset of the block's segment in its pack; 0 for a block that is a whole
+    /// object.
     pub obj_offset: i64,
+    /// Plaintext bytes.
     pub size: i64,
+    /// Stored bytes of the block's segment in its pack; 0 for a block that is a whole
+    /// object (see [`super::schema`]).
+    pub phys_len: i64,
+}
+
+impl Location {
+    /// Whether the block is a segment of a pack (fetched with a ranged GET).
+    pub fn is_packed(&self) -> bool {
+        self.phys_len > 0
+    }
 }
 
 pub fn block_location(c: &Connection, inode: u64, blockno: u64) -> rusqlite::Result<Option<Location>> {
     c.prepare_cached(
-        "SELECT b.obj_id, b.obj_offset, b.size FROM inode_blocks ib JOIN blocks b ON b.id = ib.block_id
+        "SELECT b.obj_id, b.obj_offset, b.size, b.phys_len FROM inode_blocks ib JOIN blocks b ON b.id = ib.block_id
          WHERE ib.inode = ?1 AND ib.blockno = ?2",
     )?
     .query_row(params![inode as i64, blockno as i64], |r| {
@@ -145,9 +158,17 @@ pub fn block_location(c: &Connection, inode: u64, blockno: u64) -> rusqlite::Res
             obj_id: r.get(0)?,
             obj_offset: r.get(1)?,
             size: r.get(2)?,
+            phys_len: r.get(3)?,
         })
     })
     .optional()
+}
+
+/// The end of the last live segment of pack `obj_id` (0 if it has none): how far a
+/// read of one of its blocks may usefully fetch its neighbours.
+pub fn pack_live_end(c: &Connection, obj_id: i64) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT coalesce(max(obj_offset + phys_len), 0) FROM blocks WHERE obj_id = ?1")?
+        .query_row([obj_id], |r| r.get(0))
 }
 
 /// The size recorded for `(inode, blockno)`, if the block is stored.
@@ -161,18 +182,20 @@ pub fn find_block(c: &Connection, hash: &[u8]) -> rusqlite::Result<Option<i64>> 
         .optional()
 }
 
-/// Insert the row of an object about to be uploaded; returns its id.
+/// Insert the row of an object about to be uploaded (a pack's `length` grows as its
+/// blocks are recorded); returns its id.
 pub fn new_object(c: &Connection, length: u64) -> rusqlite::Result<i64> {
     c.prepare_cached("INSERT INTO objects (refcount, phys_size, length) VALUES (0, -1, ?1)")?
         .execute([length as i64])?;
     Ok(c.last_insert_rowid())
 }
 
-/// Delete the row of an object no block points at (an abandoned or redundant upload).
-pub fn drop_object(c: &Connection, obj_id: i64) -> rusqlite::Result<()> {
-    c.prepare_cached("DELETE FROM objects WHERE id = ?1 AND refcount <= 0")?
-        .execute([obj_id])?;
-    Ok(())
+/// Delete the row of an object no block points at (an abandoned or redundant upload);
+/// whether there was one to delete.
+pub fn drop_object(c: &Connection, obj_id: i64) -> rusqlite::Result<bool> {
+    Ok(c.prepare_cached("DELETE FROM objects WHERE id = ?1 AND refcount <= 0")?
+        .execute([obj_id])?
+        > 0)
 }
 
 /// Record a finished upload: the object's sizes and its `blocks` row. If a block with
@@ -194,6 +217,61 @@ pub fn insert_block(
     c.prepare_cached("UPDATE objects SET refcount = refcount + 1, phys_size = ?2, length = ?3 WHERE id = ?1")?
         .execute(params![obj_id, phys_size as i64, size as i64])?;
     Ok(Ok(block_id))
+}
+
+/// Record one block of a pack after the pack's PUT: its `blocks` row (segment
+/// `[offset, offset + phys_len)` of object `obj_id`), one more block in the object, and
+/// the object's stored size `pack_size`. If a block with the same hash appeared
+/// meanwhile, it is returned as `Err(existing_id)` and nothing is inserted: the segment
+/// is garbage in the pack.
+pub fn insert_packed_block(
+    c: &Connection,
+    hash: &[u8],
+    size: u64,
+    segment: (u64, u64),
+    obj_id: i64,
+    pack_size: u64,
+) -> rusqlite::Result<Result<i64, i64>> {
+    if let Some(existing) = find_block(c, hash)? {
+        return Ok(Err(existing));
+    }
+    let (offset, phys_len) = segment;
+    c.prepare_cached(
+        "INSERT INTO blocks (hash, refcount, size, obj_id, obj_offset, phys_len) VALUES (?1, 0, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![hash, size as i64, obj_id, offset as i64, phys_len as i64])?;
+    let block_id = c.last_insert_rowid();
+    c.prepare_cached("UPDATE objects SET refcount = refcount + 1, phys_size = ?2, length = length + ?3 WHERE id = ?1")?
+        .execute(params![obj_id, pack_size as i64, size as i64])?;
+    Ok(Ok(block_id))
+}
+
+/// What the packs hold, for `s3fsstat`: packs are objects with segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PackTotals {
+    pub packs: i64,
+    /// Blocks stored in packs.
+    pub blocks: i64,
+    /// Stored bytes of the packs.
+    pub bytes: i64,
+    /// Stored bytes of live segments; the rest of `bytes` is garbage until repacked.
+    pub live_bytes: i64,
+}
+
+pub fn pack_totals(c: &Connection) -> rusqlite::Result<PackTotals> {
+    c.prepare_cached(
+        "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(max(o.phys_size, 0)), 0), coalesce(sum(live), 0)
+         FROM (SELECT obj_id, count(*) AS n, sum(phys_len) AS live FROM blocks WHERE phys_len > 0 GROUP BY obj_id) p
+         JOIN objects o ON o.id = p.obj_id",
+    )?
+    .query_row([], |r| {
+        Ok(PackTotals {
+            packs: r.get(0)?,
+            blocks: r.get(1)?,
+            bytes: r.get(2)?,
+            live_bytes: r.get(3)?,
+        })
+    })
 }
 
 // Fsck's repairs: they set counts from what fsck counted and delete rows it found

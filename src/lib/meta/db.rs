@@ -51,6 +51,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, DbError> {
     )?;
     tune_statements(&conn, 256)?;
     super::schema::check_schema(&conn)?;
+    super::schema::upgrade(&conn)?;
     Ok(conn)
 }
 
@@ -86,12 +87,14 @@ fn tune_statements(conn: &Connection, capacity: usize) -> rusqlite::Result<()> {
 pub fn open_exclusive(path: &Path) -> Result<Connection, DbError> {
     let conn = open(path, None)?;
     super::schema::check_schema(&conn)?;
+    super::schema::upgrade(&conn)?;
     conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -262144;")?;
     Ok(conn)
 }
 
 /// A copy that is only read: a downloaded metadata version, or the local DB while no
-/// mount uses it (s3fs_verify). `uri` is a path, or an SQLite `file:` URI (its query
+/// mount uses it (s3fs_verify). It may be of an older schema version (see
+/// [`super::schema::check_schema`]), which it keeps. `uri` is a path, or an SQLite `file:` URI (its query
 /// may say `immutable=1` for a file no one writes).
 pub fn open_copy(uri: &str) -> Result<Connection, DbError> {
     let conn = open(

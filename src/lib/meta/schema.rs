@@ -12,8 +12,20 @@ use rusqlite::Connection;
 
 use super::error::DbError;
 
-/// Bumped whenever the DDL below changes.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The version this s3fs writes: 1 + the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+
+/// The changes since version 1, in order: `MIGRATIONS[i]` takes a DB from version
+/// `i + 1` to `i + 2`. A new DB is made as version 1 and migrated, so that a new DB and a
+/// migrated one have exactly the same schema (and [`check_schema`] one reference).
+///
+/// 2: packs. `blocks.phys_len` is the stored length of a block that is one segment of a
+///    pack (bytes `[obj_offset, obj_offset + phys_len)` of its object, encoded on its
+///    own, so it is fetched with a ranged GET); 0 means the block is the whole object,
+///    as every block of version 1 is. `ix_blocks_obj` finds the blocks of an object (a
+///    pack's live bytes, its garbage, the blocks to move when it is repacked).
+const MIGRATIONS: &[&str] = &["ALTER TABLE blocks ADD COLUMN phys_len INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX ix_blocks_obj ON blocks(obj_id, obj_offset);"];
 
 pub const ROOT_INODE: i64 = 1;
 
@@ -35,7 +47,8 @@ CREATE TABLE objects (
 --   hash      = SHA-256 of the plaintext; UNIQUE, so it is the dedup index. NULL marks a
 --               block whose upload failed: never deduplicated against, removed by fsck.
 --   refcount  = number of `inode_blocks` rows pointing here.
---   obj_id, obj_offset = where its bytes are stored (offset 0 while one block = one object).
+--   obj_id, obj_offset = where its bytes are stored (offset 0 when one block = one object;
+--               the byte offset of its segment in a pack, see MIGRATIONS).
 CREATE TABLE blocks (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     hash       BLOB UNIQUE,
@@ -129,9 +142,12 @@ fn schema_objects(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Op
 /// Check that `conn`'s database holds exactly the schema [`create_filesystem`] makes,
 /// in the version this s3fs knows: a database from the store with a trigger, view or
 /// table of anyone else's is refused before any of it runs.
+///
+/// An older version is accepted with its own schema: [`upgrade`] migrates it (the
+/// connections that write do), readers of a copy see its columns as version 1 had them.
 pub fn check_schema(conn: &Connection) -> Result<(), DbError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version != SCHEMA_VERSION {
+    let version = schema_version(conn)?;
+    if !(1..=SCHEMA_VERSION).contains(&version) {
         return Err(DbError::SchemaVersion {
             found: version,
             expected: SCHEMA_VERSION,
@@ -139,6 +155,9 @@ pub fn check_schema(conn: &Connection) -> Result<(), DbError> {
     }
     let reference = Connection::open_in_memory()?;
     reference.execute_batch(DDL)?;
+    for step in &MIGRATIONS[..(version - 1) as usize] {
+        reference.execute_batch(step)?;
+    }
     // AUTOINCREMENT's table appears with the first insert.
     reference.execute_batch("INSERT INTO objects (refcount, phys_size, length) VALUES (0, 0, 0)")?;
     let want = schema_objects(&reference)?;
@@ -158,10 +177,34 @@ pub fn check_schema(conn: &Connection) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The `user_version` of `conn`'s DB.
+pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Migrate a DB that [`check_schema`] accepted to [`SCHEMA_VERSION`], in one
+/// transaction. Returns the version it had.
+pub fn upgrade(conn: &Connection) -> Result<i64, DbError> {
+    let version = schema_version(conn)?;
+    if version < SCHEMA_VERSION {
+        let tx = conn.unchecked_transaction()?;
+        for step in &MIGRATIONS[(version - 1).max(0) as usize..] {
+            tx.execute_batch(step)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        log::info!("metadata schema upgraded from version {version} to {SCHEMA_VERSION}");
+    }
+    Ok(version)
+}
+
 /// Create the tables and the initial tree (root owned by `uid:gid`, `/lost+found`) in an
 /// empty database.
 pub fn create_filesystem(conn: &Connection, uid: u32, gid: u32, now_ns: i64) -> Result<(), DbError> {
     conn.execute_batch(DDL)?;
+    for step in MIGRATIONS {
+        conn.execute_batch(step)?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     super::inodes::insert_root(conn, uid, gid, libc::S_IFDIR | 0o755, now_ns)?;
     let lost_found = super::inodes::insert(conn, uid, gid, libc::S_IFDIR | 0o700, 0, now_ns, None)?;
@@ -194,6 +237,31 @@ mod tests {
         assert_eq!((parent, lf_mode), (ROOT_INODE, libc::S_IFDIR | 0o700));
         let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_db_is_accepted_and_migrates_to_the_schema_of_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = crate::meta::db::open(dir.path().join("old.db"), None).unwrap();
+        old.execute_batch(DDL).unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        old.execute_batch(
+            "INSERT INTO objects (refcount, phys_size, length) VALUES (1, 10, 5);
+                 INSERT INTO blocks (hash, refcount, size, obj_id) VALUES (x'01', 1, 5, 1);",
+        )
+        .unwrap();
+        check_schema(&old).unwrap();
+        assert_eq!(upgrade(&old).unwrap(), 1);
+        check_schema(&old).unwrap();
+        assert_eq!(schema_version(&old).unwrap(), SCHEMA_VERSION);
+        let phys_len: i64 = old.query_row("SELECT phys_len FROM blocks", [], |r| r.get(0)).unwrap();
+        assert_eq!(phys_len, 0, "an old block is a whole object");
+        let new = Connection::open_in_memory().unwrap();
+        create_filesystem(&new, 0, 0, 1).unwrap();
+        assert_eq!(schema_objects(&old).unwrap(), schema_objects(&new).unwrap());
+        assert_eq!(upgrade(&old).unwrap(), SCHEMA_VERSION, "a second upgrade does nothing");
+        old.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        assert!(matches!(check_schema(&old), Err(DbError::SchemaVersion { .. })));
     }
 
     #[test]

@@ -203,6 +203,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
         params.seq += 1;
         params.is_mounted = true;
         params.last_modified = unix_now();
+        params.upgrade();
         files.write_params(&params)?;
         block_on(opened.fs.write_params(&params))?;
         let fs = Arc::new(Filesystem::open(&files.db, params.data_block_size)?);

@@ -1,0 +1,369 @@
+//! Packs and read-ahead through `fs::Filesystem` with the block cache, without FUSE:
+//! small files stored together and read back through an empty cache (local and Garage),
+//! dedup across packs, space freed only when a pack is empty, and read-ahead that keeps
+//! several GETs in flight for a sequential reader and none extra for a random one.
+
+mod common;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use s3fs::cache::{BlockCache, CacheConfig};
+use s3fs::codec::{Codec, Compression};
+use s3fs::fs::{Ctx, Filesystem};
+use s3fs::fs_store::FsStore;
+use s3fs::fsck::checks::{Findings, check_db};
+use s3fs::runtime::block_on;
+use s3fs::store::local::LocalStore;
+use s3fs::store::{ListPage, ObjectInfo, PutMode, StorageUrl, Store, StoreResult, list_all, open_store};
+
+const BS: u64 = 64 * 1024;
+const ROOT: u64 = 1;
+const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
+
+/// A store that counts requests, holds each GET for `latency`, and records the most
+/// GETs it had in flight at once.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Store>,
+    latency: Duration,
+    gets: AtomicU64,
+    puts: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn Store>, latency: Duration) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            latency,
+            gets: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    async fn timed_get<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.latency).await;
+        let r = f.await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    fn reset(&self) {
+        self.gets.store(0, Ordering::SeqCst);
+        self.puts.store(0, Ordering::SeqCst);
+        self.max_in_flight.store(0, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn get(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
+        self.timed_get(self.inner.get(key, max_len)).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        self.timed_get(self.inner.get_range(key, range)).await
+    }
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.inner.put(key, data, mode).await
+    }
+    async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        self.inner.delete_many(keys).await
+    }
+    async fn list(&self, prefix: &str, continuation: Option<String>) -> StoreResult<ListPage> {
+        self.inner.list(prefix, continuation).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    fs: Arc<Filesystem>,
+    cache: Arc<BlockCache>,
+    store: Arc<Counting>,
+    caches: Mutex<u32>,
+}
+
+fn local_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    let store_dir = dir.join("store");
+    std::fs::create_dir_all(&store_dir).unwrap();
+    Arc::new(LocalStore::open(&store_dir).unwrap())
+}
+
+fn garage_store() -> Arc<dyn Store> {
+    let server = common::s3_server("GARAGE");
+    let url = StorageUrl::parse(&server.url_with_prefix("packs")).unwrap();
+    open_store(&url, &server.options, Some(server.credentials())).unwrap()
+}
+
+/// A new filesystem on `raw` (behind a counting store adding `latency` to GETs), with a
+/// block cache uploading at once.
+fn setup(dir: tempfile::TempDir, raw: Arc<dyn Store>, latency: Duration) -> Setup {
+    let db = dir.path().join("meta.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    s3fs::meta::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
+    drop(conn);
+    let store = Counting::new(raw, latency);
+    let fs = Arc::new(Filesystem::open(&db, BS).unwrap());
+    let cache = new_cache(dir.path(), &db, &fs, &store, "cache0");
+    Setup {
+        dir,
+        db,
+        fs,
+        cache,
+        store,
+        caches: Mutex::new(0),
+    }
+}
+
+fn new_cache(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    fs: &Arc<Filesystem>,
+    store: &Arc<Counting>,
+    name: &str,
+) -> Arc<BlockCache> {
+    let mut config = CacheConfig::new(dir.join(name), BS);
+    config.dirty_upload_delay = Duration::ZERO;
+    let fs_store = FsStore::new(store.clone(), Codec::new(None, Compression::default()));
+    let cache = BlockCache::open(config, fs.db(), db.to_path_buf(), fs_store).unwrap();
+    fs.attach_cache(cache.clone());
+    cache
+}
+
+impl Setup {
+    /// Upload everything, then reopen the filesystem with an empty cache: every read
+    /// goes to the store.
+    fn with_empty_cache(&mut self) {
+        self.cache.upload_all().unwrap();
+        self.cache.shutdown();
+        self.fs = Arc::new(Filesystem::open(&self.db, BS).unwrap());
+        let n = {
+            let mut n = self.caches.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        self.cache = new_cache(self.dir.path(), &self.db, &self.fs, &self.store, &format!("cache{n}"));
+        self.store.reset();
+    }
+
+    fn query(&self, sql: &str) -> i64 {
+        self.fs.db().lock().unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    fn data_objects(&self) -> usize {
+        block_on(list_all(self.store.as_ref(), "s3fs_data_")).unwrap().len()
+    }
+
+    fn write_file(&self, name: &str, data: &[u8]) -> u64 {
+        let ino = self.fs.create(&CTX, ROOT, name.as_bytes(), 0o100644, 0).unwrap().ino;
+        self.fs.write(&CTX, ino, 0, data).unwrap();
+        ino
+    }
+
+    fn read_file(&self, ino: u64) -> Vec<u8> {
+        let size = self.fs.getattr(ino).unwrap().size;
+        let mut out = Vec::new();
+        while (out.len() as u64) < size {
+            let chunk = self.fs.read(ino, out.len() as u64, 128 * 1024).unwrap();
+            assert!(!chunk.is_empty(), "short read of inode {ino}");
+            out.extend_from_slice(&chunk);
+        }
+        out
+    }
+
+    fn assert_fsck_clean(&self) {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let mut out = Findings::new();
+        check_db(&conn, BS, &mut |_, _, _| {}, &mut out).unwrap();
+        let items: Vec<String> = out.items.iter().map(|f| f.to_string()).collect();
+        assert!(out.is_clean(), "fsck found: {items:?}");
+    }
+}
+
+/// `n` small files of 0 to 20,000 bytes (every tenth a copy of the first) and a file
+/// of 5.5 blocks; returns `(inode, content)` of each.
+fn write_tree(s: &Setup, n: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut files: Vec<(u64, Vec<u8>)> = Vec::new();
+    for i in 0..n {
+        let data = if i % 10 == 9 {
+            files[0].1.clone()
+        } else {
+            common::random_bytes((i * 7919) % 20_000, i as u64)
+        };
+        files.push((s.write_file(&format!("small{i}"), &data), data));
+    }
+    let big = common::random_bytes(5 * BS as usize + BS as usize / 2, 999);
+    files.push((s.write_file("big", &big), big));
+    files
+}
+
+fn round_trip(raw: Arc<dyn Store>) {
+    let mut s = setup(tempfile::tempdir().unwrap(), raw, Duration::ZERO);
+    let files = write_tree(&s, 300);
+    s.cache.upload_all().unwrap();
+    // 270 distinct small contents and the big file's tail in packs; its 5 full blocks
+    // are objects of their own.
+    let packed = s.query("SELECT count(*) FROM blocks WHERE phys_len > 0");
+    let own = s.query("SELECT count(*) FROM blocks WHERE phys_len = 0");
+    assert!(packed >= 270, "{packed} blocks in packs");
+    assert_eq!(own, 5, "full blocks are objects of their own");
+    let objects = s.data_objects();
+    assert!(objects <= 5 + 10, "{objects} objects for {} blocks", packed + own);
+    let puts = s.store.puts.load(Ordering::SeqCst);
+    assert!(puts <= 5 + 10, "{puts} PUTs");
+    s.assert_fsck_clean();
+
+    s.with_empty_cache();
+    for (ino, data) in &files {
+        assert!(s.read_file(*ino) == *data, "inode {ino} differs after the round trip");
+    }
+    // A cold read of a block in a pack brings its neighbours along.
+    let gets = s.store.gets.load(Ordering::SeqCst);
+    assert!(gets <= 5 + 10, "{gets} GETs to read back {} files", files.len());
+    s.cache.shutdown();
+}
+
+#[test]
+fn a_tree_of_small_files_and_a_big_file_round_trip_through_packs_on_local() {
+    let dir = tempfile::tempdir().unwrap();
+    round_trip(local_store(dir.path()));
+}
+
+#[test]
+fn a_tree_of_small_files_and_a_big_file_round_trip_through_packs_on_garage() {
+    round_trip(garage_store());
+}
+
+#[test]
+fn blocks_are_deduplicated_across_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = local_store(dir.path());
+    let s = setup(dir, raw, Duration::ZERO);
+    let content = common::random_bytes(5000, 1);
+    let a = s.write_file("a", &content);
+    s.cache.upload_all().unwrap();
+    let objects = s.data_objects();
+    // Later, in another pack, the same content with something new beside it.
+    let b = s.write_file("b", &content);
+    let c = s.write_file("c", &common::random_bytes(7000, 2));
+    s.cache.upload_all().unwrap();
+    assert_eq!(s.query("SELECT count(*) FROM blocks"), 2);
+    assert_eq!(s.data_objects(), objects + 1, "only the new content is stored");
+    let block = |ino: u64| {
+        s.fs.db()
+            .lock()
+            .unwrap()
+            .query_row(
+                "SELECT block_id FROM inode_blocks WHERE inode = ?1",
+                [ino as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(block(a), block(b));
+    assert_ne!(block(a), block(c));
+    assert_eq!(
+        s.query("SELECT refcount FROM blocks WHERE id = (SELECT min(id) FROM blocks)"),
+        2
+    );
+    s.assert_fsck_clean();
+    s.cache.shutdown();
+}
+
+#[test]
+fn a_file_deleted_inside_a_pack_frees_its_space_only_when_the_pack_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = local_store(dir.path());
+    let s = setup(dir, raw, Duration::ZERO);
+    let a = s.write_file("a", &common::random_bytes(9000, 1));
+    let b = s.write_file("b", &common::random_bytes(9000, 2));
+    s.cache.upload_all().unwrap();
+    assert_eq!(s.data_objects(), 1, "both files in one pack");
+    assert_eq!(s.query("SELECT refcount FROM objects"), 2);
+    let totals = |s: &Setup| s3fs::meta::blocks::pack_totals(&s.fs.db().lock().unwrap()).unwrap();
+    let before = totals(&s);
+    assert_eq!((before.packs, before.blocks), (1, 2));
+    assert_eq!(before.live_bytes, before.bytes);
+
+    s.fs.unlink(ROOT, b"a").unwrap();
+    s.fs.forget(a, 1);
+    s.cache.upload_all().unwrap();
+    assert_eq!(s.data_objects(), 1, "the pack still holds b");
+    let after = totals(&s);
+    assert_eq!((after.packs, after.blocks), (1, 1));
+    assert!(
+        after.live_bytes < after.bytes / 2 + 100,
+        "a's segment is garbage: {after:?}"
+    );
+    s.assert_fsck_clean();
+
+    s.fs.unlink(ROOT, b"b").unwrap();
+    s.fs.forget(b, 1);
+    s.cache.upload_all().unwrap();
+    assert_eq!(s.data_objects(), 0, "an empty pack is deleted");
+    assert_eq!(s.query("SELECT count(*) FROM objects"), 0);
+    s.assert_fsck_clean();
+    s.cache.shutdown();
+}
+
+/// Read `blocks` of a file of 32 blocks through an empty cache, one FUSE-sized read
+/// after the other, from a store that takes 20 ms per GET: returns the most GETs that
+/// were in flight at once, and the GETs.
+fn gets_in_flight(order: impl Iterator<Item = u64>) -> (usize, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = local_store(dir.path());
+    let mut s = setup(dir, raw, Duration::from_millis(20));
+    let data = common::random_bytes(32 * BS as usize, 5);
+    let ino = s.write_file("f", &data);
+    s.with_empty_cache();
+    for b in order {
+        let mut at = b * BS;
+        while at < (b + 1) * BS {
+            let got = s.fs.read(ino, at, 16 * 1024).unwrap();
+            assert_eq!(got, data[at as usize..at as usize + got.len()], "block {b}");
+            at += got.len() as u64;
+        }
+    }
+    let r = (
+        s.store.max_in_flight.load(Ordering::SeqCst),
+        s.store.gets.load(Ordering::SeqCst),
+    );
+    s.cache.shutdown();
+    r
+}
+
+#[test]
+fn a_sequential_reader_keeps_several_gets_in_flight_and_a_random_one_does_not() {
+    let (sequential, gets) = gets_in_flight(0..32);
+    assert!(
+        sequential >= 4,
+        "a sequential read had at most {sequential} GETs in flight"
+    );
+    assert!(gets <= 32 + 2, "{gets} GETs for 32 blocks");
+    // Stride 7 over 32 blocks: never the block after the last one read.
+    let (random, gets) = gets_in_flight((0..32).map(|i| (i * 7) % 32));
+    assert_eq!(random, 1, "a random read had {random} GETs in flight");
+    assert_eq!(gets, 32, "a random reader fetches only what it reads");
+}
