@@ -183,6 +183,83 @@ fn crash_while_the_store_fails_30_percent_of_requests() {
     crash_rounds(&f, 5, Some((s3fs::store::open::FAULT_ENV, "0.3,7")));
 }
 
+/// Rounds of: write small files (fsync'ed), delete most of them so that their packs are
+/// mostly garbage, start `s3fsctrl sync` (which repacks, then publishes), SIGKILL the
+/// mount at a random point of it, fsck. Every file acknowledged and not deleted reads
+/// back exactly, and a forced fsck finds nothing.
+#[test]
+fn a_repack_killed_at_random_points_loses_nothing() {
+    const CTRL: &str = env!("CARGO_BIN_EXE_s3fsctrl");
+    let f = Fixture::local();
+    let mut kept: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for round in 0..8u64 {
+        f.mount("cache");
+        for (path, digest) in &kept {
+            let data = std::fs::read(path).unwrap_or_else(|e| panic!("round {round}: {}: {e}", path.display()));
+            assert_eq!(&sha(&data), digest, "round {round}: {} differs", path.display());
+        }
+        let dir = f.mnt.join(format!("r{round}"));
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..60u64 {
+            let path = dir.join(format!("f{i}"));
+            let data = common::random_bytes(2000 + (i as usize * 131) % 6000, round * 1000 + i);
+            let mut file = std::fs::File::create(&path).unwrap();
+            file.write_all(&data).unwrap();
+            file.sync_all().unwrap();
+            if i % 4 == 0 {
+                kept.insert(path, sha(&data));
+            }
+        }
+        // Into the store, so the packs exist before most of their blocks go.
+        let o = Command::new(CTRL).args(["flushcache"]).arg(&f.mnt).output().unwrap();
+        assert!(o.status.success(), "flushcache: {}", text(&o));
+        for i in (0..60u64).filter(|i| i % 4 != 0) {
+            std::fs::remove_file(dir.join(format!("f{i}"))).unwrap();
+        }
+        let sync = Command::new(CTRL)
+            .arg("sync")
+            .arg(&f.mnt)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = (round * 7_919 + std::process::id() as u64) % 400;
+        std::thread::sleep(Duration::from_millis(delay));
+        kill_mount(&f);
+        let _ = sync.wait_with_output();
+        let o = fsck(&f, "cache", &[]);
+        assert!(
+            matches!(code(&o), 0 | 128),
+            "fsck after a kill during a repack in round {round}: {}",
+            text(&o)
+        );
+    }
+    f.mount("cache");
+    for (path, digest) in &kept {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&sha(&data), digest, "{} differs", path.display());
+    }
+    // A sync that runs to the end repacks what is left: no pack is half garbage.
+    let o = Command::new(CTRL).arg("sync").arg(&f.mnt).output().unwrap();
+    assert!(o.status.success(), "sync: {}", text(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_s3fsstat"))
+        .arg("--json")
+        .arg(&f.mnt)
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (bytes, live) = (
+        stats["packs"]["bytes"].as_i64().unwrap(),
+        stats["packs"]["live_bytes"].as_i64().unwrap(),
+    );
+    assert!(
+        live * 2 > bytes,
+        "packs of {bytes} bytes hold {live} live bytes after a sync"
+    );
+    f.umount();
+    assert_clean(&f, "cache");
+}
+
 #[test]
 fn crash_during_metadata_upload_and_during_fsck() {
     let f = Fixture::local();

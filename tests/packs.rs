@@ -367,3 +367,58 @@ fn a_sequential_reader_keeps_several_gets_in_flight_and_a_random_one_does_not() 
     assert_eq!(random, 1, "a random read had {random} GETs in flight");
     assert_eq!(gets, 32, "a random reader fetches only what it reads");
 }
+
+#[test]
+fn a_mostly_garbage_pack_is_repacked_and_its_blocks_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = local_store(dir.path());
+    let mut s = setup(dir, raw.clone(), Duration::ZERO);
+    let files: Vec<(u64, Vec<u8>)> = (0..30)
+        .map(|i| {
+            let data = common::random_bytes(4000 + i * 10, 70 + i as u64);
+            (s.write_file(&format!("f{i}"), &data), data)
+        })
+        .collect();
+    s.cache.upload_all().unwrap();
+    let packs_before = block_on(list_all(raw.as_ref(), "s3fs_data_")).unwrap();
+    // Nothing to repack yet.
+    assert!(!s.cache.repack_due().unwrap());
+    assert_eq!(s.cache.repack().unwrap().moved_blocks, 0);
+
+    // Delete all but every fifth file: the packs are mostly garbage.
+    let mut kept = Vec::new();
+    for (i, (ino, data)) in files.into_iter().enumerate() {
+        if i % 5 == 0 {
+            kept.push((ino, data));
+        } else {
+            s.fs.unlink(ROOT, format!("f{i}").as_bytes()).unwrap();
+            s.fs.forget(ino, 1);
+        }
+    }
+    s.cache.upload_all().unwrap();
+    assert!(s.cache.repack_due().unwrap());
+    let r = s.cache.repack().unwrap();
+    assert_eq!(r.moved_blocks, kept.len() as u64);
+    let retired: Vec<String> = r.retired.clone();
+    assert!(!retired.is_empty() && r.freed_bytes > 0, "{r:?}");
+    let totals = s3fs::meta::blocks::pack_totals(&s.fs.db().lock().unwrap()).unwrap();
+    assert_eq!(
+        totals.live_bytes, totals.bytes,
+        "the new pack holds no garbage: {totals:?}"
+    );
+    assert!(!s.cache.repack_due().unwrap());
+    s.assert_fsck_clean();
+    // The old packs are the caller's to delete (after it has published metadata
+    // without them); their blocks read back from the new pack.
+    block_on(raw.delete_many(&retired)).unwrap();
+    let left = block_on(list_all(raw.as_ref(), "s3fs_data_")).unwrap();
+    assert!(
+        packs_before.iter().all(|p| !left.contains(p)),
+        "every old pack was emptied (by the deletions or the repack): {left:?}"
+    );
+    s.with_empty_cache();
+    for (ino, data) in &kept {
+        assert!(s.read_file(*ino) == *data, "inode {ino} after the repack");
+    }
+    s.cache.shutdown();
+}

@@ -111,6 +111,12 @@ pub struct MountStats {
     /// Packs, the blocks in them, their bytes and how many are still live.
     #[serde(default)]
     pub packs: crate::meta::blocks::PackTotals,
+    /// Blocks moved out of mostly-garbage packs since the mount, and the stored bytes
+    /// of the packs that emptied.
+    #[serde(default)]
+    pub repacked_blocks: u64,
+    #[serde(default)]
+    pub repack_freed_bytes: u64,
     /// The local metadata database, WAL included.
     pub db_bytes: u64,
     pub cache_bytes: u64,
@@ -370,6 +376,8 @@ impl Control {
             encrypted: shared.encrypted,
             db,
             packs,
+            repacked_blocks: c.repacked_blocks,
+            repack_freed_bytes: c.repack_freed_bytes,
             db_bytes: self.fs.db_file_bytes(),
             cache_bytes: c.bytes,
             cache_entries: c.entries as u64,

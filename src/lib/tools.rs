@@ -159,11 +159,19 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
         (
             "Packs",
             format!(
-                "{} holding {} blocks, {} ({} garbage, freed when a pack empties)",
+                "{} holding {} blocks, {} ({} garbage)",
                 s.packs.packs,
                 s.packs.blocks,
                 size(s.packs.bytes.max(0) as u64, r),
                 size((s.packs.bytes - s.packs.live_bytes).max(0) as u64, r)
+            ),
+        ),
+        (
+            "Repacked since mount",
+            format!(
+                "{} blocks moved, {} of packs freed",
+                s.repacked_blocks,
+                size(s.repack_freed_bytes, r)
             ),
         ),
         ("Database size", size(s.db_bytes, r)),

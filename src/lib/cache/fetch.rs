@@ -100,7 +100,10 @@ impl Drop for Fetching<'_> {
 impl BlockCache {
     /// Run a store request for a read: one connection, and a failure (EIO) once the
     /// store has failed every request for the store timeout.
-    fn for_read<T>(&self, request: impl Future<Output = Result<T, crate::exit::Error>>) -> Result<T, CacheError> {
+    pub(super) fn for_read<T>(
+        &self,
+        request: impl Future<Output = Result<T, crate::exit::Error>>,
+    ) -> Result<T, CacheError> {
         crate::runtime::block_on(async {
             let fetch = async {
                 let _permit = self.connections.acquire().await;

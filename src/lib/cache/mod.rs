@@ -63,6 +63,7 @@ mod files;
 mod index;
 mod pack;
 mod readahead;
+mod repack;
 mod space;
 mod upload;
 
@@ -81,6 +82,7 @@ use config::POLL;
 pub use config::{CacheConfig, auto_limits, cache_dir};
 pub use error::{CacheError, CacheOpenError};
 use index::{Entry, EntryFile, Key, Slot, State};
+pub use repack::{REPACK_GARBAGE, ROUND_BYTES, Repacked};
 use space::Need;
 
 use crate::fs_store::{FsStore, names};
@@ -116,6 +118,10 @@ pub struct CacheStats {
     pub refused_writes: u64,
     /// Reads of blocks not in the cache that failed (EIO) because the store was down.
     pub failed_reads: u64,
+    /// Blocks moved out of mostly-garbage packs, and the stored bytes of the packs thus
+    /// emptied, since the cache was opened.
+    pub repacked_blocks: u64,
+    pub repack_freed_bytes: u64,
 }
 
 /// What [`recover_dirty`] did.
@@ -139,6 +145,8 @@ struct Counters {
     dedup_hits: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    repacked_blocks: AtomicU64,
+    repack_freed_bytes: AtomicU64,
 }
 
 /// Finished uploads waiting for one DB sync before their files are renamed clean.
@@ -760,6 +768,8 @@ impl BlockCache {
             max_bytes: self.max_bytes.load(Ordering::Relaxed),
             refused_writes: self.counters.refused_writes.load(Ordering::Relaxed),
             failed_reads: self.counters.failed_reads.load(Ordering::Relaxed),
+            repacked_blocks: self.counters.repacked_blocks.load(Ordering::Relaxed),
+            repack_freed_bytes: self.counters.repack_freed_bytes.load(Ordering::Relaxed),
         }
     }
 

@@ -21,7 +21,7 @@ fn control_help() -> String {
     name = "s3fsstat",
     version,
     about = "Show statistics of a mounted s3fs filesystem",
-    long_about = "Show statistics of a mounted s3fs filesystem: entries, inodes, objects, data size before and after deduplication and compression, packs (the objects that hold several short blocks: how many, their blocks, their bytes, and how many of those bytes are garbage, held by blocks no longer referenced until the pack empties), metadata size, cache use, dirty data and the age of the oldest dirty block, upload queue and rate, pending object removals, cache hit ratio, time since the last metadata upload, store requests, bytes, retries and errors, and FUSE requests by kind since the mount. Cheap enough to run every second: the mount keeps the totals current instead of counting (only the pack figures come from a scan of the packed blocks, on a connection that does not hold up the filesystem).",
+    long_about = "Show statistics of a mounted s3fs filesystem: entries, inodes, objects, data size before and after deduplication and compression, packs (the objects that hold several short blocks: how many, their blocks, their bytes, and how many of those bytes are garbage, held by blocks no longer referenced until the pack empties or is repacked) and the repacking done since the mount, metadata size, cache use, dirty data and the age of the oldest dirty block, upload queue and rate, pending object removals, cache hit ratio, time since the last metadata upload, store requests, bytes, retries and errors, and FUSE requests by kind since the mount. Cheap enough to run every second: the mount keeps the totals current instead of counting (only the pack figures come from a scan of the packed blocks, on a connection that does not hold up the filesystem).",
     after_long_help = control_help()
 )]
 pub struct StatArgs {
@@ -65,12 +65,14 @@ pub enum CtrlAction {
         #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
     },
-    /// Start a metadata upload now (returns at once; see `sync` to wait)
+    /// Start a metadata upload now, after a round of repacking the packs that are at
+    /// least half garbage (returns at once; see `sync` to wait)
     BackupMetadata {
         #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
     },
-    /// Upload every dirty block and then the metadata; returns when both are in the store
+    /// Upload every dirty block, repack a round, then upload the metadata; returns when
+    /// both are in the store (and the packs emptied by the repack are deleted)
     Sync {
         #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,

@@ -274,6 +274,100 @@ pub fn pack_totals(c: &Connection) -> rusqlite::Result<PackTotals> {
     })
 }
 
+/// A pack worth repacking: at least `garbage` (0..1) of its stored bytes belong to no
+/// block any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackToRepack {
+    pub obj_id: i64,
+    pub phys_size: i64,
+    pub live_bytes: i64,
+}
+
+/// Up to `limit` packs with at least a share `garbage` of garbage, the most wasteful
+/// first. A scan of the packed blocks.
+pub fn packs_to_repack(c: &Connection, garbage: f64, limit: usize) -> rusqlite::Result<Vec<PackToRepack>> {
+    let mut st = c.prepare_cached(
+        "SELECT p.obj_id, o.phys_size, p.live FROM
+             (SELECT obj_id, sum(phys_len) AS live FROM blocks WHERE phys_len > 0 GROUP BY obj_id) p
+         JOIN objects o ON o.id = p.obj_id
+         WHERE o.phys_size > 0 AND p.live <= o.phys_size * (1.0 - ?1)
+         ORDER BY o.phys_size - p.live DESC LIMIT ?2",
+    )?;
+    st.query_map(params![garbage, limit as i64], |r| {
+        Ok(PackToRepack {
+            obj_id: r.get(0)?,
+            phys_size: r.get(1)?,
+            live_bytes: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// One live block of a pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub block_id: i64,
+    pub offset: i64,
+    pub phys_len: i64,
+    pub size: i64,
+    pub hash: Vec<u8>,
+}
+
+/// The live blocks stored in pack `obj_id`, in offset order.
+pub fn segments_of(c: &Connection, obj_id: i64) -> rusqlite::Result<Vec<Segment>> {
+    let mut st = c.prepare_cached(
+        "SELECT id, obj_offset, phys_len, size, hash FROM blocks WHERE obj_id = ?1 AND phys_len > 0
+         ORDER BY obj_offset",
+    )?;
+    st.query_map([obj_id], |r| {
+        Ok(Segment {
+            block_id: r.get(0)?,
+            offset: r.get(1)?,
+            phys_len: r.get(2)?,
+            size: r.get(3)?,
+            hash: r.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default(),
+        })
+    })?
+    .collect()
+}
+
+/// Move block `block_id` from segment `from` (object, offset) to `to` (object, offset,
+/// stored length) of a new pack of `pack_size` stored bytes, if it is still where it
+/// was (it may have been released meanwhile). The object counts follow; an old pack
+/// left without blocks loses its row, and its id is returned in `emptied`: the caller
+/// deletes it from the store once metadata without it is published.
+pub fn move_segment(
+    c: &Connection,
+    block_id: i64,
+    from: (i64, i64),
+    to: (i64, i64, i64),
+    pack_size: i64,
+    emptied: &mut Vec<i64>,
+) -> rusqlite::Result<bool> {
+    let moved = c
+        .prepare_cached(
+            "UPDATE blocks SET obj_id = ?4, obj_offset = ?5, phys_len = ?6
+             WHERE id = ?1 AND obj_id = ?2 AND obj_offset = ?3 RETURNING size",
+        )?
+        .query_row(params![block_id, from.0, from.1, to.0, to.1, to.2], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?;
+    let Some(size) = moved else { return Ok(false) };
+    c.prepare_cached("UPDATE objects SET refcount = refcount + 1, phys_size = ?2, length = length + ?3 WHERE id = ?1")?
+        .execute(params![to.0, pack_size, size])?;
+    let left: Option<i64> = c
+        .prepare_cached("UPDATE objects SET refcount = refcount - 1 WHERE id = ?1 RETURNING refcount")?
+        .query_row([from.0], |r| r.get(0))
+        .optional()?;
+    if left.is_some_and(|n| n <= 0) {
+        c.prepare_cached("DELETE FROM objects WHERE id = ?1")?
+            .execute([from.0])?;
+        emptied.push(from.0);
+    }
+    Ok(true)
+}
+
 // Fsck's repairs: they set counts from what fsck counted and delete rows it found
 // unused or unreadable; a count they leave stale is recounted by a later check.
 

@@ -87,11 +87,26 @@ struct Mounted {
     fs: Arc<Filesystem>,
     cache: Arc<BlockCache>,
     parallel: usize,
+    /// Packs emptied by repacking, to delete once a metadata version without them is
+    /// published.
+    retired: Vec<String>,
 }
 
+/// How often the mount looks for packs worth repacking (and, if it finds some, repacks
+/// one round and publishes a metadata version).
+const REPACK_INTERVAL: Duration = Duration::from_secs(600);
+
 impl Mounted {
-    /// Upload a new metadata version; `mounted` is what its params say.
+    /// Upload a new metadata version; `mounted` is what its params say. While mounted,
+    /// a repack round runs first; the packs it emptied are deleted once the version is
+    /// in the store.
     fn backup_metadata(&mut self, mounted: bool) -> Result<(), Error> {
+        if mounted {
+            match self.cache.repack() {
+                Ok(r) => self.retired.extend(r.retired),
+                Err(e) => log::warn!("repacking failed (will retry at the next metadata upload): {e}"),
+            }
+        }
         self.fs
             .sync_metadata()
             .map_err(|e| Error::new(ExitCode::Failure, format!("metadata database: {e}")))?;
@@ -111,6 +126,13 @@ impl Mounted {
         );
         self.hashes = published.hashes;
         self.params = published.params;
+        if !self.retired.is_empty() {
+            let retired = std::mem::take(&mut self.retired);
+            if let Err(e) = block_on(self.fs_store.store().delete_many(&retired)) {
+                // Unknown to the metadata from now on: fsck deletes them.
+                log::warn!("cannot delete {} repacked packs (fsck will): {e}", retired.len());
+            }
+        }
         Ok(())
     }
 }
@@ -221,6 +243,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
                 fs,
                 cache,
                 parallel,
+                retired: Vec::new(),
             },
         )
     })();
@@ -329,6 +352,7 @@ fn serve(
     // the session has ended is the filesystem marked clean.
     let interval = Duration::from_secs(args.metadata_backup_interval);
     let mut last_backup = Instant::now();
+    let mut last_repack_check = Instant::now();
     let mut ending: Option<Ending> = None;
     while !session.guard.is_finished() {
         if let Some(sig) = wait_signal(Duration::from_millis(200)) {
@@ -358,6 +382,21 @@ fn serve(
             record_backup(&shared, &m, &r);
             if let Some(done) = done {
                 let _ = done.send(r.map_err(|e| e.to_string()));
+            }
+        }
+        if last_repack_check.elapsed() >= REPACK_INTERVAL {
+            last_repack_check = Instant::now();
+            match m.cache.repack_due() {
+                Ok(true) => {
+                    let r = m.backup_metadata(true);
+                    last_backup = Instant::now();
+                    record_backup(&shared, &m, &r);
+                    if let Err(e) = r {
+                        log::error!("metadata upload after repacking failed (will retry): {e}");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => log::warn!("cannot look for packs to repack: {e}"),
             }
         }
         if !interval.is_zero() && last_backup.elapsed() >= interval {
