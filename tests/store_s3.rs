@@ -386,9 +386,9 @@ fn corrupted_download_is_a_temporary_checksum_error() {
     }
 }
 
-/// Corruption on the way out is caught by the server (Content-MD5 and the signed
-/// payload hash), reported as temporary, and stores nothing. Garage only: moto verifies
-/// neither Content-MD5 nor signatures.
+/// Corruption on the way out is caught by the server (the body's CRC32C, which Garage
+/// verifies, else its Content-MD5), reported as temporary, and stores nothing. Garage
+/// only: moto verifies neither.
 #[test]
 fn corrupted_upload_is_refused_by_the_server() {
     let server = garage();
@@ -401,4 +401,29 @@ fn corrupted_upload_is_refused_by_the_server() {
         "corrupted PUT gave {r:?}"
     );
     assert!(matches!(block_on(proxied.head("obj")), Err(StoreError::NotFound(_))));
+}
+
+/// PUT bodies carry a checksum the server verifies: CRC32C where the server was seen to
+/// refuse a wrong one (Garage does), else Content-MD5 (moto accepts a wrong CRC32C: the
+/// case the probe is for); either way the data round-trips and the probe leaves nothing
+/// behind.
+#[test]
+fn put_bodies_carry_a_checksum_the_server_verifies() {
+    use s3fs::store::s3::PutCheck;
+    for (name, expected) in [("GARAGE", PutCheck::Crc32c), ("MOTO", PutCheck::Md5)] {
+        let server = s3_server(name);
+        let url = server.url_with_prefix("put-check");
+        let store = open_raw(&server, &url, &server.options);
+        assert_eq!(store.put_check(), None, "found out at the first PUT");
+        let body = Bytes::from(common::random_bytes(100_000, 3));
+        block_on(store.put("k", body.clone(), PutMode::Overwrite)).unwrap();
+        assert_eq!(store.put_check(), Some(expected), "{name}");
+        assert!(block_on(store.get("k", 200_000)).unwrap() == body, "{name}");
+        let keys: Vec<String> = block_on(s3fs::store::list_all(&store, ""))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, vec!["k".to_owned()], "{name}: the probe's object is gone");
+    }
 }

@@ -134,7 +134,12 @@ impl FsStore {
     pub async fn get_decoded(&self, name: &str, max_plain: u64) -> Result<Option<Fetched>, Error> {
         let mut attempt = 0;
         loop {
-            let raw = match self.store.get(name, Codec::max_object_len(max_plain)).await {
+            // The codec authenticates what it decodes; a damaged transfer is fetched again.
+            let raw = match self
+                .store
+                .get_authenticated(name, Codec::max_object_len(max_plain))
+                .await
+            {
                 Ok(raw) => raw,
                 Err(StoreError::NotFound(_)) => return Ok(None),
                 // Larger than anything of ours that name can hold: damage, like any

@@ -31,7 +31,7 @@ pub struct StoreArgs {
     #[arg(long, global = true, value_name = "OPTIONS")]
     pub backend_options: Option<String>,
     /// Concurrent requests to the store; for a mount, also the blocks fetched at once
-    /// ahead of a sequential reader [default: 32]
+    /// ahead of a sequential reader (at most 16) [default: 32]
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_connections: Option<u16>,
 }
@@ -321,7 +321,8 @@ pub struct MountArgs {
     /// Threads for hashing, compression and encryption [default: number of cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_threads: Option<u16>,
-    /// Upload a dirty block once it has not been written for this many seconds
+    /// Upload a dirty block once it has not been written for this many seconds (a block
+    /// a write has just filled: at once)
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub dirty_block_upload_delay: u64,
     /// Once the store has failed every request for this many seconds, writes that need

@@ -150,6 +150,11 @@ impl Store for FaultStore {
         Ok(self.maybe_truncate(body))
     }
 
+    async fn get_authenticated(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
+        let body = self.run("GET", key, self.inner.get_authenticated(key, max_len)).await?;
+        Ok(self.maybe_truncate(body))
+    }
+
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
         let body = self.run("GET", key, self.inner.get_range(key, range)).await?;
         Ok(self.maybe_truncate(body))

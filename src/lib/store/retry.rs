@@ -159,6 +159,16 @@ impl Store for RetryStore {
         Ok(body)
     }
 
+    async fn get_authenticated(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
+        let body = self
+            .retry(&format!("GET {key}"), Kind::Get, 0, || {
+                self.inner.get_authenticated(key, max_len)
+            })
+            .await?;
+        METRICS.received(Kind::Get, body.len() as u64);
+        Ok(body)
+    }
+
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
         let body = self
             .retry(&format!("GET {key}"), Kind::Get, 0, || {
