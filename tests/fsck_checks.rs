@@ -782,6 +782,38 @@ fn block_with_null_hash() {
     );
 }
 
+/// A block recorded as a segment reaching past the end of its pack cannot be read: it
+/// is deleted like a failed upload and its file quarantined; the pack itself, still
+/// holding other data in a real store, is the objects check's business.
+#[test]
+fn block_segment_outside_its_pack() {
+    let t = T::new();
+    let c = t.db();
+    let phys: i64 = c
+        .query_row("SELECT phys_size FROM objects WHERE id = ?1", [COPY_B1.1], |r| r.get(0))
+        .unwrap();
+    c.execute(
+        "UPDATE blocks SET obj_offset = ?2, phys_len = 10 WHERE id = ?1",
+        [COPY_B1.0, phys - 5],
+    )
+    .unwrap();
+    let out = t.repair();
+    assert_has(
+        &out,
+        check_id::BLOCKS_HASH,
+        &format!("block {} (in object {}) lies outside its object", COPY_B1.0, COPY_B1.1),
+    );
+    assert_has(
+        &out,
+        check_id::BLOCKS_HASH,
+        "/copy may lack data: a data block was lost",
+    );
+    assert_eq!(
+        count(&c, &format!("SELECT count(*) FROM blocks WHERE id = {}", COPY_B1.0)),
+        0
+    );
+}
+
 #[test]
 fn symlink_size_mismatch() {
     let t = T::new();

@@ -29,27 +29,42 @@ pub(super) fn delete_blocks_in_ids(c: &Connection) -> rusqlite::Result<Vec<i64>>
     Ok(inodes)
 }
 
-/// Check 6: blocks with a NULL hash (failed uploads) are deleted with their mappings;
-/// the files are quarantined.
+/// Check 6: blocks with a NULL hash (failed uploads), and blocks whose place in their
+/// object cannot be (a negative offset or length, a segment reaching past the end of
+/// its pack, an offset without a segment length), are deleted with their mappings; the
+/// files are quarantined.
 pub(super) fn check_blocks_hash(c: &Connection, st: &mut State, out: &mut Findings) -> rusqlite::Result<()> {
     const CHECK: &str = check_id::BLOCKS_HASH;
-    let doomed: Vec<(i64, i64)> = query_vec(c, "SELECT id, obj_id FROM blocks WHERE hash IS NULL", [], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
+    let doomed: Vec<(i64, i64, bool)> = query_vec(
+        c,
+        "SELECT b.id, b.obj_id, b.hash IS NULL FROM blocks b LEFT JOIN objects o ON o.id = b.obj_id
+         WHERE b.hash IS NULL OR b.obj_offset < 0 OR b.phys_len < 0
+            OR (b.phys_len = 0 AND b.obj_offset != 0)
+            OR (b.phys_len > 0 AND o.phys_size >= 0 AND b.obj_offset + b.phys_len > o.phys_size)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     if doomed.is_empty() {
         return Ok(());
     }
-    fill_ids(c, doomed.iter().map(|&(id, _)| id))?;
+    fill_ids(c, doomed.iter().map(|&(id, _, _)| id))?;
     let inodes = delete_blocks_in_ids(c)?;
     drop_ids(c)?;
-    for (id, obj) in doomed {
+    let reason = if doomed.iter().all(|&(_, _, no_hash)| no_hash) {
+        "a data block's upload had failed"
+    } else {
+        "a data block was lost (its place in the store was damaged)"
+    };
+    for (id, obj, no_hash) in doomed {
         st.unlinked_objects.insert(obj);
-        out.add_repaired(
-            CHECK,
-            format!("block {id} (in object {obj}) has no hash: its upload failed; deleted"),
-        );
+        let why = if no_hash {
+            "has no hash: its upload failed"
+        } else {
+            "lies outside its object"
+        };
+        out.add_repaired(CHECK, format!("block {id} (in object {obj}) {why}; deleted"));
     }
-    quarantine(c, st, out, CHECK, &inodes, "a data block's upload had failed")
+    quarantine(c, st, out, CHECK, &inodes, reason)
 }
 
 /// Check 7: mappings to missing blocks (files quarantined), of missing inodes, of

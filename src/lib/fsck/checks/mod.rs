@@ -12,7 +12,7 @@
 //! | 3 | `contents-name` | entries whose name is missing | moved to `/lost+found/<escaped parent path>-<inode>` (`[<parent>]-<inode>` if the parent is the root or has no path) |
 //! | 4 | `contents-inode` | entries whose inode is missing | entry deleted |
 //! | 5 | `contents-parent` | entries whose parent is missing or not a directory | moved to `/lost+found/[<parent>]-<name>` (a parent without file type is left to check 15) |
-//! | 6 | `blocks-hash` | blocks with a NULL hash (failed uploads) | block and its mappings deleted, files quarantined |
+//! | 6 | `blocks-hash` | blocks with a NULL hash (failed uploads), or whose place in their object cannot be (a segment past the end of its pack) | block and its mappings deleted, files quarantined |
 //! | 7 | `inode-blocks` | mappings to missing blocks; of missing or non-regular inodes (an inode without file type counts as regular); beyond the largest file size | deleted; files of missing blocks quarantined |
 //! | 8 | `blocks-refcount` | `blocks.refcount` = mappings | fix; unused blocks deleted |
 //! | 9 | `objects-refcount` | blocks in missing objects; `objects.refcount` = blocks | block and mappings deleted, files quarantined; fix; unused objects deleted and queued in [`Findings::objects_to_delete`] |
