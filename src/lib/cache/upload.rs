@@ -29,6 +29,9 @@ use crate::store::{PutMode, StoreError};
 const DELETE_BATCH: usize = 1000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often clean files made since are made durable (see `files::write_synced_mark`):
+/// what a power loss can cost is refetching this much of reads and uploads.
+const SYNC_EVERY: Duration = Duration::from_secs(30);
 
 // The failures of the upload's own work: the block file, the worker tasks, the PUT.
 
@@ -162,11 +165,41 @@ impl BlockCache {
                 }
             }
         }
+        self.sync_marks_if_due();
         let timeout = wake
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         let _unused = self.work_cv.wait_timeout(st, timeout);
         true
+    }
+
+    /// Every [`SYNC_EVERY`], if clean files were made meanwhile, write a synced mark on a
+    /// thread of its own (a syncfs may take a while under load).
+    fn sync_marks_if_due(self: &Arc<Self>) {
+        {
+            let mut at = lock(&self.synced_at);
+            if at.elapsed() < SYNC_EVERY || self.syncing.load(Ordering::Acquire) {
+                return;
+            }
+            *at = Instant::now();
+        }
+        if !self.unsynced.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.syncing.store(true, Ordering::Release);
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("s3fs-sync".into()).spawn(move || {
+            let Some(cache) = weak.upgrade() else { return };
+            if let Err(e) = super::files::write_synced_mark(&cache.cfg.dir, false) {
+                log::warn!("cache: cannot sync the cache directory (will retry): {e}");
+                cache.unsynced.store(true, Ordering::Release);
+            }
+            cache.syncing.store(false, Ordering::Release);
+        });
+        if spawned.is_err() {
+            self.syncing.store(false, Ordering::Release);
+            self.unsynced.store(true, Ordering::Release);
+        }
     }
 
     async fn delete_task(self: Arc<Self>, batch: Vec<String>) {
@@ -381,6 +414,7 @@ impl BlockCache {
             return Ok(());
         }
         std::fs::rename(self.path(e.key, true), self.path(e.key, false))?;
+        self.unsynced.store(true, Ordering::Release);
         f.dirty = false;
         self.mirror(e, &f, false);
         Ok(())
