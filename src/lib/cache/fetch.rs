@@ -20,8 +20,9 @@ use super::{BlockCache, CacheError, lock, store_down};
 use crate::fs_store::names;
 use crate::meta::blocks::{self, Location};
 
-/// Bytes of pack runs kept in memory for the whole mount.
-const RECENT_MAX: usize = 32 << 20;
+/// Bytes of pack runs kept in memory for the whole mount: the runs of the two or three
+/// packs a restore reads at a time (one pack is filled per core).
+const RECENT_MAX: usize = 24 << 20;
 /// Longest run fetched for one block: a pack is sealed at 8 MiB, plus its last segment.
 const RUN_MAX: u64 = 16 << 20;
 

@@ -43,8 +43,8 @@ pub const MEMBER_MAX: u64 = 1 << 20;
 /// files is stored within this delay of its upload starting.
 const LINGER: Duration = Duration::from_millis(100);
 /// Bytes of blocks parked in open or sealed packs, at most: bounds the packer's memory
-/// (4 packs' worth).
-const BUDGET: usize = 4 * PACK_TARGET;
+/// (3 packs' worth: one being filled on each of two cores, one being stored).
+const BUDGET: usize = 3 * PACK_TARGET;
 
 /// One block of an open pack, waiting for the pack to be stored.
 struct Member {

@@ -25,6 +25,10 @@ use crate::fs_store::names;
 use crate::meta::blocks;
 use crate::store::{PutMode, StoreError};
 
+/// Upload tasks in flight at most beyond the CPU threads, whatever the connections: each
+/// holds its block and the encoded object (2 MiB for a full block of 1 MiB), and 16
+/// PUTs in flight keep a link of several hundred MiB/s busy at 20 ms of latency.
+const MAX_UPLOADS: usize = 16;
 /// Objects per `delete_many` call.
 const DELETE_BATCH: usize = 1000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -100,7 +104,7 @@ impl BlockCache {
         }
         let urgent = st.pressure > 0 || st.flushing > 0 || st.hurry;
         let mut wake = now + POLL * 4;
-        let cap = (self.cfg.max_connections + self.cfg.max_threads).max(1);
+        let cap = (self.cfg.max_connections.min(MAX_UPLOADS) + self.cfg.max_threads).max(1);
         let room = cap.saturating_sub(st.in_flight);
         let mut due: Vec<Key> = Vec::new();
         // Blocks just filled first (the queue holds each once per filling; one that was
