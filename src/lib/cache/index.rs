@@ -61,9 +61,6 @@ pub(super) struct State {
     /// Dirty present entries, oldest last write first: the scheduler reads only the due
     /// front of it, so a round costs O(due), not O(dirty).
     pub(super) dirty: BTreeSet<(Instant, Key)>,
-    /// Blocks a write has just filled, to upload without the delay; the scheduler takes
-    /// them before the dirty blocks that are due.
-    pub(super) filled: std::collections::VecDeque<Key>,
     pub(super) stamp: u64,
     pub(super) bytes: u64,
     pub(super) entries: usize,
@@ -172,29 +169,20 @@ impl BlockCache {
         let mut st = lock(&self.state);
         let Some(mut s) = st.detach(e) else { return };
         let became_dirty = !s.dirty && f.dirty;
-        // A block a write has just filled (a file written from start to end, as cp and
-        // rsync do) is uploaded at once, as JuiceFS does: it will rarely change again,
-        // and its upload then overlaps the writing of the rest instead of waiting for
-        // the delay. A full block written again waits for the delay as usual.
-        let became_full =
-            wrote && f.present && f.dirty && s.size < self.cfg.block_size && f.size == self.cfg.block_size;
         s.present = f.present;
         s.dirty = f.present && f.dirty;
         s.size = if f.present { f.size } else { 0 };
         if wrote {
             s.last_write = Instant::now();
-            s.eager = became_full;
+            s.eager = false;
         }
         // The scheduler wakes at least every second and a new dirty block is due only
         // after the upload delay, so it is woken here only when that cannot wait: waking
         // it for every new small file made a tar extraction quadratic.
         let hurry = st.pressure > 0 || st.flushing > 0 || self.cfg.dirty_upload_delay < POLL * 4;
         st.attach(s);
-        if became_full {
-            st.filled.push_back(e.key);
-        }
         drop(st);
-        if (became_dirty && hurry) || became_full {
+        if became_dirty && hurry {
             self.work_cv.notify_all();
         }
     }

@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Instant;
 
 use super::{BlockCache, Key, POLL, lock};
 
@@ -34,13 +33,15 @@ struct Stream {
     window: u64,
     /// Blocks before this one have been queued already.
     queued_until: u64,
-    used: Instant,
+    /// When it was last used, counted in notes (no clock read on every read).
+    used: u64,
 }
 
 /// The read-ahead state of a cache: the streams, and the queue the workers take from.
 #[derive(Default)]
 pub(super) struct ReadAhead {
-    streams: Mutex<HashMap<u64, Stream>>,
+    /// The streams, and the notes taken so far.
+    streams: Mutex<(HashMap<u64, Stream>, u64)>,
     queue: Arc<Queue>,
 }
 
@@ -54,7 +55,10 @@ impl ReadAhead {
     /// Note that block `blockno` of `inode` was read; returns the blocks to fetch ahead.
     fn note(&self, inode: u64, blockno: u64, block_size: u64) -> std::ops::Range<u64> {
         let max_window = MAX_WINDOW.min((MAX_WINDOW_BYTES / block_size.max(1)).max(1));
-        let mut streams = lock(&self.streams);
+        let mut guard = lock(&self.streams);
+        let (streams, notes) = &mut *guard;
+        *notes += 1;
+        let now = *notes;
         if streams.len() >= MAX_STREAMS && !streams.contains_key(&inode) {
             let oldest = streams.iter().min_by_key(|(_, s)| s.used).map(|(&k, _)| k);
             if let Some(k) = oldest {
@@ -69,12 +73,16 @@ impl ReadAhead {
                     next: blockno.saturating_add(1),
                     window: 0,
                     queued_until: 0,
-                    used: Instant::now(),
+                    used: now,
                 },
             );
             return 0..0;
         };
-        s.used = Instant::now();
+        s.used = now;
+        if s.window == 0 && blockno.checked_add(1) == Some(s.next) {
+            // The same block again from a reader with no window (small random reads).
+            return 0..0;
+        }
         if blockno.checked_add(1) == Some(s.next) {
             // The same block again (the kernel reads a block in several requests).
         } else if blockno == s.next {
@@ -97,7 +105,7 @@ impl ReadAhead {
 
     /// Forget `inode`'s stream (the file was truncated or removed).
     pub(super) fn forget(&self, inode: u64) {
-        lock(&self.streams).remove(&inode);
+        lock(&self.streams).0.remove(&inode);
     }
 }
 

@@ -107,21 +107,6 @@ impl BlockCache {
         let cap = (self.cfg.max_connections.min(MAX_UPLOADS) + self.cfg.max_threads).max(1);
         let room = cap.saturating_sub(st.in_flight);
         let mut due: Vec<Key> = Vec::new();
-        // Blocks just filled first (the queue holds each once per filling; one that was
-        // written again, uploaded or removed since is skipped).
-        while due.len() < room {
-            let Some(key) = st.filled.pop_front() else { break };
-            if let Some(s) = st.slots.get(&key)
-                && s.dirty
-                && s.eager
-                && !s.in_flight
-                && !s.entry.releasing.load(Ordering::Acquire)
-                && s.retry_at.is_none_or(|at| at <= now)
-                && !due.contains(&key)
-            {
-                due.push(key);
-            }
-        }
         // Oldest write first; entries uploading or backing off are skipped, and the scan
         // stops at the first entry not yet due (all later ones were written later).
         for &(last_write, key) in &st.dirty {
@@ -141,9 +126,7 @@ impl BlockCache {
             }
             let at = last_write + self.cfg.dirty_upload_delay;
             if urgent || s.eager || at <= now {
-                if !due.contains(&key) {
-                    due.push(key);
-                }
+                due.push(key);
             } else {
                 wake = wake.min(at);
                 break;

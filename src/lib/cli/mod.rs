@@ -321,8 +321,7 @@ pub struct MountArgs {
     /// Threads for hashing, compression and encryption [default: number of cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_threads: Option<u16>,
-    /// Upload a dirty block once it has not been written for this many seconds (a block
-    /// a write has just filled: at once)
+    /// Upload a dirty block once it has not been written for this many seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub dirty_block_upload_delay: u64,
     /// Once the store has failed every request for this many seconds, writes that need
