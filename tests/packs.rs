@@ -443,24 +443,22 @@ fn a_mostly_garbage_pack_is_repacked_and_its_blocks_read_back() {
     s.cache.upload_all().unwrap();
     assert!(s.cache.repack_due().unwrap());
     let r = s.cache.repack().unwrap();
-    assert_eq!(r.moved_blocks, kept.len() as u64);
+    // The kept blocks of the packs that were at least half garbage (which pack a block
+    // joined is a race, so not necessarily all of them).
+    assert!((1..=kept.len() as u64).contains(&r.moved_blocks), "{r:?}");
     let retired: Vec<String> = r.retired.clone();
     assert!(!retired.is_empty() && r.freed_bytes > 0, "{r:?}");
-    let totals = s3fs::meta::blocks::pack_totals(&s.fs.db().lock().unwrap()).unwrap();
-    assert_eq!(
-        totals.live_bytes, totals.bytes,
-        "the new pack holds no garbage: {totals:?}"
-    );
-    assert!(!s.cache.repack_due().unwrap());
+    assert!(!s.cache.repack_due().unwrap(), "no pack is half garbage any more");
     s.assert_fsck_clean();
     // The old packs are the caller's to delete (after it has published metadata
     // without them); their blocks read back from the new pack.
     block_on(raw.delete_many(&retired)).unwrap();
     let left = block_on(list_all(raw.as_ref(), "s3fs_data_")).unwrap();
     assert!(
-        packs_before.iter().all(|p| !left.contains(p)),
-        "every old pack was emptied (by the deletions or the repack): {left:?}"
+        retired.iter().all(|r| left.iter().all(|o| &o.key != r)),
+        "the retired packs are gone: {left:?}"
     );
+    assert!(left.len() <= packs_before.len(), "{left:?} after {packs_before:?}");
     s.with_empty_cache();
     for (ino, data) in &kept {
         assert!(s.read_file(*ino) == *data, "inode {ino} after the repack");
