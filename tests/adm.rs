@@ -64,16 +64,6 @@ fn try_mount(f: &Fixture) -> Output {
     f.mount_with(&f.cachedir(CACHE), &f.mnt, &[])
 }
 
-struct NoSecrets;
-impl s3fs::config::SecretSource for NoSecrets {
-    fn ask(&mut self, prompt: &str) -> Result<String, s3fs::Error> {
-        panic!("unexpected prompt {prompt:?}")
-    }
-    fn is_interactive(&self) -> bool {
-        false
-    }
-}
-
 /// The store's current superblock.
 fn store_params(f: &Fixture) -> Params {
     let auth = f.dir.path().join("authinfo2");
@@ -81,10 +71,14 @@ fn store_params(f: &Fixture) -> Params {
         authfile: Some(&auth),
         backend_options: None,
     };
-    let conn = fs_store::connect(&f.url, &opts, &mut NoSecrets).unwrap();
-    block_on(fs_store::open_filesystem(&conn, Compression::default(), &mut NoSecrets))
-        .unwrap()
-        .params
+    let conn = fs_store::connect(&f.url, &opts, &mut common::NoSecrets).unwrap();
+    block_on(fs_store::open_filesystem(
+        &conn,
+        Compression::default(),
+        &mut common::NoSecrets,
+    ))
+    .unwrap()
+    .params
 }
 
 /// Every file under `dir` with its bytes.

@@ -61,16 +61,6 @@ fn assert_old_files(mnt: &Path) {
     assert_eq!(std::fs::read_link(mnt.join("link")).unwrap(), Path::new("hello.txt"));
 }
 
-struct NoSecrets;
-impl s3fs::config::SecretSource for NoSecrets {
-    fn ask(&mut self, prompt: &str) -> Result<String, s3fs::Error> {
-        panic!("unexpected prompt {prompt:?}")
-    }
-    fn is_interactive(&self) -> bool {
-        false
-    }
-}
-
 /// The revision in the store's superblock.
 fn store_revision(f: &Fixture) -> u32 {
     let auth = f.dir.path().join("authinfo2");
@@ -78,11 +68,15 @@ fn store_revision(f: &Fixture) -> u32 {
         authfile: Some(&auth),
         backend_options: None,
     };
-    let conn = fs_store::connect(&f.url, &opts, &mut NoSecrets).unwrap();
-    block_on(fs_store::open_filesystem(&conn, Compression::default(), &mut NoSecrets))
-        .unwrap()
-        .params
-        .revision
+    let conn = fs_store::connect(&f.url, &opts, &mut common::NoSecrets).unwrap();
+    block_on(fs_store::open_filesystem(
+        &conn,
+        Compression::default(),
+        &mut common::NoSecrets,
+    ))
+    .unwrap()
+    .params
+    .revision
 }
 
 fn new_file(i: usize) -> Vec<u8> {

@@ -143,3 +143,15 @@ pub fn walk(root: &std::path::Path) -> Vec<(std::path::PathBuf, std::path::PathB
     }
     out
 }
+
+/// A secret source for tools that must not ask for anything (unencrypted filesystems).
+pub struct NoSecrets;
+
+impl s3fs::config::SecretSource for NoSecrets {
+    fn ask(&mut self, prompt: &str) -> Result<String, s3fs::Error> {
+        panic!("unexpected prompt {prompt:?}")
+    }
+    fn is_interactive(&self) -> bool {
+        false
+    }
+}

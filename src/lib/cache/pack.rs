@@ -166,19 +166,14 @@ impl BlockCache {
             });
         }
         let pack = slot.as_mut().expect("just opened");
-        let offset = pack.body.len() as u64;
-        let segment = self
-            .store
-            .codec()
-            .encode(&names::segment(pack.obj_id as u64, offset), &data);
-        pack.body.extend_from_slice(&segment);
+        let (offset, phys_len) = self.append_segment(&mut pack.body, pack.obj_id, &data);
         pack.members.push(Member {
             entry,
             hash,
             len: data.len() as u64,
             generation,
             offset,
-            phys_len: segment.len() as u64,
+            phys_len,
             reply,
         });
         if pack.body.len() >= PACK_TARGET {
@@ -210,18 +205,9 @@ impl BlockCache {
     /// PUT a sealed pack, record its blocks, and answer each member.
     async fn store_pack(self: Arc<Self>, pack: OpenPack) {
         let OpenPack { obj_id, body, members } = pack;
-        let name = names::data(obj_id as u64);
         let pack_size = body.len() as u64;
-        let put = {
-            let _conn = self.connections.acquire().await;
-            self.store
-                .store()
-                .put(&name, Bytes::from(body), PutMode::Overwrite)
-                .await
-        };
-        if let Err(e) = put {
+        if let Err(e) = self.put_pack(obj_id, body).await {
             let failure = Failure::from(e);
-            self.abandon_pack(obj_id).await;
             for m in members {
                 let _ = m.reply.send(Err(Failure {
                     message: failure.message.clone(),
@@ -268,6 +254,34 @@ impl BlockCache {
         }
         // No block recorded (all removed or stored meanwhile): nothing needs the pack.
         self.abandon_pack(obj_id).await;
+    }
+
+    /// Encode `plaintext` as the next segment of pack `obj_id`, bound to its place, at
+    /// the end of `body`; returns the segment's offset and stored length.
+    pub(super) fn append_segment(&self, body: &mut Vec<u8>, obj_id: i64, plaintext: &[u8]) -> (u64, u64) {
+        let offset = body.len() as u64;
+        let segment = self
+            .store
+            .codec()
+            .encode(&names::segment(obj_id as u64, offset), plaintext);
+        body.extend_from_slice(&segment);
+        (offset, segment.len() as u64)
+    }
+
+    /// PUT pack `obj_id` (one connection); if that fails, drop its row and delete it
+    /// (a failed PUT may have stored it all the same).
+    pub(super) async fn put_pack(&self, obj_id: i64, body: Vec<u8>) -> Result<(), crate::store::StoreError> {
+        let put = {
+            let _conn = self.connections.acquire().await;
+            self.store
+                .store()
+                .put(&names::data(obj_id as u64), Bytes::from(body), PutMode::Overwrite)
+                .await
+        };
+        if put.is_err() {
+            self.abandon_pack(obj_id).await;
+        }
+        put
     }
 
     /// Drop pack `obj_id`'s row and delete it from the store if no block is in it (a

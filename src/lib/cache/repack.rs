@@ -19,14 +19,12 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::pack::PACK_TARGET;
 use super::{BlockCache, CacheError, lock};
 use crate::fs_store::names;
 use crate::meta::blocks;
-use crate::store::PutMode;
 
 /// A pack is repacked once at least this share of its stored bytes is garbage.
 pub const REPACK_GARBAGE: f64 = 0.5;
@@ -161,28 +159,11 @@ impl BlockCache {
         let mut body = Vec::with_capacity(PACK_TARGET + PACK_TARGET / 8);
         let mut moves = Vec::with_capacity(batch.len());
         for l in batch {
-            let offset = body.len() as i64;
-            let segment = self
-                .store
-                .codec()
-                .encode(&names::segment(obj_id as u64, offset as u64), &l.plaintext);
-            body.extend_from_slice(&segment);
-            moves.push((l.block_id, l.from, (obj_id, offset, segment.len() as i64)));
+            let (offset, phys_len) = self.append_segment(&mut body, obj_id, &l.plaintext);
+            moves.push((l.block_id, l.from, (obj_id, offset as i64, phys_len as i64)));
         }
         let pack_size = body.len() as i64;
-        let put = crate::runtime::block_on(async {
-            let _conn = self.connections.acquire().await;
-            self.store
-                .store()
-                .put(&name, Bytes::from(body), PutMode::Overwrite)
-                .await
-        });
-        if let Err(e) = put {
-            // The PUT may have reached the store all the same.
-            let _ = blocks::drop_object(&lock(&self.db), obj_id);
-            self.queue_deletions(vec![name]);
-            return Err(CacheError::Store(e.to_string()));
-        }
+        crate::runtime::block_on(self.put_pack(obj_id, body)).map_err(|e| CacheError::Store(e.to_string()))?;
         let mut emptied = Vec::new();
         let moved = {
             let mut conn = lock(&self.db);
