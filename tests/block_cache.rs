@@ -121,7 +121,10 @@ impl Fixture {
         assert_eq!(self.query("SELECT count(*) FROM blocks WHERE refcount <= 0"), 0);
         let ids: Vec<i64> = {
             let c = self.db.lock().unwrap();
-            let mut st = c.prepare("SELECT id FROM objects ORDER BY id").unwrap();
+            // Released objects stay in the store for retained metadata versions.
+            let mut st = c
+                .prepare("SELECT id FROM objects UNION SELECT id FROM released_objects ORDER BY id")
+                .unwrap();
             st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
         };
         let mut expected: Vec<String> = ids.iter().map(|id| format!("s3fs_data_{id}")).collect();
@@ -284,7 +287,7 @@ fn identical_blocks_are_stored_once() {
 }
 
 #[test]
-fn replaced_block_object_is_deleted_once_unreferenced() {
+fn replaced_block_object_is_released_once_unreferenced() {
     let f = Fixture::new();
     let c = f.open("c");
     let (a, b) = (f.new_inode(), f.new_inode());
@@ -300,12 +303,19 @@ fn replaced_block_object_is_deleted_once_unreferenced() {
     c.upload_all().unwrap();
     assert_eq!(f.data_objects().len(), 2);
     assert!(f.data_objects().contains(&first[0]));
-    // Last reference gone: deleted from the store.
+    // Last reference gone: released, kept in the store for the metadata versions that
+    // name it (deleted later by meta::versions::retention).
     c.write(b, 0, 0, b"other content").unwrap();
     c.upload_all().unwrap();
     let now = f.data_objects();
-    assert_eq!(now.len(), 2);
-    assert!(!now.contains(&first[0]));
+    assert_eq!(now.len(), 3);
+    assert!(now.contains(&first[0]));
+    let id = first[0].strip_prefix("s3fs_data_").unwrap();
+    assert_eq!(f.query(&format!("SELECT count(*) FROM objects WHERE id = {id}")), 0);
+    assert_eq!(
+        f.query(&format!("SELECT count(*) FROM released_objects WHERE id = {id}")),
+        1
+    );
     f.check_consistent();
     let mut want = b"new content".to_vec();
     want.extend_from_slice(&pattern(1, 5000)[11..100]);

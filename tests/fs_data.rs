@@ -230,9 +230,15 @@ fn punch_hole_releases_whole_blocks_and_zeroes_only_the_ends() {
     assert_eq!(s.fs.getattr(f).unwrap().size, size, "KEEP_SIZE");
     s.cache.upload_all().unwrap();
     assert_eq!(
-        data_objects(&s.store_dir),
+        rows(&s, "objects"),
         2,
         "blocks 2..5 were released (block 0 and the new block 1 are stored)"
+    );
+    assert_eq!(rows(&s, "released_objects"), 5, "the 5 old objects are released");
+    assert_eq!(
+        data_objects(&s.store_dir),
+        7,
+        "released objects stay in the store while metadata versions name them"
     );
     // A hole inside one block, and one of whole blocks only.
     s.fs.fallocate(&CTX, f, 10, 20, mode).unwrap();
@@ -457,7 +463,8 @@ fn truncate_beyond_the_size_limit_is_efbig() {
     assert_eq!(truncate(s3fs::fs::MAX_FILE_SIZE).unwrap().size, s3fs::fs::MAX_FILE_SIZE);
 }
 
-/// An unlinked file's objects leave the store once the kernel forgets it.
+/// An unlinked file's objects are released once the kernel forgets it (and stay in the
+/// store for the metadata versions that name them).
 #[test]
 fn removed_files_release_their_objects() {
     let s = setup();
@@ -473,13 +480,23 @@ fn removed_files_release_their_objects() {
     );
     s.fs.forget(f, 1);
     let start = std::time::Instant::now();
-    while data_objects(&s.store_dir) != 0 {
+    while rows(&s, "released_objects") != 4 {
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "objects of a removed file are deleted"
+            "objects of a removed file are released"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(rows(&s, "objects"), 0);
+    assert_eq!(data_objects(&s.store_dir), 4, "kept in the store");
+}
+
+/// Rows of `table` in the metadata.
+fn rows(s: &Setup, table: &str) -> i64 {
+    let db = s.fs.db();
+    let c = db.lock().unwrap();
+    c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
 }
 
 /// Non-root writers lose set-user-ID (and set-group-ID on group-executable files).

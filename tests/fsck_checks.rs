@@ -1103,6 +1103,35 @@ fn objects_queued_for_deletion_are_not_spurious() {
     assert!(!has(&out, check_id::STORE_SPURIOUS, "object 50"));
 }
 
+/// Released objects, kept in the store for retained metadata versions, are not garbage;
+/// new objects get ids above every listed one (a restored older version's counter would
+/// reuse the ids of later versions' objects); a row both in use and released stays in use.
+#[test]
+fn released_objects_are_not_spurious_and_listed_ids_are_never_reused() {
+    let t = T::new();
+    let c = t.db();
+    c.execute_batch(
+        "INSERT INTO released_objects (id, phys_size, released_at, after_seq) VALUES (60, 10, 0, 5);
+         INSERT INTO released_objects (id, phys_size, released_at, after_seq) VALUES (1, 10, 0, NULL);",
+    )
+    .unwrap();
+    let mut out = Findings::new();
+    let spurious = compare(&c, &[1, 2, 3, 60, 900], &mut out);
+    assert_eq!(spurious, [900]);
+    assert!(!has(&out, check_id::STORE_SPURIOUS, "object 60"));
+    assert!(has(&out, check_id::STORE_SPURIOUS, "both in use and released"));
+    let left: i64 = c
+        .query_row("SELECT count(*) FROM released_objects", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "object 1 is in use: no longer released");
+    c.execute(
+        "INSERT INTO objects (refcount, phys_size, length) VALUES (0, -1, 1)",
+        [],
+    )
+    .unwrap();
+    assert_eq!(c.last_insert_rowid(), 901, "above every listed id");
+}
+
 #[test]
 fn many_kinds_of_damage_at_once() {
     let t = T::new();

@@ -32,6 +32,7 @@ fn params(seq: u64, digest: &chunks::DbDigest) -> Params {
         created: 0,
         last_fsck: 0,
         last_modified: 0,
+        retention: Default::default(),
     }
 }
 
@@ -124,7 +125,13 @@ fn versions_round_trip(store: Arc<dyn Store>) {
 
     // Keep two versions: the older ones go, and so do the chunks only they needed.
     let before = block_on(list_all(store.as_ref(), names::META_PREFIX)).unwrap().len();
-    let expired = block_on(chunks::expire(&fs, 2)).unwrap();
+    let keep_two = s3fs::params::Retention {
+        keep_last: 2,
+        keep_within_secs: 0,
+        keep_daily: 0,
+        min_age_secs: 0,
+    };
+    let expired = block_on(chunks::expire(&fs, &keep_two)).unwrap();
     assert_eq!(expired.versions, 2);
     assert!(expired.chunks > 0);
     let after = block_on(list_all(store.as_ref(), names::META_PREFIX)).unwrap().len();

@@ -293,7 +293,7 @@ fn blocks_are_deduplicated_across_packs() {
 }
 
 #[test]
-fn a_file_deleted_inside_a_pack_frees_its_space_only_when_the_pack_is_empty() {
+fn a_file_deleted_inside_a_pack_releases_its_space_only_when_the_pack_is_empty() {
     let dir = tempfile::tempdir().unwrap();
     let raw = local_store(dir.path());
     let s = setup(dir, raw.clone(), Duration::ZERO);
@@ -363,12 +363,18 @@ fn a_file_deleted_inside_a_pack_frees_its_space_only_when_the_pack_is_empty() {
         assert!(garbage(&s) > 0, "{name}'s segment is garbage");
         s.assert_fsck_clean();
     }
-    // The last one: the pack is deleted.
+    // The last one: the pack is released, whole. It stays in the store while retained
+    // metadata versions name it (tests/retention.rs shows its deletion after that).
     s.fs.unlink(ROOT, last.0.as_bytes()).unwrap();
     s.fs.forget(last.1, 1);
     s.cache.upload_all().unwrap();
-    assert!(!stored(), "an empty pack is deleted");
     assert_eq!(s.query(&format!("SELECT count(*) FROM objects WHERE id = {pack}")), 0);
+    assert_eq!(
+        s.query(&format!("SELECT count(*) FROM released_objects WHERE id = {pack}")),
+        1,
+        "an empty pack is released"
+    );
+    assert!(stored(), "and kept for the metadata versions that name it");
     s.assert_fsck_clean();
     s.cache.shutdown();
 }

@@ -117,6 +117,12 @@ pub struct MountStats {
     pub repacked_blocks: u64,
     #[serde(default)]
     pub repack_freed_bytes: u64,
+    /// Objects no file uses any more, kept in the store only for retained metadata
+    /// versions, and their stored bytes.
+    #[serde(default)]
+    pub held_objects: u64,
+    #[serde(default)]
+    pub held_bytes: u64,
     /// The local metadata database, WAL included.
     pub db_bytes: u64,
     pub cache_bytes: u64,
@@ -368,6 +374,7 @@ impl Control {
     pub fn stats(&self) -> FsResult<MountStats> {
         let db = self.fs.db_stats()?.unwrap_or_default();
         let packs = self.fs.pack_totals()?;
+        let (held_objects, held_bytes) = self.fs.released_totals()?;
         let c = self.cache.stats();
         let health = self.cache.store_health();
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -378,6 +385,8 @@ impl Control {
             packs,
             repacked_blocks: c.repacked_blocks,
             repack_freed_bytes: c.repack_freed_bytes,
+            held_objects,
+            held_bytes,
             db_bytes: self.fs.db_file_bytes(),
             cache_bytes: c.bytes,
             cache_entries: c.entries as u64,

@@ -100,6 +100,7 @@ pub fn run(args: &MkfsArgs, secrets: &mut dyn SecretSource, out: &mut dyn Write)
             created: now,
             last_fsck: now,
             last_modified: now,
+            retention: Default::default(),
         };
         block_on(fs.put(&names::params_version(seq), &params.to_json(), PutMode::Overwrite))?;
         block_on(fs.put(names::PARAMS, &params.to_json(), PutMode::IfNoneMatch))

@@ -40,6 +40,128 @@ pub struct Params {
     pub created: i64,
     pub last_fsck: i64,
     pub last_modified: i64,
+    /// Which metadata versions the store keeps, and so how long released data stays
+    /// restorable. Absent from superblocks written before it existed: the defaults.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// The retention policy of metadata versions (like restic's `forget --keep-*`), set with
+/// `s3fsadm retention` and kept in the superblock so that every tool that publishes a
+/// version expires the same ones.
+///
+/// A version is retained if it is one of the newest `keep_last`, or younger than
+/// `keep_within_secs`, or the newest of its UTC day among the `keep_daily` newest days
+/// that have a version. An object no block references any more is deleted from the
+/// store only once no retained version can name it and `min_age_secs` have passed since
+/// it was released; until then `s3fsadm restore-metadata` of any retained version
+/// gives back every file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub keep_last: u32,
+    pub keep_within_secs: u64,
+    pub keep_daily: u32,
+    pub min_age_secs: u64,
+}
+
+/// Defaults: every version of the last 24 hours (an error through the mount, or an
+/// attack, is usually noticed the same day), and one a day for a week (last night's
+/// backup run and the nights before it); 10 versions at least, as S3QL keeps 10 metadata
+/// backups. The cost is the data the filesystem drops in a week, held in the store a
+/// week longer; one hour of minimum age gives a reader of a version that just expired
+/// (a restore that chose it) time to finish.
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 10,
+            keep_within_secs: 24 * 3600,
+            keep_daily: 7,
+            min_age_secs: 3600,
+        }
+    }
+}
+
+impl Retention {
+    /// Largest accepted values: a superblock from the store must not keep every version
+    /// forever by accident of arithmetic, nor overflow a time computation.
+    pub const MAX_COUNT: u32 = 100_000;
+    pub const MAX_SECS: u64 = 100 * 365 * 86400;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.keep_last > Self::MAX_COUNT || self.keep_daily > Self::MAX_COUNT {
+            return Err(format!("retention counts are limited to {}", Self::MAX_COUNT));
+        }
+        if self.keep_within_secs > Self::MAX_SECS || self.min_age_secs > Self::MAX_SECS {
+            return Err("retention durations are limited to 100 years".into());
+        }
+        Ok(())
+    }
+
+    /// The policy in words, for `s3fsadm retention` and the logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "keep the newest {} versions, every version of the last {}, the newest of each of the last {} days; release data {} after no retained version needs it",
+            self.keep_last,
+            crate::params::format_duration(self.keep_within_secs),
+            self.keep_daily,
+            crate::params::format_duration(self.min_age_secs)
+        )
+    }
+}
+
+/// `90` → "1m30s", `86400` → "1d": durations as `parse_duration` takes them.
+pub fn format_duration(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut left = secs;
+    for (unit, len) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if left >= len {
+            out.push_str(&format!("{}{unit}", left / len));
+            left %= len;
+        }
+    }
+    out
+}
+
+/// A duration such as `30`, `90s`, `15m`, `24h`, `7d` or `1d12h`, in seconds (a bare
+/// number is seconds); at most 100 years.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a duration (examples: 0, 90s, 15m, 24h, 7d, 1d12h)");
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = text.parse::<u64>() {
+        return (n <= Retention::MAX_SECS).then_some(n).ok_or_else(bad);
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for ch in text.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            'd' => 86400,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .filter(|&t| t <= Retention::MAX_SECS)
+            .ok_or_else(bad)?;
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 /// Block sizes a filesystem may have, in KiB: what mkfs.s3fs takes, and so what a
@@ -81,7 +203,7 @@ impl Params {
         if self.label.len() > 256 {
             return Err("label is longer than 256 bytes".into());
         }
-        Ok(())
+        self.retention.validate()
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -165,6 +287,43 @@ mod tests {
             created: 1,
             last_fsck: 1,
             last_modified: 1,
+            retention: Retention::default(),
+        }
+    }
+
+    #[test]
+    fn a_superblock_without_a_retention_policy_gets_the_defaults() {
+        let mut json: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        json.as_object_mut().unwrap().remove("retention");
+        let p = Params::from_json(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(p.retention, Retention::default());
+    }
+
+    #[test]
+    fn durations_parse_and_format_both_ways() {
+        for (text, secs) in [
+            ("0", 0),
+            ("90", 90),
+            ("90s", 90),
+            ("15m", 900),
+            ("24h", 86400),
+            ("7d", 604800),
+            ("1d12h", 129600),
+        ] {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+            assert_eq!(parse_duration(&format_duration(secs)), Ok(secs), "{text}");
+        }
+        for bad in [
+            "",
+            "h",
+            "5x",
+            "-1",
+            "1.5h",
+            "12h3",
+            "99999999999999999999d",
+            "200000000000",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -229,6 +388,20 @@ mod tests {
             },
             Params {
                 label: "l".repeat(10_000),
+                ..sample()
+            },
+            Params {
+                retention: Retention {
+                    keep_last: u32::MAX,
+                    ..Retention::default()
+                },
+                ..sample()
+            },
+            Params {
+                retention: Retention {
+                    min_age_secs: u64::MAX,
+                    ..Retention::default()
+                },
                 ..sample()
             },
         ];

@@ -169,9 +169,17 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
         (
             "Repacked since mount",
             format!(
-                "{} blocks moved, {} of packs freed",
+                "{} blocks moved, {} of packs released",
                 s.repacked_blocks,
                 size(s.repack_freed_bytes, r)
+            ),
+        ),
+        (
+            "Held for old versions",
+            format!(
+                "{} objects, {} (kept while a retained metadata version needs them)",
+                s.held_objects,
+                size(s.held_bytes, r)
             ),
         ),
         ("Database size", size(s.db_bytes, r)),

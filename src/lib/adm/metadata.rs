@@ -8,6 +8,9 @@
 //! - download-metadata writes a version to a file of the user's; nothing else changes.
 //! - shrink-db takes the lock, VACUUMs the current metadata and uploads it as a new
 //!   version, as fsck does after repairs.
+//! - retention shows or changes the policy in the store's superblock; release-versions
+//!   takes the lock, expires every version but the current one, deletes the data only
+//!   they needed and uploads the result as a new version.
 
 use std::io::Write;
 use std::path::Path;
@@ -19,7 +22,7 @@ use crate::fs_store::{self, Connection, FsStore, Opened};
 use crate::meta::chunks::{self, ChunkHashes};
 use crate::meta::versions::lock;
 use crate::meta::versions::state::{LocalFiles, Start, retire_local_cache};
-use crate::meta::versions::{decide_start, newest_chunk_seq, publish};
+use crate::meta::versions::{decide_start, newest_chunk_seq, publish, retention};
 use crate::params::{Params, unix_now};
 use crate::runtime::block_on;
 
@@ -197,13 +200,15 @@ pub fn restore(
     let newest = remote.seq.max(versions[0].seq).max(newest_chunk_seq(&opened.fs)?);
     let mut params = chosen.clone();
     params.seq = newest + 1;
+    // The policy is the store's current one, not the restored version's.
+    params.retention = remote.retention.clone();
     params.is_mounted = false;
     params.needs_fsck = true;
     params.last_modified = unix_now();
     files.write_params(&params)?;
     writeln!(
         out,
-        "Restored metadata version {} into the cache directory. Now run fsck.s3fs on this machine with the same cache directory: it checks this version and uploads it as the current one (mount.s3fs refuses until then). Files whose data was deleted from the store since that version are reported by fsck.s3fs and lose their contents (it moves them to /lost+found).",
+        "Restored metadata version {} into the cache directory. Now run fsck.s3fs on this machine with the same cache directory: it checks this version and uploads it as the current one (mount.s3fs refuses until then). The store keeps the data of every retained version, so every file comes back as it was; the versions after it stay retained, and restorable, as the retention policy says.",
         describe(chosen)
     )
     .map_err(write_err)
@@ -284,6 +289,109 @@ pub fn download(
         "Saved metadata version {} to {}.",
         describe(chosen),
         output.display()
+    )
+    .map_err(write_err)
+}
+
+/// The options of `s3fsadm retention`: `None` leaves a value as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetentionChange {
+    pub keep_last: Option<u32>,
+    pub keep_within_secs: Option<u64>,
+    pub keep_daily: Option<u32>,
+    pub min_age_secs: Option<u64>,
+}
+
+/// s3fsadm retention: print the policy, changed first if any option was given. The
+/// current superblock (and its version copy) is rewritten with the same seq: mount,
+/// fsck and restore take the policy from the store's superblock, not a local copy.
+pub fn retention(
+    conn: &Connection,
+    change: &RetentionChange,
+    secrets: &mut dyn SecretSource,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let opened = open(conn, secrets)?;
+    let mut params = opened.params.clone();
+    let r = &mut params.retention;
+    let before = r.clone();
+    r.keep_last = change.keep_last.unwrap_or(r.keep_last);
+    r.keep_within_secs = change.keep_within_secs.unwrap_or(r.keep_within_secs);
+    r.keep_daily = change.keep_daily.unwrap_or(r.keep_daily);
+    r.min_age_secs = change.min_age_secs.unwrap_or(r.min_age_secs);
+    r.validate().map_err(|e| Error::new(ExitCode::BadArgument, e))?;
+    if *r != before {
+        refuse_if_locked(&opened.fs, &opened.params)?;
+        block_on(opened.fs.write_params(&params))?;
+        writeln!(out, "Retention changed; it applies from the next metadata upload.").map_err(write_err)?;
+    }
+    writeln!(out, "Retention: {}.", params.retention.describe()).map_err(write_err)
+}
+
+/// s3fsadm release-versions.
+pub fn release_versions(
+    args: &AdmArgs,
+    conn: &Connection,
+    secrets: &mut dyn SecretSource,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let opened = open(conn, secrets)?;
+    let remote = opened.params.clone();
+    let files = local_files(args, conn)?;
+    let start = decide_start(&opened.fs, &remote, &files, ExitCode::MountedHere)?;
+    let answer = secrets.ask(&format!(
+        "Expire every metadata version of {} but the current one, and delete the data only they need? Type \"yes\" to continue: ",
+        conn.url
+    ))?;
+    if answer.trim() != "yes" {
+        return Err(Error::new(
+            ExitCode::Aborted,
+            "nothing released: the answer was not \"yes\"",
+        ));
+    }
+    block_on(lock::acquire(&opened.fs, &remote.uuid))?;
+    let result = release_locked(args, conn, &opened.fs, &remote, &files, start, out);
+    let ahead = files.read_params().is_some_and(|l| l.seq > remote.seq);
+    if result.is_ok() || !ahead {
+        block_on(lock::release(&opened.fs))?;
+    }
+    result
+}
+
+fn release_locked(
+    args: &AdmArgs,
+    conn: &Connection,
+    fs: &FsStore,
+    remote: &Params,
+    files: &LocalFiles,
+    start: Start,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let parallel = parallel(args, conn);
+    if start == Start::Download || !files.db.exists() {
+        retire_local_cache(files)?;
+        block_on(chunks::download(fs, remote, &files.db, parallel))?;
+    }
+    let only_current = crate::params::Retention {
+        keep_last: 1,
+        keep_within_secs: 0,
+        keep_daily: 0,
+        min_age_secs: 0,
+    };
+    let expired = block_on(chunks::expire(fs, &only_current))?;
+    let db = std::sync::Mutex::new(crate::meta::db::open_exclusive(&files.db)?);
+    crate::meta::blocks::stamp_released(&db.lock().unwrap_or_else(|e| e.into_inner()), remote.seq)
+        .map_err(crate::exit::db_err("recording released objects"))?;
+    let collected = retention::collect_released(fs, &db, &only_current, true)?;
+    drop(db);
+    let mut next = remote.clone();
+    next.seq = remote.seq.max(newest_chunk_seq(fs)?) + 1;
+    next.is_mounted = false;
+    let params = publish(fs, files, &files.db, next, &ChunkHashes::default(), parallel)?.params;
+    writeln!(
+        out,
+        "Expired {} metadata versions and deleted {} objects only they needed; the current version is {}.",
+        expired.versions, collected.objects, params.seq
     )
     .map_err(write_err)
 }

@@ -68,6 +68,22 @@ pub fn run(args: &AdmArgs, secrets: &mut dyn SecretSource, out: &mut dyn Write) 
         AdmAction::RestoreMetadata { seq, .. } => metadata::restore(args, &conn, *seq, secrets, out)?,
         AdmAction::DownloadMetadata { seq, output, .. } => metadata::download(args, &conn, *seq, output, secrets, out)?,
         AdmAction::ShrinkDb { .. } => metadata::shrink(args, &conn, secrets, out)?,
+        AdmAction::Retention {
+            keep_last,
+            keep_within,
+            keep_daily,
+            min_age,
+            ..
+        } => {
+            let change = metadata::RetentionChange {
+                keep_last: *keep_last,
+                keep_within_secs: *keep_within,
+                keep_daily: *keep_daily,
+                min_age_secs: *min_age,
+            };
+            metadata::retention(&conn, &change, secrets, out)?
+        }
+        AdmAction::ReleaseVersions { .. } => metadata::release_versions(args, &conn, secrets, out)?,
     }
     Ok(())
 }

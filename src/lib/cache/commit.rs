@@ -242,8 +242,8 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
                 return Ok(done(Outcome::Orphan(Vec::new()), false));
             }
             if let Some(block_id) = blocks::find_block(c, &r.hash)? {
-                let freed = blocks::link_block(c, inode as i64, blockno as i64, block_id)?.objects;
-                return Ok(done(Outcome::Committed(r.generation, data_names(freed)), true));
+                blocks::link_block(c, inode as i64, blockno as i64, block_id)?;
+                return Ok(done(Outcome::Committed(r.generation, Vec::new()), true));
             }
             if packed {
                 return Ok(Done {
@@ -280,9 +280,9 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
                     existing
                 }
             };
-            deleted.extend(data_names(
-                blocks::link_block(c, inode as i64, blockno as i64, block_id)?.objects,
-            ));
+            // An object the old block leaves empty is released, not deleted: retained
+            // metadata versions may name it.
+            blocks::link_block(c, inode as i64, blockno as i64, block_id)?;
             Ok(done(Outcome::Committed(r.generation, deleted), dedup))
         }
         Step::CommitPacked {
@@ -303,14 +303,10 @@ fn step(c: &Connection, r: &Request) -> rusqlite::Result<Done> {
                     // Stored meanwhile: this segment is garbage in its pack.
                     Err(existing) => (existing, true),
                 };
-            let deleted = data_names(blocks::link_block(c, inode as i64, blockno as i64, block_id)?.objects);
-            Ok(done(Outcome::Committed(r.generation, deleted), dedup))
+            blocks::link_block(c, inode as i64, blockno as i64, block_id)?;
+            Ok(done(Outcome::Committed(r.generation, Vec::new()), dedup))
         }
     }
-}
-
-fn data_names(ids: Vec<i64>) -> Vec<String> {
-    ids.into_iter().map(|id| names::data(id as u64)).collect()
 }
 
 #[cfg(test)]

@@ -43,8 +43,10 @@
 //!   readahead is asynchronous) loaded one from the rows being released. Writes to an
 //!   inode must not run concurrently with its truncation (the kernel serialises them).
 //! - Purge of an inode: [`BlockCache::remove_blocks`] after the transaction.
-//! - Objects released by the namespace (refcount 0) are deleted from the store through
-//!   [`BlockCache::delete_objects`].
+//! - Objects released by the namespace (refcount 0) stay in the store: they move to
+//!   `released_objects`, deleted once no retained metadata version names them
+//!   (`meta::versions::retention`). Only objects no version can name (an abandoned or
+//!   redundant upload) go through the cache's own deletion queue.
 //! - `read`, `write`, `truncate_block`, `upload_all` block the calling thread: call them
 //!   from FUSE or tool threads, never from a tokio worker.
 //! - An upload is committed only while the inode's row exists: blocks of purged inodes
@@ -753,18 +755,6 @@ impl BlockCache {
     /// Evict every clean entry.
     pub fn drop_clean(&self) {
         self.evict(0, false, true);
-    }
-
-    /// Queue objects released by the namespace (refcount 0, rows deleted) for deletion
-    /// from the store.
-    pub fn delete_objects(&self, ids: &[i64]) {
-        if ids.is_empty() {
-            return;
-        }
-        let mut st = lock(&self.state);
-        st.deletions.extend(ids.iter().map(|&id| names::data(id as u64)));
-        drop(st);
-        self.work_cv.notify_all();
     }
 
     pub fn stats(&self) -> CacheStats {

@@ -1,5 +1,6 @@
 //! Repacking: a pack at least half of whose bytes belong to no block any more has its
-//! live blocks copied into a new pack, and is then deleted.
+//! live blocks copied into a new pack, and is then released like any object nothing
+//! references (deleted once no retained metadata version names it).
 //!
 //! A pack's space comes back on its own when its last block is released; repacking is
 //! for the packs that keep a few live blocks among much garbage. It is rated: one round
@@ -10,12 +11,11 @@
 //! 1. the new pack's `objects` row is made (refcount 0, `phys_size` -1) before its PUT:
 //!    a crash until step 2 leaves an unfinished object, which fsck deletes;
 //! 2. one transaction moves every block still where it was read (id unchanged, so
-//!    `inode_blocks` and the cache are untouched) and drops the rows of the old packs
-//!    left empty;
-//! 3. the old packs are deleted from the store only after the next metadata version,
-//!    which no longer names them, is published: the newest version in the store always
-//!    finds every block. A crash before that leaves them in the store, unknown to the
-//!    local metadata; fsck deletes them once no kept version needs them.
+//!    `inode_blocks` and the cache are untouched) and moves the old packs left empty to
+//!    `released_objects`;
+//! 3. they are deleted from the store like every released object: only once no
+//!    retained metadata version names them (`meta::versions::retention`), so every
+//!    version in the store, the newest included, finds every block.
 
 use std::sync::atomic::Ordering;
 
@@ -36,7 +36,7 @@ const ROUND_PACKS: usize = 64;
 /// What a repack round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Repacked {
-    /// Old packs emptied: delete them once metadata without them is published.
+    /// Old packs emptied: released, deleted once no retained metadata version names them.
     pub retired: Vec<String>,
     /// Blocks moved into new packs.
     pub moved_blocks: u64,
@@ -81,7 +81,7 @@ impl BlockCache {
         }
         if out.moved_blocks > 0 {
             log::info!(
-                "repacked {} blocks; {} packs ({} bytes) to delete after the next metadata upload",
+                "repacked {} blocks; {} packs ({} bytes) released, deleted once no retained metadata version needs them",
                 out.moved_blocks,
                 out.retired.len(),
                 out.freed_bytes

@@ -93,11 +93,11 @@ fn adm_help() -> String {
     store_tool_help(&[
         (
             ExitCode::NeedsFsck,
-            "shrink-db: the filesystem was not unmounted cleanly or needs a check: run fsck.s3fs",
+            "shrink-db, release-versions: the filesystem was not unmounted cleanly or needs a check: run fsck.s3fs",
         ),
         (
             ExitCode::MountedElsewhere,
-            "restore-metadata, shrink-db: the filesystem is mounted elsewhere (the message names the host)",
+            "restore-metadata, retention, release-versions, shrink-db: the filesystem is mounted elsewhere (the message names the host)",
         ),
         (ExitCode::MountedHere, "the filesystem is mounted on this machine"),
         (
@@ -187,9 +187,9 @@ pub enum AdmAction {
     /// downloaded into the cache directory, replacing the local copy and the cached blocks
     /// (a local copy with changes the store lacks is kept as `.db.bak-<time>`), and is
     /// marked as needing a check: mount.s3fs then refuses (exit 30) until fsck.s3fs has
-    /// checked it and uploaded it as the new current version. Files whose data was
-    /// deleted from the store since that version are reported by fsck.s3fs and lose
-    /// their contents (they are moved to /lost+found). Refused while the filesystem is
+    /// checked it and uploaded it as the new current version. Every file comes back as
+    /// it was in that version: data released since is kept in the store while any
+    /// retained version needs it (see `retention`). Refused while the filesystem is
     /// mounted (40 here, 31 elsewhere).
     #[command(verbatim_doc_comment)]
     RestoreMetadata {
@@ -215,6 +215,45 @@ pub enum AdmAction {
         #[arg(long, short = 'o', value_name = "FILE")]
         output: PathBuf,
     },
+    /// Show or change which metadata versions the store retains.
+    ///
+    /// A version is retained while it is one of the newest --keep-last, or younger than
+    /// --keep-within, or the newest of its day among the --keep-daily newest days that
+    /// have one (defaults: 10, 24h, 7). Data that no file uses any more is deleted from
+    /// the store only once no retained version needs it and --min-age has passed since
+    /// (default 1h), so restore-metadata of any retained version is lossless; the cost is
+    /// that deleted data stays in the store (s3fsstat: "Held for old versions") until its
+    /// versions expire. Without options, prints the policy. The policy is kept in the
+    /// store's superblock; a change takes effect at the next metadata upload. Refused
+    /// while the filesystem is mounted (40 here, 31 elsewhere).
+    #[command(verbatim_doc_comment)]
+    Retention {
+        #[arg(value_name = "STORAGE_URL")]
+        storage_url: String,
+        /// Always retain the newest N versions (at least 1 is)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        keep_last: Option<u32>,
+        /// Retain every version younger than this (e.g. 24h, 7d, 0)
+        #[arg(long, value_name = "DURATION", value_parser = crate::params::parse_duration)]
+        keep_within: Option<u64>,
+        /// Retain the newest version of each of the last N days that have one
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        keep_daily: Option<u32>,
+        /// Delete released data no sooner than this after its release (e.g. 1h, 0)
+        #[arg(long, value_name = "DURATION", value_parser = crate::params::parse_duration)]
+        min_age: Option<u64>,
+    },
+    /// Expire every metadata version but the current one and delete the data only they
+    /// needed, now (asks you to type "yes").
+    ///
+    /// Gives back the space s3fsstat shows as "Held for old versions"; afterwards only the
+    /// current version can be restored. Only for a clean filesystem that is not mounted
+    /// (exit 30 if it needs fsck.s3fs, 31 if mounted elsewhere, 40 if mounted here).
+    #[command(verbatim_doc_comment)]
+    ReleaseVersions {
+        #[arg(value_name = "STORAGE_URL")]
+        storage_url: String,
+    },
     /// Compact the metadata database (SQLite VACUUM) and upload it as a new version.
     ///
     /// Only for a clean filesystem that is not mounted (exit 30 if it needs fsck.s3fs,
@@ -235,6 +274,8 @@ impl AdmAction {
             | AdmAction::Clear { storage_url }
             | AdmAction::RestoreMetadata { storage_url, .. }
             | AdmAction::DownloadMetadata { storage_url, .. }
+            | AdmAction::Retention { storage_url, .. }
+            | AdmAction::ReleaseVersions { storage_url }
             | AdmAction::ShrinkDb { storage_url } => storage_url,
         }
     }

@@ -35,9 +35,11 @@
 //! filesystem: set-group-ID inheritance, clearing set-user/group-ID bits on chown and on
 //! chmod by a user outside the file's group. Modes arrive with the umask already applied.
 //!
-//! **Deleted objects.** Purging an inode or shrinking a file releases blocks (see
-//! [`release_blocks`]); objects whose refcount reaches 0 are queued in the filesystem
-//! and handed out by [`Filesystem::take_deleted_objects`] for deletion from the store.
+//! **Released objects.** Purging an inode or shrinking a file releases blocks (see
+//! [`release_blocks`]); objects whose refcount reaches 0 move to `released_objects` in
+//! the same transaction, and the store keeps them while a retained metadata version may
+//! name them (`meta::versions::retention`). Without a block cache (fsck, tests) their
+//! ids are also handed out by [`Filesystem::take_deleted_objects`], for reporting.
 
 mod data;
 mod db;
@@ -222,7 +224,7 @@ pub struct StatFs {
 pub(crate) struct State {
     /// Kernel lookup count of every inode the kernel knows.
     lookups: HashMap<i64, u64>,
-    /// Objects whose refcount reached 0, to be deleted from the store.
+    /// Objects released while no block cache is attached (see the module doc).
     deleted_objects: Vec<i64>,
 }
 
@@ -346,11 +348,9 @@ impl Filesystem {
         self.db.clone()
     }
 
-    /// Serve file data from `cache` from now on. Released objects go to its deletion
-    /// queue instead of [`Filesystem::take_deleted_objects`].
+    /// Serve file data from `cache` from now on.
     pub fn attach_cache(&self, cache: Arc<BlockCache>) {
-        let pending = std::mem::take(&mut self.state().deleted_objects);
-        cache.delete_objects(&pending);
+        self.state().deleted_objects.clear();
         let _ = self.cache.set(cache);
     }
 
@@ -359,7 +359,7 @@ impl Filesystem {
     }
 
     /// Run `f` in one IMMEDIATE transaction; commit if it succeeds, then apply its lookup
-    /// counts and queue its deleted objects.
+    /// counts and drop the cached blocks of purged inodes.
     pub(crate) fn transact<T>(&self, f: impl FnOnce(&mut Op<'_>) -> FsResult<T>) -> FsResult<T> {
         let mut conn = self.conn();
         let mut state = self.state();
@@ -397,7 +397,6 @@ impl Filesystem {
                 for ino in purged {
                     cache.remove_blocks(ino as u64, 0);
                 }
-                cache.delete_objects(&deleted_objects);
             }
             None => self.state().deleted_objects.extend(deleted_objects),
         }
@@ -430,8 +429,8 @@ impl Filesystem {
         self.state().lookups.get(&(ino as i64)).copied().unwrap_or(0)
     }
 
-    /// Take the ids of the objects whose refcount reached 0 since the last call; the
-    /// caller deletes them from the store.
+    /// Take the ids of the objects released since the last call while no cache was
+    /// attached (they are in `released_objects`; nothing needs to delete them).
     pub fn take_deleted_objects(&self) -> Vec<i64> {
         std::mem::take(&mut self.state().deleted_objects)
     }

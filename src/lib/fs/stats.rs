@@ -31,6 +31,13 @@ impl Filesystem {
         Ok(crate::meta::blocks::pack_totals(&reader)?)
     }
 
+    /// Objects (and their stored bytes) no block uses any more, kept in the store for
+    /// retained metadata versions. On the read connection, like [`Self::pack_totals`].
+    pub fn released_totals(&self) -> FsResult<(u64, u64)> {
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(crate::meta::blocks::released_totals(&reader)?)
+    }
+
     /// Size of the metadata database on local disk, WAL included.
     pub fn db_file_bytes(&self) -> u64 {
         [self.db_path.clone(), self.wal_path()]

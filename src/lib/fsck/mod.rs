@@ -422,6 +422,12 @@ fn finish(plan: &Plan, keep_cache: bool, mut params: Params, findings: &Findings
     // A new version, in full when anything was wrong (older chunk objects may come from
     // an interrupted upload), incrementally otherwise.
     let full = *crashed_here || !reasons.is_empty() || !findings.is_clean() || !use_local;
+    // The store's superblock says which versions to retain (s3fsadm retention changes
+    // it there); data only expired versions needed goes before the upload.
+    params.retention = plan.remote.retention.clone();
+    let db = std::sync::Mutex::new(crate::meta::db::open_exclusive(&files.db)?);
+    versions::before_publish(store, &db, params.seq, &params.retention)?;
+    drop(db);
     let phase = Phase::start("uploading metadata");
     let previous = if full {
         ChunkHashes::default()
@@ -528,7 +534,6 @@ fn recover_cache(
 ) -> Result<(), Error> {
     let phase = Phase::start("uploading dirty blocks");
     let fs = Filesystem::open(&files.db, params.data_block_size)?;
-    let released = fs.take_deleted_objects();
     let mut config = CacheConfig::new(files.cache.clone(), params.data_block_size);
     let (max_bytes, max_entries) = cache::auto_limits(&files.cache, params.data_block_size, parallel, None, None)?;
     config.max_bytes = max_bytes;
@@ -540,7 +545,6 @@ fn recover_cache(
     fs.sync_metadata()
         .map_err(|e| Error::new(ExitCode::LocalDbCorrupt, format!("syncing the metadata: {e}")))?;
     drop(fs);
-    delete_objects(store, &released)?;
     if report.uploaded_blocks > 0 {
         findings.add_repaired(
             "cache",
@@ -591,16 +595,20 @@ fn compare_with_store(
     let needed = referenced_by_versions(store, scratch, &spurious, parallel)?;
     let mut delete = Vec::new();
     for id in spurious {
-        match needed.iter().find(|(i, _)| *i == id) {
-            Some((_, seq)) => {
-                // Not damage: an object released since version `seq` (its deletion was
-                // lost in a crash) that restoring that version would need.
+        match needed.iter().find(|(i, ..)| *i == id) {
+            Some(&(_, seq, phys_size)) => {
+                // Not damage: an object of a later version, or released by one, unknown
+                // to this metadata (an older version was restored, or a crash lost its
+                // row) that restoring version `seq` would need. Released, so that it is
+                // deleted once that version expires.
                 let prefix = format!("object {id} is ");
                 findings
                     .items
                     .retain(|f| !(f.check == checks::check_id::STORE_SPURIOUS && f.message.starts_with(&prefix)));
+                crate::meta::blocks::defer_unknown_object(db, id, phys_size, seq)
+                    .map_err(db_err("recording an object an older version needs"))?;
                 log::info!(
-                    "object {} is unknown to the current metadata but metadata version {seq} still needs it: kept",
+                    "object {} is unknown to the current metadata but metadata version {seq} still needs it: kept until that version expires",
                     names::data(id as u64)
                 );
             }
@@ -610,30 +618,32 @@ fn compare_with_store(
     delete_objects(store, &delete)
 }
 
-/// Which of `ids` the retained metadata versions reference, with one such version each.
+/// Which of `ids` the retained metadata versions reference: each with the newest such
+/// version and its stored size there.
 fn referenced_by_versions(
     store: &FsStore,
     scratch: &Path,
     ids: &[i64],
     parallel: usize,
-) -> Result<Vec<(i64, u64)>, Error> {
+) -> Result<Vec<(i64, u64, i64)>, Error> {
     let wanted: BTreeSet<i64> = ids.iter().copied().collect();
-    let mut found: Vec<(i64, u64)> = Vec::new();
+    let mut found: Vec<(i64, u64, i64)> = Vec::new();
     for v in block_on(chunks::versions(store))? {
         let path = scratch.join(format!(".fsck-version-{}.db", v.seq));
         if block_on(chunks::download(store, &v, &path, parallel)).is_err() {
             continue; // a damaged version is reported by verify_versions
         }
         let c = crate::meta::db::open_copy(&path.to_string_lossy())?;
+        // Versions are listed newest first: the first one found is the newest.
         let mut st = c
-            .prepare("SELECT id FROM objects")
+            .prepare("SELECT id, phys_size FROM objects")
             .map_err(db_err("reading a metadata version"))?;
         let rows = st
-            .query_map([], |r| r.get::<_, i64>(0))
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
             .map_err(db_err("reading a metadata version"))?;
-        for id in rows.flatten() {
-            if wanted.contains(&id) && !found.iter().any(|(i, _)| *i == id) {
-                found.push((id, v.seq));
+        for (id, size) in rows.flatten() {
+            if wanted.contains(&id) && !found.iter().any(|(i, ..)| *i == id) {
+                found.push((id, v.seq, size));
             }
         }
         drop(st);

@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub struct Released {
     /// Blocks whose refcount reached 0: their rows are deleted.
     pub blocks: Vec<i64>,
-    /// Objects whose refcount reached 0: their rows are deleted, and the caller must
-    /// delete them from the store (after any upload of them in flight has finished).
+    /// Objects whose refcount reached 0: moved to `released_objects` (see
+    /// [`release_object`]); the store keeps them while retained versions may name them.
     pub objects: Vec<i64>,
 }
 
@@ -77,10 +77,90 @@ fn drop_block_uses(c: &Connection, block_id: i64, n: i64, released: &mut Release
         .query_row([obj], |r| r.get(0))
         .optional()?;
     if obj_left.is_some_and(|n| n <= 0) {
-        c.prepare_cached("DELETE FROM objects WHERE id = ?1")?.execute([obj])?;
+        release_object(c, obj)?;
         released.objects.push(obj);
     }
     Ok(())
+}
+
+/// Move object `obj`, which no block is stored in any more, from `objects` to
+/// `released_objects`: older metadata versions may still name it, so it is deleted from
+/// the store only by [`delete_collected`]'s caller once none of them is retained.
+fn release_object(c: &Connection, obj: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO released_objects (id, phys_size, released_at, after_seq)
+         SELECT id, phys_size, ?2, NULL FROM objects WHERE id = ?1",
+    )?
+    .execute(params![obj, crate::params::unix_now()])?;
+    c.prepare_cached("DELETE FROM objects WHERE id = ?1")?.execute([obj])?;
+    Ok(())
+}
+
+/// Before metadata version `published + 1` is snapshotted: the objects released since
+/// the last publish are named by no version after `published`.
+pub fn stamp_released(c: &Connection, published: u64) -> rusqlite::Result<usize> {
+    c.prepare_cached("UPDATE released_objects SET after_seq = ?1 WHERE after_seq IS NULL")?
+        .execute([published as i64])
+}
+
+/// Released objects no retained version can name (every retained seq is above their
+/// `after_seq`) and released at or before `released_by` (Unix seconds): safe to delete
+/// from the store. At most `limit`.
+pub fn collectable(c: &Connection, oldest_retained: u64, released_by: i64, limit: usize) -> rusqlite::Result<Vec<i64>> {
+    c.prepare_cached(
+        "SELECT id FROM released_objects
+         WHERE after_seq IS NOT NULL AND after_seq < ?1 AND released_at <= ?2
+         ORDER BY id LIMIT ?3",
+    )?
+    .query_map(params![oldest_retained as i64, released_by, limit as i64], |r| r.get(0))?
+    .collect()
+}
+
+/// Forget released objects that were deleted from the store.
+pub fn delete_collected(c: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached("DELETE FROM released_objects WHERE id = ?1")?;
+    for id in ids {
+        st.execute([id])?;
+    }
+    Ok(())
+}
+
+/// Objects held in the store only for older metadata versions, and their stored bytes.
+pub fn released_totals(c: &Connection) -> rusqlite::Result<(u64, u64)> {
+    c.prepare_cached("SELECT count(*), coalesce(sum(max(phys_size, 0)), 0) FROM released_objects")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
+}
+
+/// Record object `id` (`phys_size` bytes), unknown to the metadata but named by retained
+/// version `after_seq`, as released (fsck, after a restore of an older version), so that
+/// it is deleted once that version expires.
+pub fn defer_unknown_object(c: &Connection, id: i64, phys_size: i64, after_seq: u64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO released_objects (id, phys_size, released_at, after_seq) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET after_seq = max(coalesce(after_seq, 0), excluded.after_seq)",
+    )?
+    .execute(params![id, phys_size, crate::params::unix_now(), after_seq as i64])?;
+    Ok(())
+}
+
+/// New objects get ids above `id` (fsck, with the highest id in the store): a restored
+/// older version's counter would hand out ids that later versions' objects, kept for
+/// them, still have, and an upload would overwrite one.
+pub fn reserve_object_ids(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    let updated = c
+        .prepare_cached("UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'objects'")?
+        .execute([id])?;
+    if updated == 0 {
+        c.prepare_cached("INSERT INTO sqlite_sequence (name, seq) VALUES ('objects', ?1)")?
+            .execute([id])?;
+    }
+    Ok(())
+}
+
+/// Released objects that are live again (fsck: a row in both tables after a repair).
+pub fn forget_live_released(c: &Connection) -> rusqlite::Result<usize> {
+    c.prepare_cached("DELETE FROM released_objects WHERE id IN (SELECT id FROM objects)")?
+        .execute([])
 }
 
 /// The block stored for `(inode, blockno)`, if any.
@@ -334,8 +414,7 @@ pub fn segments_of(c: &Connection, obj_id: i64) -> rusqlite::Result<Vec<Segment>
 /// Move block `block_id` from segment `from` (object, offset) to `to` (object, offset,
 /// stored length) of a new pack of `pack_size` stored bytes, if it is still where it
 /// was (it may have been released meanwhile). The object counts follow; an old pack
-/// left without blocks loses its row, and its id is returned in `emptied`: the caller
-/// deletes it from the store once metadata without it is published.
+/// left without blocks is released ([`release_object`]) and its id added to `emptied`.
 pub fn move_segment(
     c: &Connection,
     block_id: i64,
@@ -361,8 +440,7 @@ pub fn move_segment(
         .query_row([from.0], |r| r.get(0))
         .optional()?;
     if left.is_some_and(|n| n <= 0) {
-        c.prepare_cached("DELETE FROM objects WHERE id = ?1")?
-            .execute([from.0])?;
+        release_object(c, from.0)?;
         emptied.push(from.0);
     }
     Ok(true)

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::exit::{Error, ExitCode, db_err};
 use crate::fs_store::{FsStore, names};
-use crate::params::Params;
+use crate::params::{Params, Retention};
 use crate::store::{PutMode, list_all};
 
 /// Size and SHA-256 (hex) of a DB file.
@@ -326,7 +326,7 @@ pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usiz
 }
 
 /// The seqs of the metadata versions the store lists, newest first (names only).
-async fn listed_versions(fs: &FsStore) -> Result<Vec<u64>, Error> {
+pub async fn listed_versions(fs: &FsStore) -> Result<Vec<u64>, Error> {
     let mut seqs: Vec<u64> = list_all(fs.store().as_ref(), names::PARAMS_VERSION_PREFIX)
         .await?
         .into_iter()
@@ -364,15 +364,17 @@ pub struct Expired {
     pub chunks: usize,
 }
 
-/// Keep the newest `keep` versions (at least one) and every chunk object they need;
-/// delete older versions' params first, then the chunks nothing retained needs, so a
-/// crash in between never leaves a version that names a missing chunk.
-pub async fn expire(fs: &FsStore, keep: usize) -> Result<Expired, Error> {
+/// Keep the versions `policy` retains now (the newest always) and every chunk object
+/// they need; delete the other versions' params first, then the chunks nothing retained
+/// needs, so a crash in between never leaves a version that names a missing chunk.
+pub async fn expire(fs: &FsStore, policy: &Retention) -> Result<Expired, Error> {
     let all = versions(fs).await?;
-    let (kept, old) = all.split_at(keep.max(1).min(all.len()));
+    let times: Vec<(u64, i64)> = all.iter().map(|p| (p.seq, p.last_modified)).collect();
+    let retained = crate::meta::versions::retention::select(&times, policy, crate::params::unix_now());
+    let (kept, old): (Vec<&Params>, Vec<&Params>) = all.iter().partition(|p| retained.contains(&p.seq));
     let available = list_chunks(fs).await?;
     let mut needed: BTreeSet<(u64, u64)> = BTreeSet::new();
-    for p in kept {
+    for p in &kept {
         // A retained version with a missing chunk keeps what it has; fsck reports it.
         let (plan, _) = chunks_of(p, &available);
         needed.extend(plan);

@@ -24,8 +24,23 @@ pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 ///    own, so it is fetched with a ranged GET); 0 means the block is the whole object,
 ///    as every block of version 1 is. `ix_blocks_obj` finds the blocks of an object (a
 ///    pack's live bytes, its garbage, the blocks to move when it is repacked).
-const MIGRATIONS: &[&str] = &["ALTER TABLE blocks ADD COLUMN phys_len INTEGER NOT NULL DEFAULT 0;
-     CREATE INDEX ix_blocks_obj ON blocks(obj_id, obj_offset);"];
+/// 3: deferred deletion. An object whose last block is released moves from `objects`
+///    to `released_objects` instead of being deleted from the store at once, because
+///    retained metadata versions may still name it (see `meta::versions::retention`).
+///    `after_seq` is the newest metadata version that may name it: NULL until the next
+///    version is published (then the seq published before it), so an object is deleted
+///    only once every retained version is newer than `after_seq` and `released_at`
+///    (Unix seconds) is older than the policy's minimum age.
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE blocks ADD COLUMN phys_len INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX ix_blocks_obj ON blocks(obj_id, obj_offset);",
+    "CREATE TABLE released_objects (
+         id          INTEGER PRIMARY KEY,
+         phys_size   INTEGER NOT NULL,
+         released_at INTEGER NOT NULL,
+         after_seq   INTEGER
+     );",
+];
 
 pub const ROOT_INODE: i64 = 1;
 

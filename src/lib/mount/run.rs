@@ -87,9 +87,6 @@ struct Mounted {
     fs: Arc<Filesystem>,
     cache: Arc<BlockCache>,
     parallel: usize,
-    /// Packs emptied by repacking, to delete once a metadata version without them is
-    /// published.
-    retired: Vec<String>,
 }
 
 /// How often the mount looks for packs worth repacking (and, if it finds some, repacks
@@ -98,15 +95,13 @@ const REPACK_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Mounted {
     /// Upload a new metadata version; `mounted` is what its params say. While mounted,
-    /// a repack round runs first; the packs it emptied are deleted once the version is
-    /// in the store.
+    /// a repack round runs first. Data that only expired versions needed is deleted
+    /// first (see [`versions::before_publish`]).
     fn backup_metadata(&mut self, mounted: bool) -> Result<(), Error> {
-        if mounted {
-            match self.cache.repack() {
-                Ok(r) => self.retired.extend(r.retired),
-                Err(e) => log::warn!("repacking failed (will retry at the next metadata upload): {e}"),
-            }
+        if mounted && let Err(e) = self.cache.repack() {
+            log::warn!("repacking failed (will retry at the next metadata upload): {e}");
         }
+        versions::before_publish(&self.fs_store, &self.fs.db(), self.params.seq, &self.params.retention)?;
         self.fs
             .sync_metadata()
             .map_err(|e| Error::new(ExitCode::Failure, format!("metadata database: {e}")))?;
@@ -126,13 +121,6 @@ impl Mounted {
         );
         self.hashes = published.hashes;
         self.params = published.params;
-        if !self.retired.is_empty() {
-            let retired = std::mem::take(&mut self.retired);
-            if let Err(e) = block_on(self.fs_store.store().delete_many(&retired)) {
-                // Unknown to the metadata from now on: fsck deletes them.
-                log::warn!("cannot delete {} repacked packs (fsck will): {e}", retired.len());
-            }
-        }
         Ok(())
     }
 }
@@ -243,7 +231,6 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
                 fs,
                 cache,
                 parallel,
-                retired: Vec::new(),
             },
         )
     })();

@@ -49,9 +49,9 @@ pub fn record_listed(conn: &rusqlite::Connection, objects: &[(i64, u64)]) -> rus
 /// (a) objects missing from the store are reported and deleted, with the blocks stored
 /// in them and their mappings; every entry of each affected file is reported by its
 /// path ("may lack data") and moved into `/lost+found` (check id `store-missing`);
-/// (b) listed ids the DB does not know ("spurious") are returned for the driver to
-/// delete and reported (`store-spurious`), except ids already in
-/// `out.objects_to_delete`;
+/// (b) listed ids the DB does not know ("spurious": neither in use nor released) are
+/// returned for the driver to delete and reported (`store-spurious`), except ids
+/// already in `out.objects_to_delete`; new objects get ids above every listed one;
 /// (c) `objects.phys_size` of -1 is set from the listed size (`store-phys-size`).
 ///
 /// Runs in one transaction; `conn` must not be inside one. Drops the listing table.
@@ -101,9 +101,12 @@ pub fn compare_with_store(conn: &rusqlite::Connection, out: &mut Findings) -> ru
                 )?;
             }
 
+            // Released objects are kept for retained metadata versions: not garbage.
             let spurious: Vec<i64> = query_vec(
                 c,
-                "SELECT l.id FROM temp.fsck_listed l WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.id = l.id)",
+                "SELECT l.id FROM temp.fsck_listed l
+                 WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.id = l.id)
+                   AND NOT EXISTS (SELECT 1 FROM released_objects r WHERE r.id = l.id)",
                 [],
                 |r| r.get(0),
             )?;
@@ -126,6 +129,19 @@ pub fn compare_with_store(conn: &rusqlite::Connection, out: &mut Findings) -> ru
                 found.add_repaired(
                     check_id::STORE_PHYS_SIZE,
                     format!("object {id} had no stored size; set to {size} from the store"),
+                );
+            }
+            // Ids of objects in the store, kept for some version, are never handed out
+            // again (a restored older version's counter would).
+            let highest: Option<i64> = c.query_row("SELECT max(id) FROM temp.fsck_listed", [], |r| r.get(0))?;
+            if let Some(id) = highest {
+                meta::blocks::reserve_object_ids(c, id)?;
+            }
+            let live_again = meta::blocks::forget_live_released(c)?;
+            if live_again > 0 {
+                found.add_repaired(
+                    check_id::STORE_SPURIOUS,
+                    format!("{live_again} objects were both in use and released; kept them in use"),
                 );
             }
             c.execute_batch("DROP TABLE temp.fsck_listed")?;

@@ -9,6 +9,7 @@
 //! in one place.
 
 pub mod lock;
+pub mod retention;
 pub mod state;
 
 use std::path::Path;
@@ -19,9 +20,6 @@ use crate::exit::{Error, ExitCode};
 use crate::fs_store::{FsStore, names};
 use crate::params::{Params, unix_now};
 use crate::runtime::block_on;
-
-/// Metadata versions kept in the store; older ones are deleted after each upload.
-pub const KEEP_VERSIONS: usize = 32;
 
 /// A metadata version uploaded and made current.
 #[derive(Debug)]
@@ -37,7 +35,8 @@ pub struct Published {
 /// Publish the SQLite file `db` as metadata version `next.seq`: upload its chunks (only
 /// those whose hash differs from `previous`), then write `next`, with the DB's size,
 /// digest and the time, first locally, then to the store; save the chunk hashes and
-/// expire versions beyond [`KEEP_VERSIONS`] (a failure to expire is only logged).
+/// expire the versions `next.retention` does not keep (a failure to expire is only
+/// logged).
 ///
 /// Local first: if the store write fails, the local copy is "newer", which makes the
 /// next mount insist on fsck instead of silently using older metadata.
@@ -63,7 +62,7 @@ pub fn publish(
     files.write_params(&next)?;
     block_on(store.write_params(&next))?;
     up.hashes.save(&files.chunks)?;
-    if let Err(e) = block_on(chunks::expire(store, KEEP_VERSIONS)) {
+    if let Err(e) = block_on(chunks::expire(store, &next.retention)) {
         log::warn!("cannot expire old metadata versions: {e}");
     }
     Ok(Published {
@@ -72,6 +71,29 @@ pub fn publish(
         chunks_sent: up.chunks_sent,
         chunks_total: up.chunks_total,
     })
+}
+
+/// Before the DB behind `db` is snapshotted as version `published + 1`: the objects
+/// released since version `published` was snapshotted are named by no later version
+/// (stamped so), then the released objects no retained version names any more are
+/// deleted from the store ([`retention::collect_released`]; a store failure there is
+/// only logged, and the next publish retries).
+pub fn before_publish(
+    store: &FsStore,
+    db: &std::sync::Mutex<rusqlite::Connection>,
+    published: u64,
+    policy: &crate::params::Retention,
+) -> Result<(), Error> {
+    crate::meta::blocks::stamp_released(&db.lock().unwrap_or_else(|e| e.into_inner()), published)
+        .map_err(crate::exit::db_err("recording released objects"))?;
+    match retention::collect_released(store, db, policy, false) {
+        Ok(c) if c.objects > 0 => {
+            log::info!("deleted {} objects that no retained metadata version needs", c.objects)
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot delete data only expired metadata versions needed (will retry): {e}"),
+    }
+    Ok(())
 }
 
 /// Whether the filesystem may be opened here, and from which metadata (mount, verify,

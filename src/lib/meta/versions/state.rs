@@ -258,6 +258,7 @@ mod tests {
             created: 0,
             last_fsck: 0,
             last_modified: 0,
+            retention: Default::default(),
         }
     }
 

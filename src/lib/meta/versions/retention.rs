@@ -1,0 +1,148 @@
+//! Which metadata versions the store retains ([`select`], by the filesystem's
+//! [`Retention`] policy) and the deletion of the data only expired versions named
+//! ([`collect_released`]): deferred deletion, so that every retained version can be
+//! restored with all its files.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+
+use crate::exit::{Error, db_err};
+use crate::fs_store::{FsStore, names};
+use crate::meta::{blocks, chunks};
+use crate::params::{Retention, unix_now};
+use crate::runtime::block_on;
+
+/// The seqs of `versions` (seq and publication time in Unix seconds, newest first) that
+/// `policy` retains at time `now`; the newest is always retained. A time in the future
+/// (a skewed clock, or a hostile store) counts as now: it can only keep a version
+/// longer, never drop one early.
+pub fn select(versions: &[(u64, i64)], policy: &Retention, now: i64) -> BTreeSet<u64> {
+    let mut keep = BTreeSet::new();
+    let mut days = HashSet::new();
+    for (i, &(seq, time)) in versions.iter().enumerate() {
+        let age = now.saturating_sub(time).max(0) as u64;
+        let day = time.min(now).div_euclid(86400);
+        let daily = days.len() < policy.keep_daily as usize && days.insert(day);
+        if i == 0 || i < policy.keep_last as usize || age <= policy.keep_within_secs || daily {
+            keep.insert(seq);
+        }
+    }
+    keep
+}
+
+/// What [`collect_released`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    pub objects: usize,
+}
+
+/// Delete from the store the released objects that no retained metadata version can
+/// name any more and that were released at least the policy's minimum age ago (no
+/// minimum with `release_now`), then forget them. With no version listed, nothing is
+/// deleted.
+///
+/// The DB lock is held only for the short queries, never across a store request. A
+/// crash between the store's delete and the row's leaves the row, and the next round
+/// deletes the (missing) object again.
+pub fn collect_released(
+    store: &FsStore,
+    db: &Mutex<Connection>,
+    policy: &Retention,
+    release_now: bool,
+) -> Result<Collected, Error> {
+    let listed = block_on(chunks::listed_versions(store))?;
+    let Some(&oldest) = listed.iter().min() else {
+        return Ok(Collected::default());
+    };
+    let min_age = if release_now { 0 } else { policy.min_age_secs };
+    let released_by = unix_now().saturating_sub(i64::try_from(min_age).unwrap_or(i64::MAX));
+    let lock = || db.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Collected::default();
+    loop {
+        let ids = blocks::collectable(&lock(), oldest, released_by, 1000)
+            .map_err(db_err("finding data only old versions needed"))?;
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let keys: Vec<String> = ids.iter().map(|&id| names::data(id as u64)).collect();
+        block_on(store.store().delete_many(&keys))?;
+        {
+            let mut c = lock();
+            let tx = c.transaction().map_err(db_err("forgetting deleted objects"))?;
+            blocks::delete_collected(&tx, &ids).map_err(db_err("forgetting deleted objects"))?;
+            tx.commit().map_err(db_err("forgetting deleted objects"))?;
+        }
+        out.objects += ids.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86400;
+
+    fn policy(keep_last: u32, within_h: u64, daily: u32) -> Retention {
+        Retention {
+            keep_last,
+            keep_within_secs: within_h * 3600,
+            keep_daily: daily,
+            min_age_secs: 0,
+        }
+    }
+
+    /// Hourly versions over 10 days, newest first.
+    fn hourly(now: i64) -> Vec<(u64, i64)> {
+        (0..240).map(|h| (1000 - h as u64, now - h * 3600)).collect()
+    }
+
+    #[test]
+    fn the_newest_is_always_kept() {
+        let now = 100 * DAY;
+        let v = hourly(now);
+        assert_eq!(select(&v, &policy(0, 0, 0), now), BTreeSet::from([1000]));
+        assert!(select(&[], &policy(5, 5, 5), now).is_empty());
+    }
+
+    #[test]
+    fn keep_last_keeps_the_newest_n() {
+        let now = 100 * DAY;
+        let kept = select(&hourly(now), &policy(3, 0, 0), now);
+        assert_eq!(kept, BTreeSet::from([998, 999, 1000]));
+    }
+
+    #[test]
+    fn keep_within_keeps_every_version_younger_than_it() {
+        let now = 100 * DAY;
+        let kept = select(&hourly(now), &policy(0, 24, 0), now);
+        assert_eq!(kept.len(), 25, "hours 0 to 24 inclusive");
+        assert!(kept.iter().all(|&s| s >= 1000 - 24));
+    }
+
+    #[test]
+    fn keep_daily_keeps_the_newest_of_each_day() {
+        let now = 100 * DAY + 12 * 3600; // noon
+        let kept = select(&hourly(now), &policy(0, 0, 3), now);
+        // Today's newest (now), then the last version of each of the two days before.
+        let times: Vec<i64> = hourly(now)
+            .into_iter()
+            .filter(|(s, _)| kept.contains(s))
+            .map(|(_, t)| t)
+            .collect();
+        assert_eq!(times, vec![now, 100 * DAY - 3600, 99 * DAY - 3600]);
+    }
+
+    #[test]
+    fn rules_add_up_and_future_times_count_as_now() {
+        let now = 100 * DAY;
+        let mut v = hourly(now);
+        v[0].1 = now + 1000 * DAY; // a hostile or skewed time
+        let kept = select(&v, &policy(2, 1, 2), now);
+        // last 2 (1000, 999), within 1 h (1000, 999), daily: today's newest (1000), and
+        // yesterday's newest (hour 1: 999 is at now - 1h, which is yesterday at 23:00).
+        assert_eq!(kept, BTreeSet::from([999, 1000]));
+        assert!(select(&v, &policy(0, 0, 0), now).contains(&1000));
+    }
+}
