@@ -7,7 +7,13 @@ fn main() {
     s3fs::mount::run::block_exit_signals();
     s3fs::localdisk::keep_files_private();
     s3fs::mount::run::limit_malloc_arenas();
-    let argv = match s3fs::cli::mount_helper::translate(std::env::args_os().collect()) {
+    // --version takes a value with --ro (a metadata version); alone, it is the program's.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.len() == 2 && (raw[1] == "--version" || raw[1] == "-V") {
+        println!("mount.s3fs {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let argv = match s3fs::cli::mount_helper::translate(raw) {
         Ok(a) => a,
         Err(e) => s3fs::exit::exit_with(Err(e)),
     };

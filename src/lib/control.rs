@@ -60,6 +60,8 @@ pub struct MountShared {
     pub last_metadata_upload: Option<SystemTime>,
     pub metadata_seq: u64,
     pub encrypted: bool,
+    /// A `--ro` mount of version `metadata_seq`.
+    pub read_only: bool,
     /// (when, bytes uploaded so far) samples for the upload rate.
     samples: VecDeque<(Instant, u64)>,
 }
@@ -158,6 +160,9 @@ pub struct MountStats {
     pub store_last_failure: Option<String>,
     pub secs_since_metadata_upload: Option<f64>,
     pub metadata_seq: u64,
+    /// A read-only mount (`--ro`) of version `metadata_seq`.
+    #[serde(default)]
+    pub read_only: bool,
     pub mounted_secs: f64,
     pub store: MetricsSnapshot,
     /// FUSE requests received since the mount, by kind (see [`crate::requests`]).
@@ -412,6 +417,7 @@ impl Control {
                 .and_then(|t| t.elapsed().ok())
                 .map(|d| d.as_secs_f64()),
             metadata_seq: shared.metadata_seq,
+            read_only: shared.read_only,
             mounted_secs: self.started.elapsed().as_secs_f64(),
             store: METRICS.snapshot(),
             fuse_requests: crate::requests::snapshot(),

@@ -27,7 +27,6 @@ pub enum ExitCode {
     MountedElsewhere = 31,
     RevisionTooOld = 32,
     RevisionTooNew = 33,
-    ReadOnly = 35,
     NoMountpoint = 36,
     NotEnoughFds = 37,
     MountFailed = 39,

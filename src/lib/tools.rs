@@ -226,10 +226,17 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
                 s.cache_misses
             ),
         ),
-        (
-            "Last metadata upload",
-            format!("{} (version {})", secs(s.secs_since_metadata_upload), s.metadata_seq),
-        ),
+        if s.read_only {
+            (
+                "Read-only mount of",
+                format!("metadata version {} (uploads nothing)", s.metadata_seq),
+            )
+        } else {
+            (
+                "Last metadata upload",
+                format!("{} (version {})", secs(s.secs_since_metadata_upload), s.metadata_seq),
+            )
+        },
         (
             "Store requests",
             format!(

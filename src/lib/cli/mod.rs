@@ -291,7 +291,6 @@ fn mount_help() -> String {
             ExitCode::MountedElsewhere,
             "the filesystem is mounted elsewhere (the message names the host)",
         ),
-        (ExitCode::ReadOnly, "a read-only mount was requested (not supported)"),
         (
             ExitCode::NoMountpoint,
             "the mountpoint does not exist or is not a directory",
@@ -310,11 +309,24 @@ fn mount_help() -> String {
 #[command(
     name = "mount.s3fs",
     version,
+    disable_version_flag = true,
     about = "Mount an s3fs filesystem",
     long_about = "Mount an s3fs filesystem.\n\nRuns in the background by default and exits 0 only once the mount is up; otherwise it prints the reason and exits with one of the codes below. Also works as a mount(8) helper: `mount.s3fs STORAGE_URL MOUNTPOINT -o opt,opt=val` (as used by `mount -t s3fs` and /etc/fstab), where each option is a long option without the dashes (`cachedir=/var/cache/s3fs,allow_other`), the kernel's mount flags (noexec, nosuid, nodev, ...) are applied as with --kernel-flags, user/users/owner/group imply noexec,nosuid,nodev as in mount(8), the words only mount(8), fstab and systemd read (_netdev, noauto, nofail, x-systemd.*, ...) are ignored, and sync, dirsync and mand are refused. SIGINT and SIGTERM unmount cleanly: everything is uploaded before the process ends.",
     after_long_help = mount_help()
 )]
 pub struct MountArgs {
+    /// Mount read-only, without taking the filesystem's lock and without writing
+    /// anything to the store: the newest metadata version in the store (or --version),
+    /// also while the writer is mounted on another host. Every change fails with EROFS.
+    /// The version stays as it was mounted (it does not follow the writer); it needs its
+    /// own cache directory files, which are removed at unmount
+    #[arg(long)]
+    pub ro: bool,
+    /// With --ro: mount this retained metadata version, by its seq (as s3fsadm
+    /// restore-metadata lists them) or a UTC date (YYYY-MM-DD[THH:MM[:SS]], the newest
+    /// version published at or before it). Without a value: print the program's version
+    #[arg(long, short = 'V', value_name = "SEQ|DATE", num_args = 0..=1, default_missing_value = "")]
+    pub version: Option<String>,
     /// The filesystem (see STORAGE URLS below)
     #[arg(value_name = "STORAGE_URL")]
     pub storage_url: String,

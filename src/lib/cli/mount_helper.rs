@@ -3,8 +3,8 @@
 //! (`cachedir=/x` → `--cachedir /x`, `allow_other` → `--allow-other`); the kernel's mount
 //! flags (`noexec`, `nosuid`, …) are collected into `--kernel-flags`, so that they are
 //! applied, not dropped; the words that only mount(8), fstab or systemd read are
-//! ignored; flags s3fs cannot honour (`sync`, `dirsync`, `mand`) are refused (exit 2),
-//! and so is `ro` (exit 35, read-only mounts are not supported yet, as in S3QL).
+//! ignored; flags s3fs cannot honour (`sync`, `dirsync`, `mand`) are refused (exit 2).
+//! `ro` is `--ro`, and `version=SEQ` its `--version SEQ`.
 
 use std::ffi::OsString;
 
@@ -97,11 +97,9 @@ pub fn translate(args: Vec<OsString>) -> Result<Vec<OsString>, Error> {
                 Some((k, v)) => (k, Some(v)),
                 None => (opt, None),
             };
-            if key == "ro" {
-                return Err(Error::new(
-                    ExitCode::ReadOnly,
-                    "read-only mounts are not supported (option ro)",
-                ));
+            if key == "ro" && value.is_none() {
+                out.push(OsString::from("--ro"));
+                continue;
             }
             if let Some((_, why)) = REFUSED.iter().find(|(w, _)| *w == key) {
                 return Err(Error::new(
@@ -196,10 +194,10 @@ mod tests {
     }
 
     #[test]
-    fn read_only_is_exit_35_and_dangling_o_is_exit_2() {
+    fn ro_is_a_read_only_mount_and_dangling_o_is_exit_2() {
         assert_eq!(
-            t(&["mount.s3fs", "s", "/m", "-o", "ro"]).unwrap_err().code,
-            ExitCode::ReadOnly
+            t(&["mount.s3fs", "s", "/m", "-o", "ro,version=5"]).unwrap(),
+            ["mount.s3fs", "s", "/m", "--ro", "--version", "5"]
         );
         assert_eq!(
             t(&["mount.s3fs", "s", "/m", "-o"]).unwrap_err().code,

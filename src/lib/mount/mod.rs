@@ -3,5 +3,6 @@
 //! from, and who may write, is the metadata lifecycle's ([`crate::meta::versions`]).
 
 pub mod mounts;
+pub mod read_only;
 pub mod run;
 pub mod umount;

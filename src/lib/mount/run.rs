@@ -79,14 +79,16 @@ fn wait_signal(timeout: Duration) -> Option<i32> {
 }
 
 /// Everything a mounted filesystem consists of.
-struct Mounted {
-    fs_store: FsStore,
-    files: LocalFiles,
-    params: Params,
-    hashes: ChunkHashes,
-    fs: Arc<Filesystem>,
-    cache: Arc<BlockCache>,
-    parallel: usize,
+pub(super) struct Mounted {
+    pub fs_store: FsStore,
+    pub files: LocalFiles,
+    pub params: Params,
+    pub hashes: ChunkHashes,
+    pub fs: Arc<Filesystem>,
+    pub cache: Arc<BlockCache>,
+    pub parallel: usize,
+    /// `--ro` (see [`super::read_only`]): nothing is published, uploaded or deleted.
+    pub read_only: bool,
 }
 
 /// How often the mount looks for packs worth repacking (and, if it finds some, repacks
@@ -187,6 +189,15 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     let cachedir = config::cache_dir(args.store.cachedir.as_deref(), &conn.auth)?;
     let files = LocalFiles::new(&cachedir, &conn.url);
     let parallel = config::max_connections(args.store.max_connections, &conn.auth);
+    if args.ro {
+        return super::read_only::run(args, kernel_options, reporter, &conn.url, &opened, &cachedir, parallel);
+    }
+    if args.version.as_deref().is_some_and(|v| !v.is_empty()) {
+        return Err(Error::new(
+            ExitCode::BadArgument,
+            "--version SEQ|DATE mounts a past version read-only: it needs --ro",
+        ));
+    }
     let mut params = opened.params.clone();
 
     let start = versions::decide_start(&opened.fs, &params, &files, ExitCode::MountedElsewhere)?;
@@ -231,6 +242,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
                 fs,
                 cache,
                 parallel,
+                read_only: false,
             },
         )
     })();
@@ -251,7 +263,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     result
 }
 
-fn open_cache(
+pub(super) fn open_cache(
     args: &MountArgs,
     files: &LocalFiles,
     params: &Params,
@@ -280,7 +292,7 @@ fn open_cache(
     Ok(BlockCache::open(config, fs.db(), files.db.clone(), fs_store.clone())?)
 }
 
-fn serve(
+pub(super) fn serve(
     args: &MountArgs,
     kernel_options: Vec<fuser::MountOption>,
     canonical_url: &str,
@@ -291,7 +303,9 @@ fn serve(
     // Totals for s3fsstat: one scan now, kept current by triggers from here on.
     m.fs.enable_stats()?;
     let (requests_tx, requests) = std::sync::mpsc::channel();
-    let shared = Arc::new(Mutex::new(MountShared::new(m.params.seq, m.params.encrypted)));
+    let mut shared = MountShared::new(m.params.seq, m.params.encrypted);
+    shared.read_only = m.read_only;
+    let shared = Arc::new(Mutex::new(shared));
     let control = Arc::new(Control::new(m.fs.clone(), m.cache.clone(), requests_tx, shared.clone()));
     let adapter = crate::fuse::Adapter::new(m.fs.clone(), Some(control));
     let notifier = adapter.notifier_slot();
@@ -304,6 +318,10 @@ fn serve(
         fuser::MountOption::DefaultPermissions,
     ];
     options.extend(kernel_options);
+    if m.read_only {
+        // The kernel answers every change with EROFS before it reaches the core.
+        options.push(fuser::MountOption::RO);
+    }
     let acl = if args.allow_other {
         fuser::SessionACL::All
     } else if args.allow_root {
@@ -364,6 +382,12 @@ fn serve(
         lock_shared(&shared).sample_uploads(m.cache.stats().uploaded_bytes);
         // Asked through the control file (s3fsctrl backup-metadata / sync).
         while let Ok(MountRequest::BackupMetadata { done }) = requests.try_recv() {
+            if m.read_only {
+                if let Some(done) = done {
+                    let _ = done.send(Err("a read-only mount publishes no metadata".into()));
+                }
+                continue;
+            }
             let r = m.backup_metadata(true);
             last_backup = Instant::now();
             record_backup(&shared, &m, &r);
@@ -371,7 +395,7 @@ fn serve(
                 let _ = done.send(r.map_err(|e| e.to_string()));
             }
         }
-        if last_repack_check.elapsed() >= REPACK_INTERVAL {
+        if !m.read_only && last_repack_check.elapsed() >= REPACK_INTERVAL {
             last_repack_check = Instant::now();
             match m.cache.repack_due() {
                 Ok(true) => {
@@ -386,7 +410,7 @@ fn serve(
                 Err(e) => log::warn!("cannot look for packs to repack: {e}"),
             }
         }
-        if !interval.is_zero() && last_backup.elapsed() >= interval {
+        if !m.read_only && !interval.is_zero() && last_backup.elapsed() >= interval {
             let r = m.backup_metadata(true);
             record_backup(&shared, &m, &r);
             if let Err(e) = r {
@@ -401,6 +425,11 @@ fn serve(
     }
     drop(requests);
     log::info!("the filesystem is unmounted and no request is in progress");
+    if m.read_only {
+        m.cache.shutdown();
+        log::info!("unmounted the read-only mount of metadata version {}", m.params.seq);
+        return Ok(());
+    }
 
     // Everything into the store, then the final metadata version.
     log::info!("uploading dirty blocks");

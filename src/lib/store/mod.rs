@@ -22,6 +22,7 @@ pub mod local;
 pub mod metrics;
 pub mod open;
 pub mod options;
+pub mod read_only;
 pub mod retry;
 pub mod s3;
 pub mod url;

@@ -1,0 +1,222 @@
+//! mount.s3fs --ro: one retained metadata version, mounted read-only, beside a writer
+//! that may be mounted elsewhere.
+//!
+//! It never takes the single-writer lock and never writes to the store (it reaches the
+//! store only through [`ReadOnlyStore`], which refuses every write): the version is
+//! downloaded into a directory of its own in the cache directory (`<stem>.ro-<pid>`, so
+//! that it shares nothing with a writer's files there), served with the kernel's
+//! read-only flag (every change fails with EROFS before it reaches us), and no metadata
+//! is published, no block uploaded, no object deleted. The directory is removed at
+//! unmount, and a later read-only mount removes those left by dead processes.
+//!
+//! The data of a version stays in the store while the retention policy retains it
+//! (deferred deletion); a version that expires while mounted keeps working for the
+//! blocks already cached, and for the rest until `--min-age` after the data's release.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::run::{Mounted, open_cache, serve};
+use crate::cli::MountArgs;
+use crate::daemon::Reporter;
+use crate::exit::{Error, ExitCode};
+use crate::fs::Filesystem;
+use crate::fs_store::{FsStore, Opened};
+use crate::meta::chunks::{self, ChunkHashes};
+use crate::meta::versions::state::LocalFiles;
+use crate::params::Params;
+use crate::runtime::block_on;
+use crate::store::StorageUrl;
+use crate::store::read_only::ReadOnlyStore;
+
+/// Mount `opened` read-only at the version `args.version` names (the current one
+/// without it) and serve until unmounted.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    args: &MountArgs,
+    kernel_options: Vec<fuser::MountOption>,
+    reporter: &mut Reporter,
+    url: &StorageUrl,
+    opened: &Opened,
+    cachedir: &Path,
+    parallel: usize,
+) -> Result<(), Error> {
+    // Every request through a store that refuses writes.
+    let store = FsStore::new(
+        Arc::new(ReadOnlyStore::new(opened.fs.store().clone())),
+        opened.fs.codec().clone(),
+    );
+    let chosen = choose(&store, &opened.params, args.version.as_deref())?;
+    let dir = own_dir(cachedir, url);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::new(
+            ExitCode::CacheDirInaccessible,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
+    let result = (|| {
+        let files = LocalFiles::new(&dir, url);
+        log::info!(
+            "mounting metadata version {} ({}) read-only",
+            chosen.seq,
+            crate::meta::versions::lock::format_time(chosen.last_modified)
+        );
+        block_on(chunks::download(&store, &chosen, &files.db, parallel))?;
+        let fs = Arc::new(Filesystem::open(&files.db, chosen.data_block_size)?);
+        let cache = open_cache(args, &files, &chosen, &store, &fs, parallel)?;
+        serve(
+            args,
+            kernel_options,
+            &url.to_string(),
+            reporter,
+            Mounted {
+                fs_store: store.clone(),
+                files,
+                params: chosen.clone(),
+                hashes: ChunkHashes::default(),
+                fs,
+                cache,
+                parallel,
+                read_only: true,
+            },
+        )
+    })();
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        log::warn!("cannot remove {}: {e}", dir.display());
+    }
+    result
+}
+
+/// The version `spec` names among the retained ones: a seq, or a UTC date (the newest
+/// version published at or before it); `None` or empty: `current`.
+fn choose(fs: &FsStore, current: &Params, spec: Option<&str>) -> Result<Params, Error> {
+    let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(current.clone());
+    };
+    let bad = |why: String| Error::new(ExitCode::BadArgument, why);
+    let versions = block_on(chunks::versions(fs))?;
+    let found = if let Ok(seq) = spec.parse::<u64>() {
+        versions.iter().find(|v| v.seq == seq)
+    } else if let Some(at) = parse_utc(spec) {
+        versions.iter().filter(|v| v.last_modified <= at).max_by_key(|v| v.seq)
+    } else {
+        return Err(bad(format!(
+            "--version {spec:?} is neither a seq nor a date (YYYY-MM-DD[THH:MM[:SS]], UTC)"
+        )));
+    };
+    found.cloned().ok_or_else(|| {
+        let listed: Vec<String> = versions.iter().map(|v| v.seq.to_string()).collect();
+        bad(format!(
+            "no retained metadata version matches --version {spec} (retained: {})",
+            listed.join(", ")
+        ))
+    })
+}
+
+/// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM` or `YYYY-MM-DDTHH:MM:SS` (or a space for the T), UTC,
+/// as Unix seconds; the end of the given day, minute or second, so that a date names the
+/// versions published on it. `None` if malformed or out of range.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let (date, time) = match text.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let num = |s: &str, range: std::ops::RangeInclusive<i64>| -> Option<i64> {
+        if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok().filter(|n| range.contains(n))
+    };
+    let mut d = date.split('-');
+    let (y, m, day) = (
+        num(d.next()?, 1970..=9999)?,
+        num(d.next()?, 1..=12)?,
+        num(d.next()?, 1..=31)?,
+    );
+    if d.next().is_some() || day > days_in_month(y, m) {
+        return None;
+    }
+    let start = days_from_civil(y, m, day) * 86400;
+    let Some(time) = time else {
+        return Some(start + 86399);
+    };
+    let mut t = time.split(':');
+    let h = num(t.next()?, 0..=23)?;
+    let min = num(t.next()?, 0..=59)?;
+    let (s, rest) = match t.next() {
+        Some(s) => (num(s, 0..=59)?, 0),
+        None => (0, 59),
+    };
+    if t.next().is_some() {
+        return None;
+    }
+    Some(start + h * 3600 + min * 60 + s + rest)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// This process's directory in `cachedir`; those of read-only mounts of the same
+/// filesystem whose process is gone are removed first.
+fn own_dir(cachedir: &Path, url: &StorageUrl) -> PathBuf {
+    let prefix = format!("{}.ro-", crate::config::cache_stem(url));
+    if let Ok(entries) = std::fs::read_dir(cachedir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != std::process::id() && !crate::process::is_running(pid) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    cachedir.join(format!("{prefix}{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_name_the_end_of_what_they_give() {
+        assert_eq!(parse_utc("1970-01-01"), Some(86399));
+        assert_eq!(parse_utc("1970-01-02T00:00"), Some(86400 + 59));
+        assert_eq!(parse_utc("1970-01-02 00:00:05"), Some(86405));
+        assert_eq!(parse_utc("2000-03-01"), Some(951_955_199));
+        assert_eq!(parse_utc("2024-02-29T12:00:00"), Some(1_709_208_000));
+        for bad in [
+            "",
+            "2024",
+            "2024-02-30",
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-1x",
+            "1969-12-31",
+            "2024-01-01T24:00",
+            "2024-01-01T10",
+            "2024-01-01T10:00:00:00",
+            "99999-01-01",
+            "2024-01-01T-1:00",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad:?}");
+        }
+    }
+}

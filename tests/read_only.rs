@@ -1,0 +1,241 @@
+//! mount.s3fs --ro [--version SEQ|DATE]: a retained metadata version mounted read-only
+//! beside the writer, which keeps working. Real binaries and FUSE mounts, on `local://`
+//! and on Garage.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::mount::{Fixture, UMOUNT, is_mounted};
+use common::{code, text};
+
+const CTRL: &str = env!("CARGO_BIN_EXE_s3fsctrl");
+const STAT: &str = env!("CARGO_BIN_EXE_s3fsstat");
+const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");
+const CACHE: &str = "cache";
+
+#[track_caller]
+fn assert_ok(o: &Output, what: &str) {
+    assert_eq!(code(o), 0, "{what}: {}", text(o));
+}
+
+fn ctrl(mnt: &Path, cmd: &str) {
+    let o = Command::new(CTRL).arg(cmd).arg(mnt).output().unwrap();
+    assert_ok(&o, cmd);
+}
+
+fn stats(mnt: &Path) -> serde_json::Value {
+    let o = Command::new(STAT).arg("--json").arg(mnt).output().unwrap();
+    assert_ok(&o, "s3fsstat");
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Every entry under `dir` (except `/lost+found`): a file's bytes, a symlink's target,
+/// or "dir".
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    common::walk(dir)
+        .into_iter()
+        .filter(|(rel, ..)| !rel.starts_with("lost+found"))
+        .map(|(rel, path, m)| {
+            let v = if m.is_file() {
+                std::fs::read(&path).unwrap()
+            } else if m.file_type().is_symlink() {
+                std::fs::read_link(&path).unwrap().into_os_string().into_encoded_bytes()
+            } else {
+                b"dir".to_vec()
+            };
+            (rel.display().to_string(), v)
+        })
+        .collect()
+}
+
+/// The store's objects, with their sizes (a local store only).
+fn store_listing(f: &Fixture) -> Vec<(PathBuf, u64)> {
+    let mut out: Vec<(PathBuf, u64)> = common::walk(&f.dir.path().join("store"))
+        .into_iter()
+        .filter(|(_, _, m)| m.is_file())
+        .map(|(rel, _, m)| (rel, m.len()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn mount_ro(f: &Fixture, mnt: &Path, cache: &str, extra: &[&str]) -> Output {
+    std::fs::create_dir_all(mnt).unwrap();
+    let mut args = vec!["--ro"];
+    args.extend_from_slice(extra);
+    f.mount_with(&f.cachedir(cache), mnt, &args)
+}
+
+fn umount(mnt: &Path) {
+    let o = Command::new(UMOUNT).arg(mnt).output().unwrap();
+    assert_ok(&o, "umount.s3fs");
+    assert!(!is_mounted(mnt));
+}
+
+/// Every change on `mnt` fails with EROFS.
+fn assert_read_only(mnt: &Path, file: &str, dir: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let erofs = |r: std::io::Result<()>, what: &str| {
+        let e = r.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{what}: {e}");
+    };
+    let f = mnt.join(file);
+    erofs(std::fs::write(mnt.join("new"), b"x"), "create");
+    erofs(
+        std::fs::OpenOptions::new().write(true).open(&f).map(drop),
+        "open for writing",
+    );
+    erofs(std::fs::OpenOptions::new().append(true).open(&f).map(drop), "append");
+    erofs(std::fs::create_dir(mnt.join("newdir")), "mkdir");
+    erofs(std::fs::remove_file(&f), "unlink");
+    erofs(std::fs::remove_dir_all(mnt.join(dir)), "rm -r");
+    erofs(std::fs::rename(&f, mnt.join("moved")), "rename");
+    erofs(
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)),
+        "chmod",
+    );
+    erofs(std::os::unix::fs::symlink("x", mnt.join("sl")), "symlink");
+    erofs(std::fs::hard_link(&f, mnt.join("hl")), "link");
+    let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::setxattr(c.as_ptr(), c"user.k".as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    assert_eq!(r, -1, "setxattr");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EROFS),
+        "setxattr"
+    );
+    // SAFETY: a valid C string.
+    let r = unsafe { libc::truncate(c.as_ptr(), 0) };
+    assert_eq!(r, -1, "truncate");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EROFS),
+        "truncate"
+    );
+}
+
+fn past_version_mount(f: &Fixture, check_store_untouched: bool) {
+    f.mount(CACHE);
+    let w = &f.mnt;
+    std::fs::create_dir(w.join("d")).unwrap();
+    for i in 0..30u64 {
+        std::fs::write(
+            w.join(format!("d/f{i}")),
+            common::random_bytes(3000 + i as usize * 500, i),
+        )
+        .unwrap();
+    }
+    std::fs::write(w.join("big"), common::random_bytes(3 << 20, 99)).unwrap();
+    std::os::unix::fs::symlink("d/f1", w.join("link")).unwrap();
+    ctrl(w, "sync");
+    let v = stats(w)["metadata_seq"].as_u64().unwrap();
+    let version_v = tree(w);
+
+    // The writer goes on: deletes, overwrites, adds; publishes.
+    for i in 0..20 {
+        std::fs::remove_file(w.join(format!("d/f{i}"))).unwrap();
+    }
+    std::fs::write(w.join("big"), common::random_bytes(1 << 20, 100)).unwrap();
+    std::fs::write(w.join("added"), b"after v").unwrap();
+    ctrl(w, "sync");
+    let newest = tree(w);
+    assert_ne!(newest, version_v);
+    ctrl(w, "flushcache");
+    let store_before = if check_store_untouched {
+        store_listing(f)
+    } else {
+        Vec::new()
+    };
+
+    // Version v, and the current version, mounted read-only beside the writer.
+    let past = f.dir.path().join("mnt2");
+    assert_ok(
+        &mount_ro(f, &past, "ro-cache", &["--version", &v.to_string()]),
+        "mount --ro --version",
+    );
+    let current = f.dir.path().join("mnt3");
+    assert_ok(&mount_ro(f, &current, "ro-cache", &[]), "mount --ro (current)");
+    assert!(tree(&past) == version_v, "the past version's tree, byte for byte");
+    assert!(tree(&current) == newest, "the newest published version");
+    let s = stats(&past);
+    assert_eq!(s["read_only"], true);
+    assert_eq!(s["metadata_seq"].as_u64(), Some(v));
+    assert_read_only(&past, "big", "d");
+    assert_read_only(&current, "added", "d");
+    let o = Command::new(CTRL).arg("sync").arg(&past).output().unwrap();
+    assert_ne!(code(&o), 0, "a read-only mount publishes nothing: {}", text(&o));
+
+    // The writer keeps changing; the read-only mounts do not move.
+    std::fs::write(w.join("later"), b"later").unwrap();
+    std::fs::remove_file(w.join("link")).unwrap();
+    ctrl(w, "sync");
+    assert!(tree(&past) == version_v);
+    assert!(tree(&current) == newest);
+    umount(&past);
+    umount(&current);
+    let log = std::fs::read_to_string(f.dir.path().join("mount.log")).unwrap_or_default();
+    assert!(!log.contains("read-only mount"), "no write was even tried: {log}");
+    if check_store_untouched {
+        // Nothing the read-only mounts did reached the store: only the writer's last
+        // publish changed it (its metadata version, and no data object).
+        let after = store_listing(f);
+        let data = |l: &[(PathBuf, u64)]| -> Vec<(PathBuf, u64)> {
+            l.iter()
+                .filter(|(p, _)| p.to_string_lossy().contains("s3fs_data_"))
+                .cloned()
+                .collect()
+        };
+        let mut expected = data(&store_before);
+        let later: Vec<_> = data(&after).into_iter().filter(|e| !expected.contains(e)).collect();
+        expected.extend(later.iter().cloned());
+        expected.sort();
+        assert_eq!(data(&after), expected, "no data object deleted");
+        assert!(later.len() <= 2, "only the writer's new file: {later:?}");
+        let ro_dirs: Vec<_> = std::fs::read_dir(f.cachedir("ro-cache"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".ro-"))
+            .collect();
+        assert!(ro_dirs.is_empty(), "their cache directories are gone: {ro_dirs:?}");
+    }
+    f.umount();
+    let cachedir = f.cachedir(CACHE);
+    let o = f.tool(FSCK, &["--batch", "--force", "--cachedir", &cachedir, &f.url]);
+    assert_ok(&o, "fsck after the read-only mounts");
+}
+
+#[test]
+fn a_past_version_mounts_read_only_beside_the_writer_on_local() {
+    past_version_mount(&Fixture::local(), true);
+}
+
+#[test]
+fn a_past_version_mounts_read_only_beside_the_writer_on_garage() {
+    past_version_mount(&Fixture::s3(&common::s3_server("GARAGE")), false);
+}
+
+#[test]
+fn read_only_options_are_checked() {
+    let f = Fixture::local();
+    let mnt2 = f.dir.path().join("mnt2");
+    for (extra, why) in [
+        (vec!["--version", "12345"], "not a retained version"),
+        (vec!["--version", "yesterday"], "neither a seq nor a date"),
+        (vec!["--version", "1960-01-01"], "before every version"),
+    ] {
+        let o = mount_ro(&f, &mnt2, "ro-cache", &extra);
+        assert_eq!(code(&o), 2, "{why}: {}", text(&o));
+        assert!(!is_mounted(&mnt2));
+    }
+    let o = f.mount_with(&f.cachedir(CACHE), &f.mnt, &["--version", "1"]);
+    assert_eq!(code(&o), 2, "--version without --ro: {}", text(&o));
+    // A date names the newest version published by then: today's end is the current one.
+    let o = mount_ro(&f, &mnt2, "ro-cache", &["--version", "9999-12-31"]);
+    assert_ok(&o, "--version by date");
+    assert!(is_mounted(&mnt2));
+    umount(&mnt2);
+}
