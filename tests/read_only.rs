@@ -143,6 +143,7 @@ fn past_version_mount(f: &Fixture, check_store_untouched: bool) {
     std::fs::write(w.join("added"), b"after v").unwrap();
     ctrl(w, "sync");
     let newest = tree(w);
+    let newest_seq = stats(w)["metadata_seq"].as_u64().unwrap();
     assert_ne!(newest, version_v);
     ctrl(w, "flushcache");
     let store_before = if check_store_untouched {
@@ -151,14 +152,17 @@ fn past_version_mount(f: &Fixture, check_store_untouched: bool) {
         Vec::new()
     };
 
-    // Version v, and the current version, mounted read-only beside the writer.
+    // Version v, and the newest version, mounted read-only beside the writer.
     let past = f.dir.path().join("mnt2");
     assert_ok(
         &mount_ro(f, &past, "ro-cache", &["--version", &v.to_string()]),
         "mount --ro --version",
     );
     let current = f.dir.path().join("mnt3");
-    assert_ok(&mount_ro(f, &current, "ro-cache", &[]), "mount --ro (current)");
+    assert_ok(
+        &mount_ro(f, &current, "ro-cache", &["--version", &newest_seq.to_string()]),
+        "mount --ro --version (newest)",
+    );
     assert!(tree(&past) == version_v, "the past version's tree, byte for byte");
     assert!(tree(&current) == newest, "the newest published version");
     let s = stats(&past);
@@ -178,7 +182,7 @@ fn past_version_mount(f: &Fixture, check_store_untouched: bool) {
     umount(&past);
     umount(&current);
     let log = std::fs::read_to_string(f.dir.path().join("mount.log")).unwrap_or_default();
-    assert!(!log.contains("read-only mount"), "no write was even tried: {log}");
+    assert!(!log.contains("refused to"), "no write was even tried: {log}");
     if check_store_untouched {
         // Nothing the read-only mounts did reached the store: only the writer's last
         // publish changed it (its metadata version, and no data object).
@@ -238,4 +242,121 @@ fn read_only_options_are_checked() {
     assert_ok(&o, "--version by date");
     assert!(is_mounted(&mnt2));
     umount(&mnt2);
+}
+
+/// Wait up to `secs` for `ok`; returns how long it took.
+fn wait_for(secs: u64, what: &str, mut ok: impl FnMut() -> bool) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(start.elapsed().as_secs() < secs, "{what}: not within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// The followers' test of the issue: a writer publishing 1 s after a change and two
+/// followers (own cache directories, own processes) looking every second.
+fn writer_and_two_followers(f: &Fixture) {
+    use std::io::{Read, Seek, SeekFrom};
+    let o = f.mount_with(&f.cachedir(CACHE), &f.mnt, &["--publish-after", "1"]);
+    assert_ok(&o, "writer");
+    let w = f.mnt.clone();
+    std::fs::create_dir(w.join("d")).unwrap();
+    std::fs::write(w.join("d/first"), b"first").unwrap();
+    let followers: Vec<PathBuf> = (1..=2).map(|i| f.dir.path().join(format!("follower{i}"))).collect();
+    for (i, mnt) in followers.iter().enumerate() {
+        let o = mount_ro(f, mnt, &format!("follower-cache{i}"), &["--follow-interval", "1"]);
+        assert_ok(&o, "follower");
+    }
+
+    // Written (not even fsync'ed) on the writer: on both followers within the lag
+    // (--publish-after + --follow-interval + the download + the kernel's 1 s cache).
+    let a = common::random_bytes((5 << 20) / 2, 1);
+    std::fs::write(w.join("a"), &a).unwrap();
+    std::fs::write(w.join("d/second"), b"second").unwrap();
+    for mnt in &followers {
+        let took = wait_for(30, "a written on the writer reaches a follower", || {
+            std::fs::read(mnt.join("a")).is_ok_and(|got| got == a) && mnt.join("d/second").exists()
+        });
+        eprintln!("lag: {:.1} s", took.as_secs_f64());
+    }
+    let s = stats(&followers[0]);
+    assert!(s["following"]["switches"].as_u64().unwrap() >= 1, "{s}");
+
+    // A file open on a follower stays readable, as it was, after the writer deleted it
+    // and the follower moved on.
+    let mut open = std::fs::File::open(followers[0].join("a")).unwrap();
+    let mut head = vec![0u8; 1000];
+    open.read_exact(&mut head).unwrap();
+    std::fs::remove_file(w.join("a")).unwrap();
+    std::fs::write(w.join("b"), b"after a").unwrap();
+    for mnt in &followers {
+        wait_for(30, "the deletion reaches a follower", || {
+            !mnt.join("a").exists() && std::fs::read(mnt.join("b")).is_ok_and(|b| b == b"after a")
+        });
+    }
+    let mut rest = Vec::new();
+    open.seek(SeekFrom::Start(0)).unwrap();
+    open.read_to_end(&mut rest).unwrap();
+    assert!(rest == a, "the open file reads its version to the end");
+    drop(open);
+    // Closed: the old versions are finished, their files removed; one is left.
+    let ro_dir = std::fs::read_dir(f.cachedir("follower-cache0"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().contains(".ro-"))
+        .unwrap()
+        .path();
+    wait_for(10, "old versions finished", || {
+        std::fs::read_dir(&ro_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("gen-"))
+            .count()
+            == 1
+    });
+
+    for mnt in &followers {
+        assert_read_only(mnt, "b", "d");
+    }
+
+    // The writer killed: the followers serve the last version it published.
+    std::fs::write(w.join("last"), b"last").unwrap();
+    for mnt in &followers {
+        wait_for(30, "the last file reaches a follower", || mnt.join("last").exists());
+    }
+    let last = tree(&followers[0]);
+    let pid = common::mount::mount_pid(&w);
+    // SAFETY: a process of this test.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    common::mount::wait_gone(pid);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    for mnt in &followers {
+        assert!(tree(mnt) == last, "a follower keeps serving after the writer died");
+        let s = stats(mnt);
+        assert!(s["following"]["last_error"].is_null(), "{s}");
+    }
+    for mnt in &followers {
+        umount(mnt);
+    }
+    let log = std::fs::read_to_string(f.dir.path().join("mount.log")).unwrap_or_default();
+    assert!(!log.contains("refused to"), "no write was even tried: {log}");
+    let _ = Command::new("fusermount3").arg("-uz").arg(&w).status();
+    let cachedir = f.cachedir(CACHE);
+    let o = f.tool(FSCK, &["--batch", "--cachedir", &cachedir, &f.url]);
+    assert!(
+        matches!(code(&o), 0 | 128),
+        "fsck after the writer was killed: {}",
+        text(&o)
+    );
+}
+
+#[test]
+fn followers_see_what_the_writer_publishes_on_local() {
+    writer_and_two_followers(&Fixture::local());
+}
+
+#[test]
+fn followers_see_what_the_writer_publishes_on_garage() {
+    writer_and_two_followers(&Fixture::s3(&common::s3_server("GARAGE")));
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::BlockCache;
 use crate::fs::{Attr, DbStats, Filesystem, FsError, FsResult};
+use crate::served::Served;
 use crate::store::metrics::{METRICS, MetricsSnapshot};
 
 /// Name of the control file in every directory.
@@ -62,6 +63,16 @@ pub struct MountShared {
     pub encrypted: bool,
     /// A `--ro` mount of version `metadata_seq`.
     pub read_only: bool,
+    /// A follower: when the version served was published, when the store was last
+    /// looked at, what failed then, how many times it moved to a newer version.
+    pub following: bool,
+    pub served_published: i64,
+    pub follow_checked: Option<SystemTime>,
+    pub follow_error: Option<String>,
+    pub switches: u64,
+    /// The writer: since when the metadata has changes no published version has
+    /// (every follower lags at least that much).
+    pub unpublished_since: Option<Instant>,
     /// (when, bytes uploaded so far) samples for the upload rate.
     samples: VecDeque<(Instant, u64)>,
 }
@@ -163,10 +174,31 @@ pub struct MountStats {
     /// A read-only mount (`--ro`) of version `metadata_seq`.
     #[serde(default)]
     pub read_only: bool,
+    /// A follower (`--ro` without `--version`): how old the version served is, how
+    /// long ago the store was last looked at for a newer one, the last failure, and
+    /// the versions moved to since the mount.
+    #[serde(default)]
+    pub following: Option<FollowStats>,
+    /// The writer: seconds its oldest unpublished change has waited (followers see it
+    /// only once a version with it is published).
+    #[serde(default)]
+    pub unpublished_secs: Option<f64>,
     pub mounted_secs: f64,
     pub store: MetricsSnapshot,
     /// FUSE requests received since the mount, by kind (see [`crate::requests`]).
     pub fuse_requests: std::collections::BTreeMap<String, u64>,
+}
+
+/// A follower's view of how far behind the writer it may be.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FollowStats {
+    /// Seconds since the version served was published.
+    pub version_age_secs: f64,
+    /// Seconds since the store was last asked for a newer version.
+    pub checked_secs_ago: Option<f64>,
+    pub last_error: Option<String>,
+    /// Newer versions moved to since the mount.
+    pub switches: u64,
 }
 
 /// What the FUSE adapter must tell the kernel after a command.
@@ -185,8 +217,8 @@ pub enum Invalidate {
 
 /// The mount's side of the control file.
 pub struct Control {
-    fs: Arc<Filesystem>,
-    cache: Arc<BlockCache>,
+    /// What the mount serves (a follower's changes with each version).
+    served: Arc<Served>,
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
@@ -208,17 +240,11 @@ fn number(s: &str) -> FsResult<u64> {
 }
 
 impl Control {
-    pub fn new(
-        fs: Arc<Filesystem>,
-        cache: Arc<BlockCache>,
-        requests: Sender<MountRequest>,
-        shared: Arc<Mutex<MountShared>>,
-    ) -> Control {
+    pub fn new(served: Arc<Served>, requests: Sender<MountRequest>, shared: Arc<Mutex<MountShared>>) -> Control {
         // SAFETY: geteuid/getegid cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         Control {
-            fs,
-            cache,
+            served,
             uid,
             gid,
             mounted_at: SystemTime::now(),
@@ -226,6 +252,14 @@ impl Control {
             requests,
             shared,
         }
+    }
+
+    fn fs(&self) -> Arc<Filesystem> {
+        self.served.current().fs.clone()
+    }
+
+    fn cache(&self) -> Arc<BlockCache> {
+        self.served.current().cache.clone()
     }
 
     /// Attributes of the control file: an empty regular file of the mounting user.
@@ -280,24 +314,24 @@ impl Control {
         match std::str::from_utf8(name).unwrap_or("") {
             cmd::FLUSHCACHE => {
                 log::info!("control: uploading every dirty block");
-                self.cache.upload_all_unless_store_down().map_err(cache_err)?;
+                self.cache().upload_all_unless_store_down().map_err(cache_err)?;
             }
             cmd::DROPCACHE => {
                 log::info!("control: uploading every dirty block, then emptying the cache");
-                self.cache.upload_all_unless_store_down().map_err(cache_err)?;
-                self.cache.drop_clean();
+                self.cache().upload_all_unless_store_down().map_err(cache_err)?;
+                self.cache().drop_clean();
             }
             cmd::BACKUP_METADATA => self.request_backup(false)?,
-            cmd::UPLOAD_NOW => self.cache.hurry(),
+            cmd::UPLOAD_NOW => self.cache().hurry(),
             cmd::SYNC => {
                 log::info!("control: sync (dirty blocks, then the metadata)");
-                self.cache.upload_all_unless_store_down().map_err(cache_err)?;
+                self.cache().upload_all_unless_store_down().map_err(cache_err)?;
                 self.request_backup(true)?;
             }
             cmd::CACHESIZE => {
                 let bytes = number(text()?)?;
                 log::info!("control: cache limit set to {} MiB", bytes >> 20);
-                self.cache.set_max_bytes(bytes);
+                self.cache().set_max_bytes(bytes);
             }
             cmd::LOG => {
                 let mut words = text()?.split_whitespace();
@@ -317,7 +351,7 @@ impl Control {
                 };
                 let (src, dst) = (number(src)?, number(dst)?);
                 let t = Instant::now();
-                let r = self.fs.copy_tree(src, dst)?;
+                let r = self.fs().copy_tree(src, dst)?;
                 log::info!(
                     "control: copied inode {src} to {dst}: {} inodes, {} entries in {:.1?}",
                     r.inodes,
@@ -328,7 +362,7 @@ impl Control {
             }
             cmd::LOCK => {
                 let ino = number(text()?)?;
-                let n = self.fs.lock_tree(ino)?;
+                let n = self.fs().lock_tree(ino)?;
                 log::info!("control: locked inode {ino} and what is below it ({n} inodes)");
             }
             cmd::RMTREE => {
@@ -338,7 +372,7 @@ impl Control {
                 let parent = number(std::str::from_utf8(&value[..space]).unwrap_or(""))?;
                 let name = value[space + 1..].to_vec();
                 let t = Instant::now();
-                let r = self.fs.remove_tree(parent, &name)?;
+                let r = self.fs().remove_tree(parent, &name)?;
                 log::info!(
                     "control: removed {} entries under inode {parent} in {:.1?}",
                     r.entries,
@@ -377,11 +411,11 @@ impl Control {
     /// The numbers for `s3fsstat`: counters, and one scan of the packed blocks on the
     /// read connection.
     pub fn stats(&self) -> FsResult<MountStats> {
-        let db = self.fs.db_stats()?.unwrap_or_default();
-        let packs = self.fs.pack_totals()?;
-        let (held_objects, held_bytes) = self.fs.released_totals()?;
-        let c = self.cache.stats();
-        let health = self.cache.store_health();
+        let db = self.fs().db_stats()?.unwrap_or_default();
+        let packs = self.fs().pack_totals()?;
+        let (held_objects, held_bytes) = self.fs().released_totals()?;
+        let c = self.cache().stats();
+        let health = self.cache().store_health();
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let lookups = c.hits + c.misses;
         Ok(MountStats {
@@ -392,7 +426,7 @@ impl Control {
             repack_freed_bytes: c.repack_freed_bytes,
             held_objects,
             held_bytes,
-            db_bytes: self.fs.db_file_bytes(),
+            db_bytes: self.fs().db_file_bytes(),
             cache_bytes: c.bytes,
             cache_entries: c.entries as u64,
             cache_max_bytes: c.max_bytes,
@@ -418,6 +452,16 @@ impl Control {
                 .map(|d| d.as_secs_f64()),
             metadata_seq: shared.metadata_seq,
             read_only: shared.read_only,
+            following: shared.following.then(|| FollowStats {
+                version_age_secs: (crate::params::unix_now() - shared.served_published).max(0) as f64,
+                checked_secs_ago: shared
+                    .follow_checked
+                    .and_then(|t| t.elapsed().ok())
+                    .map(|d| d.as_secs_f64()),
+                last_error: shared.follow_error.clone(),
+                switches: shared.switches,
+            }),
+            unpublished_secs: shared.unpublished_since.map(|t| t.elapsed().as_secs_f64()),
             mounted_secs: self.started.elapsed().as_secs_f64(),
             store: METRICS.snapshot(),
             fuse_requests: crate::requests::snapshot(),

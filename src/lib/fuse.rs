@@ -17,14 +17,20 @@ use fuser::{
 use crate::control::{CTRL_INO, CTRL_NAME, Control, Invalidate};
 use crate::fs::{Attr, Ctx, FileKind, Filesystem, FsError, SetAttr, TimeSet};
 use crate::requests::{self, Kind};
+use crate::served::Served;
 
 /// Attributes and entries only change through this mount, so the kernel may cache them
 /// long (as S3QL does).
 const TTL: Duration = Duration::from_secs(3600);
+/// A follower's: they change when it moves to a newer version, and the kernel must see
+/// that within this.
+const FOLLOWER_TTL: Duration = Duration::from_secs(1);
 
 /// The adapter handed to fuser.
 pub struct Adapter {
-    fs: Arc<Filesystem>,
+    served: Arc<Served>,
+    /// How long the kernel may cache entries and attributes.
+    ttl: Duration,
     /// The control file; absent in tests that mount only the namespace.
     control: Option<Arc<Control>>,
     /// Set once the session runs: tells the kernel about changes made by commands.
@@ -34,13 +40,22 @@ pub struct Adapter {
 }
 
 impl Adapter {
-    pub fn new(fs: Arc<Filesystem>, control: Option<Arc<Control>>) -> Adapter {
+    /// Serve `served`. A follower's entries and attributes are cached briefly and its
+    /// file data and listings not kept between opens, so that the kernel sees each
+    /// newer version.
+    pub fn new(served: Arc<Served>, control: Option<Arc<Control>>) -> Adapter {
         Adapter {
-            fs,
+            ttl: if served.follows() { FOLLOWER_TTL } else { TTL },
+            served,
             control,
             notifier: Arc::default(),
             zero_message_opendir: false,
         }
+    }
+
+    /// The filesystem of the current generation.
+    fn fs(&self) -> Arc<Filesystem> {
+        self.served.current().fs.clone()
     }
 
     /// Where to put the session's notifier once it is mounted.
@@ -156,9 +171,9 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn entry(reply: ReplyEntry, r: Result<Attr, FsError>) {
+fn entry(reply: ReplyEntry, ttl: Duration, r: Result<Attr, FsError>) {
     match r {
-        Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+        Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -223,7 +238,10 @@ impl fuser::Filesystem for Adapter {
         // read, and cache listings in its page cache (FOPEN_CACHE_DIR). Every change to
         // a directory made through this mount drops that cache; changes made by control
         // commands drop it through a notification (see `invalidate`).
-        self.zero_message_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
+        // A follower's listings change with each version: it answers OPENDIR, binding
+        // the handle to the version being served.
+        self.zero_message_opendir =
+            !self.served.follows() && config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
         let _ = config.set_time_granularity(Duration::from_nanos(1));
         Ok(())
     }
@@ -236,26 +254,28 @@ impl fuser::Filesystem for Adapter {
             && name.as_bytes() == CTRL_NAME.as_bytes()
         {
             // In every directory, listed in none.
-            let r = self.fs.opendir(parent.0).map(|()| c.attr());
-            return entry(reply, r);
+            let r = self.fs().opendir(parent.0).map(|()| c.attr());
+            return entry(reply, self.ttl, r);
         }
-        entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
+        entry(reply, self.ttl, self.fs().lookup(parent.0, name.as_bytes()));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.count(Kind::Forget, ino);
         if self.ctrl(ino).is_none() {
-            self.fs.forget(ino.0, nlookup);
+            self.fs().forget(ino.0, nlookup);
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         self.count(Kind::Getattr, ino);
         if let Some(c) = self.ctrl(ino) {
-            return reply.attr(&TTL, &file_attr(&c.attr()));
+            return reply.attr(&self.ttl, &file_attr(&c.attr()));
         }
-        match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+        // fstat of an open file: the version it was opened on (a follower's).
+        let g = self.served.handle(fh.map_or(0, |h| h.0));
+        match g.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -291,15 +311,15 @@ impl fuser::Filesystem for Adapter {
             mtime: time_set(mtime),
             ctime: ctime.map(ns),
         };
-        match self.fs.setattr(&ctx(req), ino.0, &set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+        match self.fs().setattr(&ctx(req), ino.0, &set) {
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         requests::count(Kind::Readlink);
-        match self.fs.readlink(ino.0) {
+        match self.fs().readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(e)),
         }
@@ -309,7 +329,9 @@ impl fuser::Filesystem for Adapter {
         requests::count(Kind::Mknod);
         entry(
             reply,
-            self.fs.mknod(&ctx(req), parent.0, name.as_bytes(), mode & !umask, rdev),
+            self.ttl,
+            self.fs()
+                .mknod(&ctx(req), parent.0, name.as_bytes(), mode & !umask, rdev),
         );
     }
 
@@ -317,25 +339,27 @@ impl fuser::Filesystem for Adapter {
         requests::count(Kind::Mkdir);
         entry(
             reply,
-            self.fs.mkdir(&ctx(req), parent.0, name.as_bytes(), mode & !umask),
+            self.ttl,
+            self.fs().mkdir(&ctx(req), parent.0, name.as_bytes(), mode & !umask),
         );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         requests::count(Kind::Unlink);
-        empty(reply, self.fs.unlink(parent.0, name.as_bytes()));
+        empty(reply, self.fs().unlink(parent.0, name.as_bytes()));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         requests::count(Kind::Rmdir);
-        empty(reply, self.fs.rmdir(parent.0, name.as_bytes()));
+        empty(reply, self.fs().rmdir(parent.0, name.as_bytes()));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         requests::count(Kind::Symlink);
         entry(
             reply,
-            self.fs
+            self.ttl,
+            self.fs()
                 .symlink(&ctx(req), parent.0, link_name.as_bytes(), target.as_os_str().as_bytes()),
         );
     }
@@ -353,14 +377,14 @@ impl fuser::Filesystem for Adapter {
         requests::count(Kind::Rename);
         empty(
             reply,
-            self.fs
+            self.fs()
                 .rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), flags.bits()),
         );
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         requests::count(Kind::Link);
-        entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
+        entry(reply, self.ttl, self.fs().link(ino.0, newparent.0, newname.as_bytes()));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -372,9 +396,15 @@ impl fuser::Filesystem for Adapter {
                 false => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
             };
         }
-        match self.fs.open_file(ino.0, write) {
-            Ok(_) => reply.opened(FileHandle(0), open_flags(flags.0)),
-            Err(e) => reply.error(errno(e)),
+        let (fh, g) = self.served.open();
+        match g.fs.open_file(ino.0, write) {
+            // A follower's pages may be of an older version: not kept between opens.
+            Ok(_) if self.served.follows() => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(_) => reply.opened(FileHandle(fh), open_flags(flags.0)),
+            Err(e) => {
+                self.served.release(fh);
+                reply.error(errno(e))
+            }
         }
     }
 
@@ -382,7 +412,7 @@ impl fuser::Filesystem for Adapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -393,7 +423,7 @@ impl fuser::Filesystem for Adapter {
         if self.ctrl(ino).is_some() {
             return reply.data(&[]);
         }
-        match self.fs.read(ino.0, offset, size) {
+        match self.served.handle(fh.0).fs.read(ino.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
         }
@@ -412,7 +442,7 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyWrite,
     ) {
         requests::count(Kind::Write);
-        match self.fs.write(&ctx(req), ino.0, offset, data) {
+        match self.fs().write(&ctx(req), ino.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -430,29 +460,41 @@ impl fuser::Filesystem for Adapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         self.count(Kind::Release, ino);
+        self.served.release(fh.0);
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         requests::count(Kind::Releasedir);
+        self.served.release(fh.0);
         reply.ok();
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         requests::count(Kind::Fsync);
-        empty(reply, self.fs.fsync(ino.0));
+        empty(reply, self.fs().fsync(ino.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         requests::count(Kind::Opendir);
-        match self.fs.opendir(ino.0) {
+        if self.served.follows() {
+            let (fh, g) = self.served.open();
+            return match g.fs.opendir(ino.0) {
+                Ok(()) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => {
+                    self.served.release(fh);
+                    reply.error(errno(e))
+                }
+            };
+        }
+        match self.fs().opendir(ino.0) {
             Ok(()) if self.zero_message_opendir => reply.error(Errno::ENOSYS),
             // An older kernel: cache the listing all the same.
             Ok(()) => reply.opened(
@@ -463,11 +505,12 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         requests::count(Kind::Readdir);
+        let fs = self.served.handle(fh.0).fs.clone();
         let mut offset = offset;
         loop {
-            let batch = match self.fs.readdir(ino.0, offset) {
+            let batch = match fs.readdir(ino.0, offset) {
                 Ok(b) => b,
                 Err(e) => return reply.error(errno(e)),
             };
@@ -483,16 +526,16 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         requests::count(Kind::Readdirplus);
-        let result = self.fs.readdirplus(ino.0, offset, |e, a| {
+        let result = self.served.handle(fh.0).fs.clone().readdirplus(ino.0, offset, |e, a| {
             // fuser's `add` is true when the buffer is full and the entry was not added;
             // the core wants true for an accepted entry (one the kernel will count).
             !reply.add(
                 INodeNo(e.ino),
                 e.offset,
                 OsStr::from_bytes(&e.name),
-                &TTL,
+                &self.ttl,
                 &file_attr(a),
                 Generation(0),
             )
@@ -505,12 +548,12 @@ impl fuser::Filesystem for Adapter {
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         requests::count(Kind::Fsyncdir);
-        empty(reply, self.fs.sync_metadata().map_err(|_| FsError::new(libc::EIO)));
+        empty(reply, self.fs().sync_metadata().map_err(|_| FsError::new(libc::EIO)));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         requests::count(Kind::Statfs);
-        match self.fs.statfs() {
+        match self.fs().statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
@@ -533,7 +576,7 @@ impl fuser::Filesystem for Adapter {
             let r = c.set(req.uid(), name.as_bytes(), value);
             return empty(reply, r.map(|what| self.invalidate(what)));
         }
-        empty(reply, self.fs.setxattr(ino.0, name.as_bytes(), value, flags));
+        empty(reply, self.fs().setxattr(ino.0, name.as_bytes(), value, flags));
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -541,7 +584,7 @@ impl fuser::Filesystem for Adapter {
         if let Some(c) = self.ctrl(ino) {
             return xattr(reply, size, c.get(req.uid(), name.as_bytes()));
         }
-        xattr(reply, size, self.fs.getxattr(ino.0, name.as_bytes()));
+        xattr(reply, size, self.fs().getxattr(ino.0, name.as_bytes()));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -549,7 +592,7 @@ impl fuser::Filesystem for Adapter {
         if self.ctrl(ino).is_some() {
             return xattr(reply, size, Ok(Vec::new()));
         }
-        let list = self.fs.listxattr(ino.0).map(|names| {
+        let list = self.fs().listxattr(ino.0).map(|names| {
             names
                 .into_iter()
                 .flat_map(|mut n| {
@@ -566,7 +609,7 @@ impl fuser::Filesystem for Adapter {
         if self.ctrl(ino).is_some() {
             return reply.error(Errno::EPERM);
         }
-        empty(reply, self.fs.removexattr(ino.0, name.as_bytes()));
+        empty(reply, self.fs().removexattr(ino.0, name.as_bytes()));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -574,7 +617,7 @@ impl fuser::Filesystem for Adapter {
         if self.ctrl(ino).is_some() {
             return reply.ok();
         }
-        empty(reply, self.fs.access(ino.0, mask.bits()));
+        empty(reply, self.fs().access(ino.0, mask.bits()));
     }
 
     fn create(
@@ -589,10 +632,16 @@ impl fuser::Filesystem for Adapter {
     ) {
         requests::count(Kind::Create);
         match self
-            .fs
+            .fs()
             .create(&ctx(req), parent.0, name.as_bytes(), mode & !umask, flags)
         {
-            Ok(a) => reply.created(&TTL, &file_attr(&a), Generation(0), FileHandle(0), open_flags(flags)),
+            Ok(a) => reply.created(
+                &self.ttl,
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(0),
+                open_flags(flags),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -608,12 +657,12 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         requests::count(Kind::Fallocate);
-        empty(reply, self.fs.fallocate(&ctx(req), ino.0, offset, length, mode));
+        empty(reply, self.fs().fallocate(&ctx(req), ino.0, offset, length, mode));
     }
 
-    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         requests::count(Kind::Lseek);
-        match self.fs.lseek(ino.0, offset, whence) {
+        match self.served.handle(fh.0).fs.lseek(ino.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),
         }
@@ -634,7 +683,7 @@ impl fuser::Filesystem for Adapter {
     ) {
         requests::count(Kind::CopyFileRange);
         match self
-            .fs
+            .fs()
             .copy_file_range(&ctx(req), ino_in.0, offset_in, ino_out.0, offset_out, len)
         {
             Ok(n) => reply.written(n as u32),

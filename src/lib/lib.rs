@@ -34,6 +34,7 @@ pub mod params;
 pub mod process;
 pub mod requests;
 pub mod runtime;
+pub mod served;
 pub mod store;
 pub mod tool_errors;
 pub mod tools;

@@ -226,7 +226,22 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
                 s.cache_misses
             ),
         ),
-        if s.read_only {
+        if let Some(f) = &s.following {
+            (
+                "Following the writer",
+                format!(
+                    "version {}, published {} ago; store checked {} ago{}; {} newer versions taken",
+                    s.metadata_seq,
+                    secs(Some(f.version_age_secs)),
+                    secs(f.checked_secs_ago),
+                    f.last_error
+                        .as_deref()
+                        .map(|e| format!(" (failed: {e})"))
+                        .unwrap_or_default(),
+                    f.switches
+                ),
+            )
+        } else if s.read_only {
             (
                 "Read-only mount of",
                 format!("metadata version {} (uploads nothing)", s.metadata_seq),
@@ -237,6 +252,13 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
                 format!("{} (version {})", secs(s.secs_since_metadata_upload), s.metadata_seq),
             )
         },
+        (
+            "Unpublished changes",
+            match s.unpublished_secs {
+                Some(age) => format!("for {} (followers lag at least that)", secs(Some(age))),
+                None => "none".into(),
+            },
+        ),
         (
             "Store requests",
             format!(

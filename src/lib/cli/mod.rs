@@ -316,10 +316,10 @@ fn mount_help() -> String {
 )]
 pub struct MountArgs {
     /// Mount read-only, without taking the filesystem's lock and without writing
-    /// anything to the store: the newest metadata version in the store (or --version),
-    /// also while the writer is mounted on another host. Every change fails with EROFS.
-    /// The version stays as it was mounted (it does not follow the writer); it needs its
-    /// own cache directory files, which are removed at unmount
+    /// anything to the store, also while the writer is mounted on another host: the
+    /// newest metadata version, following the newer ones the writer publishes (see
+    /// --follow-interval), or the one --version names, for the mount's life. Every change
+    /// fails with EROFS. Its files in the cache directory are removed at unmount
     #[arg(long)]
     pub ro: bool,
     /// With --ro: mount this retained metadata version, by its seq (as s3fsadm
@@ -327,6 +327,17 @@ pub struct MountArgs {
     /// version published at or before it). Without a value: print the program's version
     #[arg(long, short = 'V', value_name = "SEQ|DATE", num_args = 0..=1, default_missing_value = "")]
     pub version: Option<String>,
+    /// With --ro and without --version (a follower): look for a newer metadata version
+    /// in the store this often (one GET), and move to it when the writer has published
+    /// one
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub follow_interval: u64,
+    /// For read-only followers on other hosts: publish a metadata version this many
+    /// seconds after a change (only when something changed) [default: 0, off: only
+    /// every --metadata-backup-interval]. Followers cannot tell the writer they exist
+    /// (they never write to the store), so this is how it knows
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub publish_after: u64,
     /// The filesystem (see STORAGE URLS below)
     #[arg(value_name = "STORAGE_URL")]
     pub storage_url: String,

@@ -215,6 +215,32 @@ const DOWNLOAD_MEMORY: u64 = 256 << 20;
 /// arrive (after a check that the disk has room), never into one buffer of the claimed
 /// size, and at most [`DOWNLOAD_MEMORY`] of them are in memory at once.
 pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usize) -> Result<(), Error> {
+    download_reusing(fs, params, dest, parallel, None).await.map(drop)
+}
+
+/// Which chunk object (by seq) holds each chunk of a downloaded version: what
+/// [`download_reusing`] needs to fetch only the chunks a newer version changed.
+pub type ChunkPlan = BTreeMap<u64, u64>;
+
+/// What [`download_reusing`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Downloaded {
+    pub plan: ChunkPlan,
+    /// Chunks fetched from the store; the others were copied from the previous file.
+    pub fetched: usize,
+}
+
+/// [`download`], copying from `previous` (an untouched earlier download and its plan)
+/// every chunk the new version takes from the same chunk object: a follower moving to
+/// a newer version fetches only the chunks that changed. The whole file is checked
+/// against the version's SHA-256 all the same.
+pub async fn download_reusing(
+    fs: &FsStore,
+    params: &Params,
+    dest: &Path,
+    parallel: usize,
+    previous: Option<(&Path, &ChunkPlan)>,
+) -> Result<Downloaded, Error> {
     params
         .validate()
         .map_err(|e| Error::new(ExitCode::Failure, format!("superblock is invalid: {e}")))?;
@@ -235,6 +261,16 @@ pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usiz
     }
     let chunk_size = params.metadata_block_size;
     let (plan, missing) = chunks_of(params, &list_chunks(fs).await?);
+    let previous = previous.and_then(|(path, old)| Some((Arc::new(std::fs::File::open(path).ok()?), old)));
+    let mut fetch = Vec::new();
+    let mut copy = Vec::new();
+    for (&chunk, &seq) in &plan {
+        match previous {
+            Some((_, old)) if old.get(&chunk) == Some(&seq) => copy.push(chunk),
+            _ => fetch.push((chunk, seq)),
+        }
+    }
+    let fetched = fetch.len();
     if let Some(missing) = missing {
         return Err(Error::new(
             ExitCode::Failure,
@@ -259,9 +295,32 @@ pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usiz
         .map_err(|e| io("creating", &tmp, e))?,
     );
     let result = async {
+        if let Some((old, _)) = &previous {
+            let (old, file, copy) = (old.clone(), file.clone(), std::mem::take(&mut copy));
+            let db_size = params.db_size;
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; chunk_size as usize];
+                for chunk in copy {
+                    let start = chunk * chunk_size;
+                    let len = (start + chunk_size).min(db_size) - start;
+                    old.read_exact_at(&mut buf[..len as usize], start)?;
+                    file.write_all_at(&buf[..len as usize], start)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(join_err)?
+            .map_err(|e| {
+                Error::new(
+                    ExitCode::CacheDirInaccessible,
+                    format!("copying unchanged metadata: {e}"),
+                )
+            })?;
+        }
         let parallel = parallel.clamp(1, (DOWNLOAD_MEMORY / chunk_size).max(1) as usize);
         let mut tasks = tokio::task::JoinSet::new();
-        let mut pending = plan.into_iter();
+        let mut pending = fetch.into_iter();
         loop {
             while tasks.len() < parallel {
                 let Some((chunk, seq)) = pending.next() else { break };
@@ -322,7 +381,7 @@ pub async fn download(fs: &FsStore, params: &Params, dest: &Path, parallel: usiz
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result.map(|()| Downloaded { plan, fetched })
 }
 
 /// The seqs of the metadata versions the store lists, newest first (names only).

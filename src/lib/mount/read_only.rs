@@ -1,5 +1,10 @@
-//! mount.s3fs --ro: one retained metadata version, mounted read-only, beside a writer
-//! that may be mounted elsewhere.
+//! mount.s3fs --ro: a metadata version mounted read-only, beside a writer that may be
+//! mounted elsewhere. With `--version`, that version for the mount's life; without, a
+//! *follower*: it starts from the newest version and, every `--follow-interval`, looks
+//! for a newer one in the store (one GET of the superblock), downloads only the chunks
+//! of the metadata that changed ([`chunks::download_reusing`]) and switches to it
+//! between requests ([`Served::switch`]); files and directories opened before keep
+//! their version until closed.
 //!
 //! It never takes the single-writer lock and never writes to the store (it reaches the
 //! store only through [`ReadOnlyStore`], which refuses every write): the version is
@@ -14,18 +19,21 @@
 //! blocks already cached, and for the rest until `--min-age` after the data's release.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::run::{Mounted, open_cache, serve};
 use crate::cli::MountArgs;
+use crate::control::MountShared;
 use crate::daemon::Reporter;
 use crate::exit::{Error, ExitCode};
 use crate::fs::Filesystem;
 use crate::fs_store::{FsStore, Opened};
-use crate::meta::chunks::{self, ChunkHashes};
+use crate::meta::chunks::{self, ChunkHashes, ChunkPlan};
 use crate::meta::versions::state::LocalFiles;
 use crate::params::Params;
 use crate::runtime::block_on;
+use crate::served::{Generation, Served};
 use crate::store::StorageUrl;
 use crate::store::read_only::ReadOnlyStore;
 
@@ -47,6 +55,7 @@ pub fn run(
         opened.fs.codec().clone(),
     );
     let chosen = choose(&store, &opened.params, args.version.as_deref())?;
+    let follows = args.version.as_deref().is_none_or(|v| v.trim().is_empty());
     let dir = own_dir(cachedir, url);
     std::fs::create_dir_all(&dir).map_err(|e| {
         Error::new(
@@ -55,15 +64,26 @@ pub fn run(
         )
     })?;
     let result = (|| {
-        let files = LocalFiles::new(&dir, url);
         log::info!(
-            "mounting metadata version {} ({}) read-only",
+            "mounting metadata version {} ({}) read-only{}",
             chosen.seq,
-            crate::meta::versions::lock::format_time(chosen.last_modified)
+            crate::meta::versions::lock::format_time(chosen.last_modified),
+            if follows { ", following newer versions" } else { "" }
         );
-        block_on(chunks::download(&store, &chosen, &files.db, parallel))?;
-        let fs = Arc::new(Filesystem::open(&files.db, chosen.data_block_size)?);
-        let cache = open_cache(args, &files, &chosen, &store, &fs, parallel)?;
+        let first = open_generation(args, &store, url, &dir, &chosen, None, parallel)?;
+        let follower = follows.then(|| Follower {
+            args: args.clone(),
+            store: store.clone(),
+            url: url.clone(),
+            dir: dir.clone(),
+            uuid: chosen.uuid.clone(),
+            interval: Duration::from_secs(args.follow_interval),
+            parallel,
+            last_check: Instant::now(),
+            served_seq: chosen.seq,
+            pristine: first.pristine.clone(),
+            plan: first.plan.clone(),
+        });
         serve(
             args,
             kernel_options,
@@ -71,13 +91,16 @@ pub fn run(
             reporter,
             Mounted {
                 fs_store: store.clone(),
-                files,
+                files: first.files,
                 params: chosen.clone(),
                 hashes: ChunkHashes::default(),
-                fs,
-                cache,
+                fs: first.generation.fs.clone(),
+                cache: first.generation.cache.clone(),
                 parallel,
                 read_only: true,
+                first_generation: Some(first.generation),
+                follower,
+                published_changes: 0,
             },
         )
     })();
@@ -85,6 +108,144 @@ pub fn run(
         log::warn!("cannot remove {}: {e}", dir.display());
     }
     result
+}
+
+/// One downloaded version, opened.
+struct OpenVersion {
+    generation: Generation,
+    files: LocalFiles,
+    /// The download as it came from the store (the live copy beside it is what SQLite
+    /// opens, and it may change it): the base of the next incremental download.
+    pristine: PathBuf,
+    plan: ChunkPlan,
+    fetched: usize,
+}
+
+/// Download version `params` into `dir/gen-<seq>` (reusing the unchanged chunks of
+/// `previous`), open it and its block cache; the generation removes its directory when
+/// it is dropped.
+fn open_generation(
+    args: &MountArgs,
+    store: &FsStore,
+    url: &StorageUrl,
+    dir: &Path,
+    params: &Params,
+    previous: Option<(&Path, &ChunkPlan)>,
+    parallel: usize,
+) -> Result<OpenVersion, Error> {
+    let gen_dir = dir.join(format!("gen-{}", params.seq));
+    let _ = std::fs::remove_dir_all(&gen_dir);
+    std::fs::create_dir_all(&gen_dir).map_err(|e| {
+        Error::new(
+            ExitCode::CacheDirInaccessible,
+            format!("cannot create {}: {e}", gen_dir.display()),
+        )
+    })?;
+    let files = LocalFiles::new(&gen_dir, url);
+    let pristine = gen_dir.join("pristine.db");
+    let got = block_on(chunks::download_reusing(store, params, &pristine, parallel, previous))?;
+    std::fs::copy(&pristine, &files.db).map_err(|e| {
+        Error::new(
+            ExitCode::CacheDirInaccessible,
+            format!("cannot copy the metadata to {}: {e}", files.db.display()),
+        )
+    })?;
+    let fs = Arc::new(Filesystem::open(&files.db, params.data_block_size)?);
+    let cache = open_cache(args, &files, params, store, &fs, parallel)?;
+    let finish = (cache.clone(), gen_dir);
+    let generation = Generation::new(fs, cache, params.seq, params.last_modified).on_drop(move || {
+        finish.0.shutdown();
+        let _ = std::fs::remove_dir_all(&finish.1);
+    });
+    Ok(OpenVersion {
+        generation,
+        files,
+        pristine,
+        plan: got.plan,
+        fetched: got.fetched,
+    })
+}
+
+/// A follower's state between looks at the store.
+pub(super) struct Follower {
+    args: MountArgs,
+    store: FsStore,
+    url: StorageUrl,
+    dir: PathBuf,
+    uuid: String,
+    interval: Duration,
+    parallel: usize,
+    last_check: Instant,
+    served_seq: u64,
+    pristine: PathBuf,
+    plan: ChunkPlan,
+}
+
+impl Follower {
+    /// Every `--follow-interval`: if the store's current version is newer than the one
+    /// served, download it and switch to it. A failure is logged and shown by
+    /// s3fsstat; the version served stays, and the next interval tries again.
+    pub fn tick(&mut self, served: &Served, shared: &Mutex<MountShared>) {
+        if self.last_check.elapsed() < self.interval {
+            return;
+        }
+        self.last_check = Instant::now();
+        let result = self.look();
+        let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        sh.follow_checked = Some(SystemTime::now());
+        match result {
+            Ok(None) => sh.follow_error = None,
+            Ok(Some(next)) => {
+                log::info!(
+                    "following: now serving metadata version {} ({} of {} chunks fetched)",
+                    next.generation.seq,
+                    next.fetched,
+                    next.plan.len()
+                );
+                sh.metadata_seq = next.generation.seq;
+                sh.served_published = next.generation.published;
+                sh.follow_error = None;
+                sh.switches += 1;
+                self.served_seq = next.generation.seq;
+                self.pristine = next.pristine;
+                self.plan = next.plan;
+                drop(sh);
+                served.switch(next.generation);
+            }
+            Err(e) => {
+                log::warn!("following: {} (still serving version {})", e.message, self.served_seq);
+                sh.follow_error = Some(e.message);
+            }
+        }
+    }
+
+    /// The store's current version, opened, if it is newer than the one served.
+    fn look(&self) -> Result<Option<OpenVersion>, Error> {
+        let remote = block_on(self.store.read_params())?;
+        if remote.uuid != self.uuid {
+            return Err(Error::new(
+                ExitCode::Tampered,
+                "the store now holds another filesystem; not following it",
+            ));
+        }
+        if remote.seq <= self.served_seq {
+            return Ok(None);
+        }
+        let previous = Some((self.pristine.as_path(), &self.plan));
+        let next = open_generation(
+            &self.args,
+            &self.store,
+            &self.url,
+            &self.dir,
+            &remote,
+            previous,
+            self.parallel,
+        )?;
+        // What serve() does for the first generation.
+        next.generation.fs.attach_cache(next.generation.cache.clone());
+        next.generation.fs.enable_stats()?;
+        Ok(Some(next))
+    }
 }
 
 /// The version `spec` names among the retained ones: a seq, or a UTC date (the newest

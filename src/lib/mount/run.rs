@@ -26,6 +26,7 @@ use crate::meta::versions::state::{LocalFiles, Start};
 use crate::meta::versions::{self, lock};
 use crate::params::{Params, unix_now};
 use crate::runtime::block_on;
+use crate::served::{Generation, Served};
 
 /// Signals that end the mount cleanly. They are blocked in every thread (call
 /// [`block_exit_signals`] before any thread starts) and taken synchronously by the main
@@ -89,13 +90,30 @@ pub(super) struct Mounted {
     pub parallel: usize,
     /// `--ro` (see [`super::read_only`]): nothing is published, uploaded or deleted.
     pub read_only: bool,
+    /// The generation of `fs` and `cache`, if it has a finishing step of its own (a
+    /// follower's removes its files); else one is made of them.
+    pub first_generation: Option<Generation>,
+    /// A follower's state (`--ro` without `--version`).
+    pub follower: Option<super::read_only::Follower>,
+    /// `total_changes()` of the DB when the last published version was snapshotted:
+    /// more means unpublished changes.
+    pub published_changes: u64,
 }
+
+/// With --publish-after, how long a publish waits for the dirty blocks to be uploaded
+/// before it goes ahead without them.
+const PUBLISH_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// How often the mount looks for packs worth repacking (and, if it finds some, repacks
 /// one round and publishes a metadata version).
 const REPACK_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Mounted {
+    /// Rows changed through the DB connection since it was opened.
+    fn db_changes(&self) -> u64 {
+        self.fs.db().lock().unwrap_or_else(|e| e.into_inner()).total_changes()
+    }
+
     /// Upload a new metadata version; `mounted` is what its params say. While mounted,
     /// a repack round runs first. Data that only expired versions needed is deleted
     /// first (see [`versions::before_publish`]).
@@ -107,6 +125,7 @@ impl Mounted {
         self.fs
             .sync_metadata()
             .map_err(|e| Error::new(ExitCode::Failure, format!("metadata database: {e}")))?;
+        self.published_changes = self.db_changes();
         let snap = self.files.db.with_extension("snapshot");
         chunks::snapshot(&self.files.db, &snap)?;
         let mut next = self.params.clone();
@@ -243,6 +262,9 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
                 cache,
                 parallel,
                 read_only: false,
+                first_generation: None,
+                follower: None,
+                published_changes: 0,
             },
         )
     })();
@@ -305,9 +327,19 @@ pub(super) fn serve(
     let (requests_tx, requests) = std::sync::mpsc::channel();
     let mut shared = MountShared::new(m.params.seq, m.params.encrypted);
     shared.read_only = m.read_only;
+    shared.following = m.follower.is_some();
+    shared.served_published = m.params.last_modified;
     let shared = Arc::new(Mutex::new(shared));
-    let control = Arc::new(Control::new(m.fs.clone(), m.cache.clone(), requests_tx, shared.clone()));
-    let adapter = crate::fuse::Adapter::new(m.fs.clone(), Some(control));
+    let first = m
+        .first_generation
+        .take()
+        .unwrap_or_else(|| Generation::new(m.fs.clone(), m.cache.clone(), m.params.seq, m.params.last_modified));
+    let served = Arc::new(match m.follower {
+        Some(_) => Served::following(first),
+        None => Served::fixed(first),
+    });
+    let control = Arc::new(Control::new(served.clone(), requests_tx, shared.clone()));
+    let adapter = crate::fuse::Adapter::new(served.clone(), Some(control));
     let notifier = adapter.notifier_slot();
     let mut options = vec![
         // The canonical URL, which s3fsadm looks for in the mount table.
@@ -356,6 +388,8 @@ pub(super) fn serve(
     // control file's requests and backing up metadata whatever happens; only after
     // the session has ended is the filesystem marked clean.
     let interval = Duration::from_secs(args.metadata_backup_interval);
+    let publish_after = Duration::from_secs(args.publish_after);
+    m.published_changes = m.db_changes();
     let mut last_backup = Instant::now();
     let mut last_repack_check = Instant::now();
     let mut ending: Option<Ending> = None;
@@ -380,6 +414,43 @@ pub(super) fn serve(
             e.cut_off = true;
         }
         lock_shared(&shared).sample_uploads(m.cache.stats().uploaded_bytes);
+        if let Some(f) = m.follower.as_mut() {
+            f.tick(&served, &shared);
+        }
+        if !m.read_only {
+            // Unpublished changes: how far behind followers are, and, with
+            // --publish-after, when to publish for them.
+            let changed = m.db_changes() != m.published_changes;
+            let since = {
+                let mut sh = lock_shared(&shared);
+                if !changed {
+                    sh.unpublished_since = None;
+                } else if sh.unpublished_since.is_none() {
+                    sh.unpublished_since = Some(Instant::now());
+                }
+                sh.unpublished_since
+            };
+            // Blocks not yet uploaded are not in the metadata (a version would show
+            // their files with holes): they go first, unless writes never stop.
+            let waited = since
+                .map(|t| t.elapsed())
+                .filter(|w| !publish_after.is_zero() && *w >= publish_after);
+            let c = m.cache.stats();
+            let settled = c.dirty_entries == 0 && c.uploads_in_flight == 0;
+            if waited.is_some() && !settled {
+                m.cache.hurry();
+            }
+            if waited.is_some_and(|w| settled || w >= publish_after + PUBLISH_WAIT_MAX) {
+                let r = m.backup_metadata(true);
+                last_backup = Instant::now();
+                record_backup(&shared, &m, &r);
+                if let Err(e) = r {
+                    log::error!("metadata upload for followers failed (will retry): {e}");
+                    // Not again before another --publish-after.
+                    lock_shared(&shared).unpublished_since = Some(Instant::now());
+                }
+            }
+        }
         // Asked through the control file (s3fsctrl backup-metadata / sync).
         while let Ok(MountRequest::BackupMetadata { done }) = requests.try_recv() {
             if m.read_only {
@@ -427,6 +498,8 @@ pub(super) fn serve(
     log::info!("the filesystem is unmounted and no request is in progress");
     if m.read_only {
         m.cache.shutdown();
+        served.current().cache.shutdown();
+        drop(served);
         log::info!("unmounted the read-only mount of metadata version {}", m.params.seq);
         return Ok(());
     }
