@@ -400,11 +400,29 @@ pub async fn newest_listed_version(fs: &FsStore) -> Result<Option<u64>, Error> {
     Ok(listed_versions(fs).await?.first().copied())
 }
 
+/// Superblocks of versions older than the newest, as read before in this process, by
+/// (store, seq): a version's superblock does not change once a newer one exists, and a
+/// writer publishing every few seconds (for followers) would otherwise read every
+/// retained one at each publish. Entries of versions no longer listed are dropped.
+static KNOWN_VERSIONS: std::sync::LazyLock<std::sync::Mutex<BTreeMap<(String, u64), Params>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// The retained metadata versions, newest first.
 pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
     let seqs = listed_versions(fs).await?;
+    let store = fs.store().describe();
+    let known = |seq: u64| {
+        let k = KNOWN_VERSIONS.lock().unwrap_or_else(|e| e.into_inner());
+        k.get(&(store.clone(), seq)).cloned()
+    };
     let mut out = Vec::with_capacity(seqs.len());
-    for seq in seqs {
+    for (i, &seq) in seqs.iter().enumerate() {
+        if i > 0
+            && let Some(p) = known(seq)
+        {
+            out.push(p);
+            continue;
+        }
         // A version deleted meanwhile by a concurrent expiry is not retained any more.
         if let Some(raw) = fs
             .get_if_exists(&names::params_version(seq), Params::MAX_JSON_LEN)
@@ -412,6 +430,11 @@ pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
         {
             out.push(Params::from_json(&raw)?);
         }
+    }
+    let mut k = KNOWN_VERSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    k.retain(|(s, seq), _| *s != store || seqs.binary_search_by(|x| seq.cmp(x)).is_ok());
+    for p in out.iter().skip(1) {
+        k.insert((store.clone(), p.seq), p.clone());
     }
     Ok(out)
 }

@@ -25,7 +25,7 @@ pub fn select(versions: &[(u64, i64)], policy: &Retention, now: i64) -> BTreeSet
         let age = now.saturating_sub(time).max(0) as u64;
         let day = time.min(now).div_euclid(86400);
         let daily = days.len() < policy.keep_daily as usize && days.insert(day);
-        if i == 0 || i < policy.keep_last as usize || age <= policy.keep_within_secs || daily {
+        if i == 0 || i < policy.keep_last as usize || age < policy.keep_within_secs || daily {
             keep.insert(seq);
         }
     }
@@ -117,8 +117,11 @@ mod tests {
     fn keep_within_keeps_every_version_younger_than_it() {
         let now = 100 * DAY;
         let kept = select(&hourly(now), &policy(0, 24, 0), now);
-        assert_eq!(kept.len(), 25, "hours 0 to 24 inclusive");
-        assert!(kept.iter().all(|&s| s >= 1000 - 24));
+        assert_eq!(kept.len(), 24, "hours 0 to 23: younger than 24 h");
+        assert!(kept.iter().all(|&s| s > 1000 - 24));
+        // 0: none, even of the versions published this very second.
+        let same_second: Vec<(u64, i64)> = (0..5).map(|i| (100 - i, now)).collect();
+        assert_eq!(select(&same_second, &policy(0, 0, 0), now), BTreeSet::from([100]));
     }
 
     #[test]
@@ -140,8 +143,8 @@ mod tests {
         let mut v = hourly(now);
         v[0].1 = now + 1000 * DAY; // a hostile or skewed time
         let kept = select(&v, &policy(2, 1, 2), now);
-        // last 2 (1000, 999), within 1 h (1000, 999), daily: today's newest (1000), and
-        // yesterday's newest (hour 1: 999 is at now - 1h, which is yesterday at 23:00).
+        // last 2 (1000, 999), within 1 h (1000 only: 999 is exactly 1 h old), daily:
+        // today's newest (1000), and yesterday's newest (999, at 23:00 yesterday).
         assert_eq!(kept, BTreeSet::from([999, 1000]));
         assert!(select(&v, &policy(0, 0, 0), now).contains(&1000));
     }
