@@ -131,7 +131,7 @@ fn versions_round_trip(store: Arc<dyn Store>) {
         keep_daily: 0,
         min_age_secs: 0,
     };
-    let expired = block_on(chunks::expire(&fs, &keep_two)).unwrap();
+    let expired = block_on(s3fs::meta::versions::retention::expire(&fs, &keep_two)).unwrap();
     assert_eq!(expired.versions, 2);
     assert!(expired.chunks > 0);
     let after = block_on(list_all(store.as_ref(), names::META_PREFIX)).unwrap().len();

@@ -378,7 +378,7 @@ fn release_locked(
         keep_daily: 0,
         min_age_secs: 0,
     };
-    let expired = block_on(chunks::expire(fs, &only_current))?;
+    let expired = block_on(retention::expire(fs, &only_current))?;
     let db = std::sync::Mutex::new(crate::meta::db::open_exclusive(&files.db)?);
     crate::meta::blocks::stamp_released(&db.lock().unwrap_or_else(|e| e.into_inner()), remote.seq)
         .map_err(crate::exit::db_err("recording released objects"))?;

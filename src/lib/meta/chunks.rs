@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::exit::{Error, ExitCode, db_err};
 use crate::fs_store::{FsStore, names};
-use crate::params::{Params, Retention};
+use crate::params::Params;
 use crate::store::{PutMode, list_all};
 
 /// Size and SHA-256 (hex) of a DB file.
@@ -178,7 +178,10 @@ pub async fn upload_all(
 
 /// For each chunk of version `params` that exists, the seq of the object holding it;
 /// and the first chunk that does not exist, if any.
-fn chunks_of(params: &Params, available: &BTreeMap<u64, BTreeSet<u64>>) -> (BTreeMap<u64, u64>, Option<u64>) {
+pub(crate) fn chunks_of(
+    params: &Params,
+    available: &BTreeMap<u64, BTreeSet<u64>>,
+) -> (BTreeMap<u64, u64>, Option<u64>) {
     let chunks = params.db_size.div_ceil(params.metadata_block_size);
     let mut plan = BTreeMap::new();
     let mut missing = None;
@@ -196,7 +199,7 @@ fn chunks_of(params: &Params, available: &BTreeMap<u64, BTreeSet<u64>>) -> (BTre
 }
 
 /// Every metadata chunk object in the store: chunk → seqs.
-async fn list_chunks(fs: &FsStore) -> Result<BTreeMap<u64, BTreeSet<u64>>, Error> {
+pub(crate) async fn list_chunks(fs: &FsStore) -> Result<BTreeMap<u64, BTreeSet<u64>>, Error> {
     let mut available: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     for obj in list_all(fs.store().as_ref(), names::META_PREFIX).await? {
         if let Some((chunk, seq)) = names::parse_meta_chunk(&obj.key) {
@@ -437,45 +440,4 @@ pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
         k.insert((store.clone(), p.seq), p.clone());
     }
     Ok(out)
-}
-
-/// What [`expire`] removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Expired {
-    pub versions: usize,
-    pub chunks: usize,
-}
-
-/// Keep the versions `policy` retains now (the newest always) and every chunk object
-/// they need; delete the other versions' params first, then the chunks nothing retained
-/// needs, so a crash in between never leaves a version that names a missing chunk.
-pub async fn expire(fs: &FsStore, policy: &Retention) -> Result<Expired, Error> {
-    let all = versions(fs).await?;
-    let times: Vec<(u64, i64)> = all.iter().map(|p| (p.seq, p.last_modified)).collect();
-    let retained = crate::meta::versions::retention::select(&times, policy, crate::params::unix_now());
-    let (kept, old): (Vec<&Params>, Vec<&Params>) = all.iter().partition(|p| retained.contains(&p.seq));
-    let available = list_chunks(fs).await?;
-    let mut needed: BTreeSet<(u64, u64)> = BTreeSet::new();
-    for p in &kept {
-        // A retained version with a missing chunk keeps what it has; fsck reports it.
-        let (plan, _) = chunks_of(p, &available);
-        needed.extend(plan);
-    }
-    let newest_kept = kept.first().map(|p| p.seq).unwrap_or(0);
-    let old_params: Vec<String> = old.iter().map(|p| names::params_version(p.seq)).collect();
-    fs.store().delete_many(&old_params).await?;
-    // Chunks newer than every retained version belong to an upload in progress: keep them.
-    let garbage: Vec<String> = available
-        .iter()
-        .flat_map(|(c, seqs)| seqs.iter().map(move |s| (*c, *s)))
-        .filter(|(c, s)| *s <= newest_kept && !needed.contains(&(*c, *s)))
-        .map(|(c, s)| names::meta_chunk(c, s))
-        .collect();
-    for batch in garbage.chunks(1000) {
-        fs.store().delete_many(batch).await?;
-    }
-    Ok(Expired {
-        versions: old_params.len(),
-        chunks: garbage.len(),
-    })
 }

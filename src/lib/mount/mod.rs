@@ -5,4 +5,6 @@
 pub mod mounts;
 pub mod read_only;
 pub mod run;
+mod serve;
+mod signals;
 pub mod umount;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::run::{Mounted, open_cache, serve};
+use super::serve::{FollowTick, Mounted, open_cache, serve};
 use crate::cli::MountArgs;
 use crate::control::MountShared;
 use crate::daemon::Reporter;
@@ -71,18 +71,21 @@ pub fn run(
             if follows { ", following newer versions" } else { "" }
         );
         let first = open_generation(args, &store, url, &dir, &chosen, None, parallel)?;
-        let follower = follows.then(|| Follower {
-            args: args.clone(),
-            store: store.clone(),
-            url: url.clone(),
-            dir: dir.clone(),
-            uuid: chosen.uuid.clone(),
-            interval: Duration::from_secs(args.follow_interval),
-            parallel,
-            last_check: Instant::now(),
-            served_seq: chosen.seq,
-            pristine: first.pristine.clone(),
-            plan: first.plan.clone(),
+        let follower = follows.then(|| {
+            let mut f = Follower {
+                args: args.clone(),
+                store: store.clone(),
+                url: url.clone(),
+                dir: dir.clone(),
+                uuid: chosen.uuid.clone(),
+                interval: Duration::from_secs(args.follow_interval),
+                parallel,
+                last_check: Instant::now(),
+                served_seq: chosen.seq,
+                pristine: first.pristine.clone(),
+                plan: first.plan.clone(),
+            };
+            Box::new(move |served: &Served, shared: &Mutex<MountShared>| f.tick(served, shared)) as FollowTick
         });
         serve(
             args,
@@ -167,7 +170,7 @@ fn open_generation(
 }
 
 /// A follower's state between looks at the store.
-pub(super) struct Follower {
+struct Follower {
     args: MountArgs,
     store: FsStore,
     url: StorageUrl,
@@ -185,7 +188,7 @@ impl Follower {
     /// Every `--follow-interval`: if the store's current version is newer than the one
     /// served, download it and switch to it. A failure is logged and shown by
     /// s3fsstat; the version served stays, and the next interval tries again.
-    pub fn tick(&mut self, served: &Served, shared: &Mutex<MountShared>) {
+    fn tick(&mut self, served: &Served, shared: &Mutex<MountShared>) {
         if self.last_check.elapsed() < self.interval {
             return;
         }

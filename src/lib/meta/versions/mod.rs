@@ -62,7 +62,7 @@ pub fn publish(
     files.write_params(&next)?;
     block_on(store.write_params(&next))?;
     up.hashes.save(&files.chunks)?;
-    if let Err(e) = block_on(chunks::expire(store, &next.retention)) {
+    if let Err(e) = block_on(retention::expire(store, &next.retention)) {
         log::warn!("cannot expire old metadata versions: {e}");
     }
     Ok(Published {

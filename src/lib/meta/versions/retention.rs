@@ -1,5 +1,6 @@
 //! Which metadata versions the store retains ([`select`], by the filesystem's
-//! [`Retention`] policy) and the deletion of the data only expired versions named
+//! [`Retention`] policy; [`expire`] deletes the others and the chunks only they need)
+//! and the deletion of the data only expired versions named
 //! ([`collect_released`]): deferred deletion, so that every retained version can be
 //! restored with all its files.
 
@@ -11,7 +12,7 @@ use rusqlite::Connection;
 use crate::exit::{Error, db_err};
 use crate::fs_store::{FsStore, names};
 use crate::meta::{blocks, chunks};
-use crate::params::{Retention, unix_now};
+use crate::params::{Params, Retention, unix_now};
 use crate::runtime::block_on;
 
 /// The seqs of `versions` (seq and publication time in Unix seconds, newest first) that
@@ -30,6 +31,47 @@ pub fn select(versions: &[(u64, i64)], policy: &Retention, now: i64) -> BTreeSet
         }
     }
     keep
+}
+
+/// What [`expire`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub versions: usize,
+    pub chunks: usize,
+}
+
+/// Keep the versions `policy` retains now (the newest always) and every chunk object
+/// they need; delete the other versions' params first, then the chunks nothing retained
+/// needs, so a crash in between never leaves a version that names a missing chunk.
+pub async fn expire(fs: &FsStore, policy: &Retention) -> Result<Expired, Error> {
+    let all = chunks::versions(fs).await?;
+    let times: Vec<(u64, i64)> = all.iter().map(|p| (p.seq, p.last_modified)).collect();
+    let retained = select(&times, policy, unix_now());
+    let (kept, old): (Vec<&Params>, Vec<&Params>) = all.iter().partition(|p| retained.contains(&p.seq));
+    let available = chunks::list_chunks(fs).await?;
+    let mut needed: BTreeSet<(u64, u64)> = BTreeSet::new();
+    for p in &kept {
+        // A retained version with a missing chunk keeps what it has; fsck reports it.
+        let (plan, _) = chunks::chunks_of(p, &available);
+        needed.extend(plan);
+    }
+    let newest_kept = kept.first().map(|p| p.seq).unwrap_or(0);
+    let old_params: Vec<String> = old.iter().map(|p| names::params_version(p.seq)).collect();
+    fs.store().delete_many(&old_params).await?;
+    // Chunks newer than every retained version belong to an upload in progress: keep them.
+    let garbage: Vec<String> = available
+        .iter()
+        .flat_map(|(c, seqs)| seqs.iter().map(move |s| (*c, *s)))
+        .filter(|(c, s)| *s <= newest_kept && !needed.contains(&(*c, *s)))
+        .map(|(c, s)| names::meta_chunk(c, s))
+        .collect();
+    for batch in garbage.chunks(1000) {
+        fs.store().delete_many(batch).await?;
+    }
+    Ok(Expired {
+        versions: old_params.len(),
+        chunks: garbage.len(),
+    })
 }
 
 /// What [`collect_released`] deleted.
