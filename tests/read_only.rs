@@ -283,6 +283,16 @@ fn writer_and_two_followers(f: &Fixture) {
     let s = stats(&followers[0]);
     assert!(s["following"]["switches"].as_u64().unwrap() >= 1, "{s}");
 
+    // What a follower has cached stays cached across a switch when it did not change.
+    let keep = std::fs::read(followers[0].join("a")).unwrap();
+    let got = |mnt: &Path| stats(mnt)["store"]["get"]["bytes"].as_u64().unwrap();
+    let before = got(&followers[0]);
+    std::fs::write(w.join("c"), b"a change elsewhere").unwrap();
+    wait_for(30, "c reaches the follower", || followers[0].join("c").exists());
+    assert!(std::fs::read(followers[0].join("a")).unwrap() == keep);
+    let fetched = got(&followers[0]) - before;
+    assert!(fetched < (1 << 20), "{fetched} bytes fetched again after a switch");
+
     // A file open on a follower stays readable, as it was, after the writer deleted it
     // and the follower moved on.
     let mut open = std::fs::File::open(followers[0].join("a")).unwrap();

@@ -91,6 +91,30 @@ pub(super) fn scan(dir: &Path) -> io::Result<Vec<Found>> {
     Ok(found.into_values().collect())
 }
 
+/// Hard-link into `new_dir` (created if missing) every clean block file of `old_dir`
+/// for which `unchanged(inode, blockno)` says the block is the same in the version the
+/// new cache serves; returns how many. Without a synced mark in `new_dir` the links are
+/// trusted as they are: for a read-only follower, whose cache never outlives its
+/// process, that is right (see `mount::read_only`). Unreadable entries are skipped.
+pub fn link_unchanged(
+    old_dir: &Path,
+    new_dir: &Path,
+    mut unchanged: impl FnMut(u64, u64) -> bool,
+) -> io::Result<usize> {
+    fs::create_dir_all(new_dir)?;
+    let mut linked = 0;
+    for item in fs::read_dir(old_dir)?.flatten() {
+        let name = item.file_name();
+        let Some(key) = name.to_str().and_then(parse_key) else {
+            continue; // dirty, temporary, the mark, or foreign
+        };
+        if unchanged(key.0, key.1) && fs::hard_link(item.path(), block_path(new_dir, key, false)).is_ok() {
+            linked += 1;
+        }
+    }
+    Ok(linked)
+}
+
 /// What the last [`write_synced_mark`] in `dir` recorded: every file of the cache last
 /// modified before the time, or every file (a clean shutdown), is on disk. `None` if
 /// there is no mark (a cache made before marks existed, whose clean files were each

@@ -65,6 +65,7 @@ mod config;
 mod error;
 mod fetch;
 mod files;
+pub use files::link_unchanged;
 mod index;
 mod pack;
 mod readahead;

@@ -124,19 +124,31 @@ struct OpenVersion {
     fetched: usize,
 }
 
+/// Where a follower keeps version `seq`.
+fn generation_dir(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("gen-{seq}"))
+}
+
+/// The generation being replaced: the base of the next one's download and cache.
+struct Previous<'a> {
+    pristine: &'a Path,
+    plan: &'a ChunkPlan,
+    cache_dir: &'a Path,
+}
+
 /// Download version `params` into `dir/gen-<seq>` (reusing the unchanged chunks of
-/// `previous`), open it and its block cache; the generation removes its directory when
-/// it is dropped.
+/// `previous`, and linking its cached blocks that did not change), open it and its block
+/// cache; the generation removes its directory when it is dropped.
 fn open_generation(
     args: &MountArgs,
     store: &FsStore,
     url: &StorageUrl,
     dir: &Path,
     params: &Params,
-    previous: Option<(&Path, &ChunkPlan)>,
+    previous: Option<Previous<'_>>,
     parallel: usize,
 ) -> Result<OpenVersion, Error> {
-    let gen_dir = dir.join(format!("gen-{}", params.seq));
+    let gen_dir = generation_dir(dir, params.seq);
     let _ = std::fs::remove_dir_all(&gen_dir);
     std::fs::create_dir_all(&gen_dir).map_err(|e| {
         Error::new(
@@ -146,7 +158,15 @@ fn open_generation(
     })?;
     let files = LocalFiles::new(&gen_dir, url);
     let pristine = gen_dir.join("pristine.db");
-    let got = block_on(chunks::download_reusing(store, params, &pristine, parallel, previous))?;
+    let reuse = previous.as_ref().map(|p| (p.pristine, p.plan));
+    let got = block_on(chunks::download_reusing(store, params, &pristine, parallel, reuse))?;
+    if let Some(p) = &previous {
+        let linked = carry_cache_over(p, &pristine, &files.cache);
+        log::debug!(
+            "following: {linked} cached blocks carried over to version {}",
+            params.seq
+        );
+    }
     std::fs::copy(&pristine, &files.db).map_err(|e| {
         Error::new(
             ExitCode::CacheDirInaccessible,
@@ -167,6 +187,27 @@ fn open_generation(
         plan: got.plan,
         fetched: got.fetched,
     })
+}
+
+/// Link the cached blocks of the previous generation whose block is the same in the new
+/// version (same block id at the same place) into the new cache directory, so that a
+/// switch does not make a follower fetch again what it had. Failures only cost refetches.
+fn carry_cache_over(previous: &Previous<'_>, new_db: &Path, new_cache: &Path) -> usize {
+    let open = |p: &Path| crate::meta::db::open_copy(&p.to_string_lossy()).ok();
+    let (Some(old), Some(new)) = (open(previous.pristine), open(new_db)) else {
+        return 0;
+    };
+    let block = |c: &rusqlite::Connection, ino: u64, blockno: u64| -> Option<i64> {
+        c.prepare_cached("SELECT block_id FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")
+            .ok()?
+            .query_row([ino as i64, blockno as i64], |r| r.get(0))
+            .ok()
+    };
+    crate::cache::link_unchanged(previous.cache_dir, new_cache, |ino, blockno| {
+        let was = block(&old, ino, blockno);
+        was.is_some() && was == block(&new, ino, blockno)
+    })
+    .unwrap_or(0)
 }
 
 /// A follower's state between looks at the store.
@@ -234,7 +275,12 @@ impl Follower {
         if remote.seq <= self.served_seq {
             return Ok(None);
         }
-        let previous = Some((self.pristine.as_path(), &self.plan));
+        let cache_dir = LocalFiles::new(&generation_dir(&self.dir, self.served_seq), &self.url).cache;
+        let previous = Some(Previous {
+            pristine: &self.pristine,
+            plan: &self.plan,
+            cache_dir: &cache_dir,
+        });
         let next = open_generation(
             &self.args,
             &self.store,
