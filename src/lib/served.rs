@@ -128,16 +128,4 @@ impl Served {
         // Outside the lock: the last user of an old generation finishes it.
         drop(released);
     }
-
-    /// Generations alive: the current one and those open handles keep (followers).
-    pub fn generations(&self) -> usize {
-        let current = self.current();
-        let Some(h) = &self.handles else { return 1 };
-        let h = h.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seqs: Vec<u64> = h.values().map(|g| g.seq).collect();
-        seqs.push(current.seq);
-        seqs.sort_unstable();
-        seqs.dedup();
-        seqs.len()
-    }
 }
