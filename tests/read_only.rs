@@ -69,6 +69,17 @@ fn mount_ro(f: &Fixture, mnt: &Path, cache: &str, extra: &[&str]) -> Output {
     f.mount_with(&f.cachedir(cache), mnt, &args)
 }
 
+/// Unmounts `.0` (lazily) when dropped, so that a failing test leaves no mount behind.
+struct UnmountAtDrop(PathBuf);
+
+impl Drop for UnmountAtDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+        }
+    }
+}
+
 fn umount(mnt: &Path) {
     let o = Command::new(UMOUNT).arg(mnt).output().unwrap();
     assert_ok(&o, "umount.s3fs");
@@ -154,11 +165,12 @@ fn past_version_mount(f: &Fixture, check_store_untouched: bool) {
 
     // Version v, and the newest version, mounted read-only beside the writer.
     let past = f.dir.path().join("mnt2");
+    let current = f.dir.path().join("mnt3");
+    let _guards = [UnmountAtDrop(past.clone()), UnmountAtDrop(current.clone())];
     assert_ok(
         &mount_ro(f, &past, "ro-cache", &["--version", &v.to_string()]),
         "mount --ro --version",
     );
-    let current = f.dir.path().join("mnt3");
     assert_ok(
         &mount_ro(f, &current, "ro-cache", &["--version", &newest_seq.to_string()]),
         "mount --ro --version (newest)",
@@ -264,6 +276,7 @@ fn writer_and_two_followers(f: &Fixture) {
     std::fs::create_dir(w.join("d")).unwrap();
     std::fs::write(w.join("d/first"), b"first").unwrap();
     let followers: Vec<PathBuf> = (1..=2).map(|i| f.dir.path().join(format!("follower{i}"))).collect();
+    let _guards: Vec<UnmountAtDrop> = followers.iter().cloned().map(UnmountAtDrop).collect();
     for (i, mnt) in followers.iter().enumerate() {
         let o = mount_ro(f, mnt, &format!("follower-cache{i}"), &["--follow-interval", "1"]);
         assert_ok(&o, "follower");
