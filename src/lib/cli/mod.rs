@@ -329,13 +329,16 @@ pub struct MountArgs {
     pub version: Option<String>,
     /// With --ro and without --version (a follower): look for a newer metadata version
     /// in the store this often (one GET), and move to it when the writer has published
-    /// one
+    /// one (one LIST and the metadata chunks that changed; unchanged cached blocks are
+    /// kept). A follower lags the writer by its --publish-after, the upload of the dirty
+    /// blocks, this interval and 1 s of kernel caching
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub follow_interval: u64,
     /// For read-only followers on other hosts: publish a metadata version this many
     /// seconds after a change (only when something changed) [default: 0, off: only
     /// every --metadata-backup-interval]. Followers cannot tell the writer they exist
-    /// (they never write to the store), so this is how it knows
+    /// (they never write to the store), so this is how it knows. Each publish waits for
+    /// the dirty blocks to be uploaded (at most 60 s more) and costs about 10 requests
     #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86400))]
     pub publish_after: u64,
     /// The filesystem (see STORAGE URLS below)
