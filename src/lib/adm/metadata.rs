@@ -328,6 +328,41 @@ pub fn retention(
     writeln!(out, "Retention: {}.", params.retention.describe()).map_err(write_err)
 }
 
+/// For a clean filesystem that is not mounted (shrink-db, release-versions): take the
+/// lock, make the local DB the store's current version, let `change` work on it, then
+/// publish it as a new version. The lock is released unless the local copy moved ahead
+/// of the store (then the next mount must run fsck, which takes the lock over). Returns
+/// what `change` returned and the version published.
+fn change_current<T>(
+    args: &AdmArgs,
+    conn: &Connection,
+    opened: &Opened,
+    files: &LocalFiles,
+    start: Start,
+    change: impl FnOnce(&FsStore, &LocalFiles) -> Result<T, Error>,
+) -> Result<(T, Params), Error> {
+    let (fs, remote) = (&opened.fs, &opened.params);
+    block_on(lock::acquire(fs, &remote.uuid))?;
+    let result = (|| {
+        let parallel = parallel(args, conn);
+        if start == Start::Download || !files.db.exists() {
+            retire_local_cache(files)?;
+            block_on(chunks::download(fs, remote, &files.db, parallel))?;
+        }
+        let value = change(fs, files)?;
+        let mut next = remote.clone();
+        next.seq = remote.seq.max(newest_chunk_seq(fs)?) + 1;
+        next.is_mounted = false;
+        let params = publish(fs, files, &files.db, next, &ChunkHashes::default(), parallel)?.params;
+        Ok((value, params))
+    })();
+    let ahead = files.read_params().is_some_and(|l| l.seq > remote.seq);
+    if result.is_ok() || !ahead {
+        block_on(lock::release(fs))?;
+    }
+    result
+}
+
 /// s3fsadm release-versions.
 pub fn release_versions(
     args: &AdmArgs,
@@ -336,9 +371,8 @@ pub fn release_versions(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let opened = open(conn, secrets)?;
-    let remote = opened.params.clone();
     let files = local_files(args, conn)?;
-    let start = decide_start(&opened.fs, &remote, &files, ExitCode::MountedHere)?;
+    let start = decide_start(&opened.fs, &opened.params, &files, ExitCode::MountedHere)?;
     let answer = secrets.ask(&format!(
         "Expire every metadata version of {} but the current one, and delete the data only they need? Type \"yes\" to continue: ",
         conn.url
@@ -349,45 +383,21 @@ pub fn release_versions(
             "nothing released: the answer was not \"yes\"",
         ));
     }
-    block_on(lock::acquire(&opened.fs, &remote.uuid))?;
-    let result = release_locked(args, conn, &opened.fs, &remote, &files, start, out);
-    let ahead = files.read_params().is_some_and(|l| l.seq > remote.seq);
-    if result.is_ok() || !ahead {
-        block_on(lock::release(&opened.fs))?;
-    }
-    result
-}
-
-fn release_locked(
-    args: &AdmArgs,
-    conn: &Connection,
-    fs: &FsStore,
-    remote: &Params,
-    files: &LocalFiles,
-    start: Start,
-    out: &mut dyn Write,
-) -> Result<(), Error> {
-    let parallel = parallel(args, conn);
-    if start == Start::Download || !files.db.exists() {
-        retire_local_cache(files)?;
-        block_on(chunks::download(fs, remote, &files.db, parallel))?;
-    }
-    let only_current = crate::params::Retention {
-        keep_last: 1,
-        keep_within_secs: 0,
-        keep_daily: 0,
-        min_age_secs: 0,
-    };
-    let expired = block_on(retention::expire(fs, &only_current))?;
-    let db = std::sync::Mutex::new(crate::meta::db::open_exclusive(&files.db)?);
-    crate::meta::blocks::stamp_released(&db.lock().unwrap_or_else(|e| e.into_inner()), remote.seq)
-        .map_err(crate::exit::db_err("recording released objects"))?;
-    let collected = retention::collect_released(fs, &db, &only_current, true)?;
-    drop(db);
-    let mut next = remote.clone();
-    next.seq = remote.seq.max(newest_chunk_seq(fs)?) + 1;
-    next.is_mounted = false;
-    let params = publish(fs, files, &files.db, next, &ChunkHashes::default(), parallel)?.params;
+    let seq = opened.params.seq;
+    let ((expired, collected), params) = change_current(args, conn, &opened, &files, start, |fs, files| {
+        let only_current = crate::params::Retention {
+            keep_last: 1,
+            keep_within_secs: 0,
+            keep_daily: 0,
+            min_age_secs: 0,
+        };
+        let expired = block_on(retention::expire(fs, &only_current))?;
+        let db = std::sync::Mutex::new(crate::meta::db::open_exclusive(&files.db)?);
+        crate::meta::blocks::stamp_released(&db.lock().unwrap_or_else(|e| e.into_inner()), seq)
+            .map_err(crate::exit::db_err("recording released objects"))?;
+        let collected = retention::collect_released(fs, &db, &only_current, true)?;
+        Ok((expired, collected))
+    })?;
     writeln!(
         out,
         "Expired {} metadata versions and deleted {} objects only they needed; the current version is {}.",
@@ -404,48 +414,19 @@ pub fn shrink(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let opened = open(conn, secrets)?;
-    let remote = opened.params.clone();
     let files = local_files(args, conn)?;
-    let start = decide_start(&opened.fs, &remote, &files, ExitCode::MountedHere)?;
-    block_on(lock::acquire(&opened.fs, &remote.uuid))?;
-    let result = shrink_locked(args, conn, &opened.fs, &remote, &files, start, out);
-    // Keep the lock only if the local copy moved ahead of the store (then the next mount
-    // must run fsck, which takes the lock over).
-    let ahead = files.read_params().is_some_and(|l| l.seq > remote.seq);
-    if result.is_ok() || !ahead {
-        block_on(lock::release(&opened.fs))?;
-    }
-    result
-}
-
-fn shrink_locked(
-    args: &AdmArgs,
-    conn: &Connection,
-    fs: &FsStore,
-    remote: &Params,
-    files: &LocalFiles,
-    start: Start,
-    out: &mut dyn Write,
-) -> Result<(), Error> {
-    let parallel = parallel(args, conn);
-    if start == Start::Download || !files.db.exists() {
-        retire_local_cache(files)?;
-        block_on(chunks::download(fs, remote, &files.db, parallel))?;
-    }
-    let db_err = crate::exit::db_err("shrinking the metadata");
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let db = crate::meta::db::open_exclusive(&files.db)?;
-    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(db_err)?;
-    let before = size(&files.db);
-    db.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
-        .map_err(db_err)?;
-    db.close().map_err(|(_, e)| db_err(e))?;
-    let after = size(&files.db);
-
-    let mut next = remote.clone();
-    next.seq = remote.seq.max(newest_chunk_seq(fs)?) + 1;
-    next.is_mounted = false;
-    let params = publish(fs, files, &files.db, next, &ChunkHashes::default(), parallel)?.params;
+    let start = decide_start(&opened.fs, &opened.params, &files, ExitCode::MountedHere)?;
+    let ((before, after), params) = change_current(args, conn, &opened, &files, start, |_, files| {
+        let db_err = crate::exit::db_err("shrinking the metadata");
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let db = crate::meta::db::open_exclusive(&files.db)?;
+        db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(db_err)?;
+        let before = size(&files.db);
+        db.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(db_err)?;
+        db.close().map_err(|(_, e)| db_err(e))?;
+        Ok((before, size(&files.db)))
+    })?;
     writeln!(
         out,
         "Metadata database: {before} bytes before, {after} bytes after; uploaded as version {}.",
