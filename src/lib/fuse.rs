@@ -507,10 +507,10 @@ impl fuser::Filesystem for Adapter {
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         requests::count(Kind::Readdir);
-        let fs = self.served.handle(fh.0).fs.clone();
+        let g = self.served.handle(fh.0);
         let mut offset = offset;
         loop {
-            let batch = match fs.readdir(ino.0, offset) {
+            let batch = match g.fs.readdir(ino.0, offset) {
                 Ok(b) => b,
                 Err(e) => return reply.error(errno(e)),
             };
@@ -528,7 +528,7 @@ impl fuser::Filesystem for Adapter {
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         requests::count(Kind::Readdirplus);
-        let result = self.served.handle(fh.0).fs.clone().readdirplus(ino.0, offset, |e, a| {
+        let result = self.served.handle(fh.0).fs.readdirplus(ino.0, offset, |e, a| {
             // fuser's `add` is true when the buffer is full and the entry was not added;
             // the core wants true for an accepted entry (one the kernel will count).
             !reply.add(

@@ -9,6 +9,7 @@
 //! uses any more is finished (its cache shut down, its files removed) when dropped.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -23,7 +24,8 @@ pub struct Generation {
     pub seq: u64,
     /// When it was published (Unix seconds).
     pub published: i64,
-    finish: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// A follower's: the directory of its DB and cache, removed once nothing uses it.
+    dir: Option<PathBuf>,
 }
 
 impl Generation {
@@ -33,23 +35,23 @@ impl Generation {
             cache,
             seq,
             published,
-            finish: Mutex::new(None),
+            dir: None,
         }
     }
 
-    /// Run `f` once the generation is dropped (a follower's: shut its cache down and
-    /// remove its files).
-    pub fn on_drop(self, f: impl FnOnce() + Send + 'static) -> Generation {
-        *self.finish.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(f));
+    /// When dropped, shut the cache down and remove `dir`, which holds its DB and cache
+    /// (a read-only mount's).
+    pub fn owning(mut self, dir: PathBuf) -> Generation {
+        self.dir = Some(dir);
         self
     }
 }
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        let f = self.finish.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(f) = f {
-            f();
+        if let Some(dir) = self.dir.take() {
+            self.cache.shutdown();
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

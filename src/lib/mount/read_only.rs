@@ -175,11 +175,7 @@ fn open_generation(
     })?;
     let fs = Arc::new(Filesystem::open(&files.db, params.data_block_size)?);
     let cache = open_cache(args, &files, params, store, &fs, parallel)?;
-    let finish = (cache.clone(), gen_dir);
-    let generation = Generation::new(fs, cache, params.seq, params.last_modified).on_drop(move || {
-        finish.0.shutdown();
-        let _ = std::fs::remove_dir_all(&finish.1);
-    });
+    let generation = Generation::new(fs, cache, params.seq, params.last_modified).owning(gen_dir);
     Ok(OpenVersion {
         generation,
         files,
