@@ -4,16 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::mount::{Fixture, is_mounted};
 use common::{code, text};
-use s3fs::codec::Compression;
-use s3fs::fs_store::{self, ConnectOptions};
 use s3fs::params::Params;
-use s3fs::runtime::block_on;
 
 const ADM: &str = env!("CARGO_BIN_EXE_s3fsadm");
 const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");
@@ -36,20 +32,10 @@ fn assert_code(o: &Output, expected: i32, what: &str) {
 
 /// s3fsadm with the fixture's authfile and cache directory, `stdin` piped in.
 fn adm(f: &Fixture, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(ADM)
-        .env("HOME", f.dir.path())
-        .arg("--authfile")
-        .arg(f.dir.path().join("authinfo2"))
-        .arg("--cachedir")
-        .arg(f.cachedir(CACHE))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    let cachedir = f.cachedir(CACHE);
+    let mut all = vec!["--cachedir", &cachedir];
+    all.extend_from_slice(args);
+    f.tool_with_input(ADM, &all, stdin)
 }
 
 fn fsck(f: &Fixture, extra: &[&str]) -> Output {
@@ -66,19 +52,7 @@ fn try_mount(f: &Fixture) -> Output {
 
 /// The store's current superblock.
 fn store_params(f: &Fixture) -> Params {
-    let auth = f.dir.path().join("authinfo2");
-    let opts = ConnectOptions {
-        authfile: Some(&auth),
-        backend_options: None,
-    };
-    let conn = fs_store::connect(&f.url, &opts, &mut common::NoSecrets).unwrap();
-    block_on(fs_store::open_filesystem(
-        &conn,
-        Compression::default(),
-        &mut common::NoSecrets,
-    ))
-    .unwrap()
-    .params
+    f.store_params()
 }
 
 /// Every file under `dir` with its bytes.

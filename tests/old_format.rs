@@ -11,9 +11,6 @@ use std::process::{Command, Stdio};
 
 use common::mount::Fixture;
 use common::{code, text};
-use s3fs::codec::Compression;
-use s3fs::fs_store::{self, ConnectOptions};
-use s3fs::runtime::block_on;
 
 const FSCK: &str = env!("CARGO_BIN_EXE_fsck-s3fs");
 const VERIFY: &str = env!("CARGO_BIN_EXE_s3fs_verify");
@@ -63,20 +60,7 @@ fn assert_old_files(mnt: &Path) {
 
 /// The revision in the store's superblock.
 fn store_revision(f: &Fixture) -> u32 {
-    let auth = f.dir.path().join("authinfo2");
-    let opts = ConnectOptions {
-        authfile: Some(&auth),
-        backend_options: None,
-    };
-    let conn = fs_store::connect(&f.url, &opts, &mut common::NoSecrets).unwrap();
-    block_on(fs_store::open_filesystem(
-        &conn,
-        Compression::default(),
-        &mut common::NoSecrets,
-    ))
-    .unwrap()
-    .params
-    .revision
+    f.store_params().revision
 }
 
 fn new_file(i: usize) -> Vec<u8> {

@@ -24,10 +24,7 @@ fn assert_ok(o: &Output, what: &str) {
 }
 
 fn adm(f: &Fixture, args: &[&str]) -> Output {
-    let cachedir = f.cachedir(CACHE);
-    let mut all = vec!["--cachedir", &cachedir];
-    all.extend_from_slice(args);
-    f.tool(ADM, &all)
+    adm_answering(f, args, "")
 }
 
 fn fsck(f: &Fixture, extra: &[&str]) -> Output {
@@ -138,15 +135,7 @@ fn restore_gives_back_every_file(f: &Fixture, keep_some: bool) {
     ctrl(f, "sync");
     ctrl(f, "sync");
     if keep_some {
-        let o = Command::new(STAT).arg(&f.mnt).output().unwrap();
-        assert_ok(&o, "s3fsstat");
-        let out = text(&o);
-        let repacked = out
-            .lines()
-            .find(|l| l.contains("Repacked since mount"))
-            .unwrap_or_else(|| panic!("no repack line in {out}"));
-        let moved = repacked.split(':').nth(1).and_then(|v| v.split_whitespace().next());
-        assert!(moved.is_some_and(|n| n != "0"), "a repack ran: {out}");
+        assert!(stat_count(f, "Repacked since mount") > 0, "a repack ran");
     }
     f.umount();
     assert!(current_seq(f) > v);
@@ -195,39 +184,32 @@ fn restoring_a_version_after_a_repack_gives_back_every_file_on_garage() {
 
 /// s3fsadm with `stdin` piped in (for the confirmation of release-versions).
 fn adm_answering(f: &Fixture, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new(ADM)
-        .env("HOME", f.dir.path())
-        .arg("--authfile")
-        .arg(f.dir.path().join("authinfo2"))
-        .arg("--cachedir")
-        .arg(f.cachedir(CACHE))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    let cachedir = f.cachedir(CACHE);
+    let mut all = vec!["--cachedir", &cachedir];
+    all.extend_from_slice(args);
+    f.tool_with_input(ADM, &all, stdin)
 }
 
-/// `s3fsstat`'s "Held for old versions" object count.
-fn held_objects(f: &Fixture) -> u64 {
+/// The number that starts the value of `s3fsstat`'s line `label` ("Held for old
+/// versions: 3 objects, ..." is 3).
+fn stat_count(f: &Fixture, label: &str) -> u64 {
     let o = Command::new(STAT).arg(&f.mnt).output().unwrap();
     assert_ok(&o, "s3fsstat");
     let out = text(&o);
     let line = out
         .lines()
-        .find(|l| l.starts_with("Held for old versions:"))
-        .unwrap_or_else(|| panic!("no held line in {out}"));
+        .find(|l| l.starts_with(&format!("{label}:")))
+        .unwrap_or_else(|| panic!("no {label} line in {out}"));
     line.split(':')
         .nth(1)
         .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"))
+}
+
+/// `s3fsstat`'s "Held for old versions" object count.
+fn held_objects(f: &Fixture) -> u64 {
+    stat_count(f, "Held for old versions")
 }
 
 /// Data released through the mount stays in the store while a retained version needs it

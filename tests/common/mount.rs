@@ -47,15 +47,45 @@ impl Fixture {
         f
     }
 
-    pub fn tool(&self, bin: &str, args: &[&str]) -> Output {
-        Command::new(bin)
-            .env("HOME", self.dir.path())
+    /// `bin` with the fixture's HOME and authfile, then `args`.
+    fn command(&self, bin: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
+        c.env("HOME", self.dir.path())
             .arg("--authfile")
             .arg(self.dir.path().join("authinfo2"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .args(args);
+        c
+    }
+
+    pub fn tool(&self, bin: &str, args: &[&str]) -> Output {
+        self.command(bin, args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// [`Fixture::tool`] with `stdin` piped in (answers to its questions).
+    pub fn tool_with_input(&self, bin: &str, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(bin, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// The store's current superblock.
+    pub fn store_params(&self) -> s3fs::params::Params {
+        let auth = self.dir.path().join("authinfo2");
+        let opts = s3fs::fs_store::ConnectOptions {
+            authfile: Some(&auth),
+            backend_options: None,
+        };
+        let conn = s3fs::fs_store::connect(&self.url, &opts, &mut super::NoSecrets).unwrap();
+        let mut none = super::NoSecrets;
+        let opened = s3fs::fs_store::open_filesystem(&conn, Default::default(), &mut none);
+        s3fs::runtime::block_on(opened).unwrap().params
     }
 
     pub fn cachedir(&self, name: &str) -> String {
