@@ -32,6 +32,9 @@
 #   WAN_DELAY_MS   one-way delay added by the proxy, each direction (default 10)
 #   WAN_SYSTEMS    systems to run, in order (default "s3fs juicefs")
 #   WAN_FILE_MB    size of the big file in MiB (default 256)
+#   WAN_WORKLOADS  "tree file" (default) or one of them: "file" skips the tree
+#                  workloads (tree written, cold tree read, rsync) for a quick look at
+#                  the big file alone
 #   WAN_TREE       tarball of the tree (single top directory "tree"; default: the one
 #                  contrib/benchmark.sh makes, $CACHE/bench-tree-8000.tar, made if missing)
 #   WAN_DIR        parent of the scratch directory (default /var/tmp)
@@ -52,6 +55,7 @@ CACHE=${S3FS_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/s3fs-tests}
 DELAY=${WAN_DELAY_MS:-10}
 SYSTEMS=${WAN_SYSTEMS:-s3fs juicefs}
 FILE_MB=${WAN_FILE_MB:-256}
+WORKLOADS=${WAN_WORKLOADS:-tree file}
 TARBALL=${WAN_TREE:-$CACHE/bench-tree-8000.tar}
 BIN=${S3FS_BIN:-target/release}
 case $BIN in /*) ;; *) BIN=$REPO/$BIN ;; esac
@@ -62,6 +66,10 @@ die() { echo "wan_benchmark.sh: $*" >&2; exit 1; }
 for s in $SYSTEMS; do
     case $s in s3fs|juicefs) ;; *) die "unknown system \"$s\" in WAN_SYSTEMS (known: s3fs juicefs)" ;; esac
 done
+for w in $WORKLOADS; do
+    case $w in tree|file) ;; *) die "unknown workload \"$w\" in WAN_WORKLOADS (known: tree file)" ;; esac
+done
+wants() { case " $WORKLOADS " in *" $1 "*) return 0 ;; esac; return 1; }
 for c in python3 rsync curl tar fusermount3; do
     command -v "$c" >/dev/null || die "$c is needed (apt-get install ${c/fusermount3/fuse3})"
 done
@@ -385,28 +393,38 @@ run_system() {    # run_system SYSTEM
     create_fs "$sys"
     mount_sys "$sys" "$mnt"
 
-    cat "$TARBALL" > /dev/null
-    measure "$sys-tree" untar_tree "$mnt" "$sys"
-    v=$(div "$TREE_FILES" "$TIME"); record "$sys" tree "$v" "$sys-tree"
-    printf '  tree written      %8.1f files/s  (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-tree")"
+    if wants tree; then
+        cat "$TARBALL" > /dev/null
+        measure "$sys-tree" untar_tree "$mnt" "$sys"
+        v=$(div "$TREE_FILES" "$TIME"); record "$sys" tree "$v" "$sys-tree"
+        printf '  tree written      %8.1f files/s  (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-tree")"
+    fi
 
-    cat "$RAND" > /dev/null
-    measure "$sys-wfile" write_file "$mnt" "$sys"
-    v=$(div "$FILE_MB" "$TIME"); record "$sys" wfile "$v" "$sys-wfile"
-    printf '  file written      %8.1f MiB/s    (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-wfile")"
+    if wants file; then
+        cat "$RAND" > /dev/null
+        measure "$sys-wfile" write_file "$mnt" "$sys"
+        v=$(div "$FILE_MB" "$TIME"); record "$sys" wfile "$v" "$sys-wfile"
+        printf '  file written      %8.1f MiB/s    (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-wfile")"
+    fi
 
     remount_cold "$sys" "$mnt"
-    measure "$sys-rtree" read_tree "$mnt"
-    record "$sys" rtree "$TIME" "$sys-rtree"
-    printf '  cold tree read    %8.1f s        (%s)\n' "$TIME" "$(req_summary "$sys-rtree")"
+    if wants tree; then
+        measure "$sys-rtree" read_tree "$mnt"
+        record "$sys" rtree "$TIME" "$sys-rtree"
+        printf '  cold tree read    %8.1f s        (%s)\n' "$TIME" "$(req_summary "$sys-rtree")"
+    fi
 
-    measure "$sys-rfile" read_file "$mnt"
-    v=$(div "$FILE_MB" "$TIME"); record "$sys" rfile "$v" "$sys-rfile"
-    printf '  cold file read    %8.1f MiB/s    (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-rfile")"
+    if wants file; then
+        measure "$sys-rfile" read_file "$mnt"
+        v=$(div "$FILE_MB" "$TIME"); record "$sys" rfile "$v" "$sys-rfile"
+        printf '  cold file read    %8.1f MiB/s    (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-rfile")"
+    fi
 
-    measure "$sys-rsync" rsync_tree "$mnt"
-    record "$sys" rsync "$TIME" "$sys-rsync"
-    printf '  rsync unchanged   %8.2f s        (%s)\n' "$TIME" "$(req_summary "$sys-rsync")"
+    if wants tree; then
+        measure "$sys-rsync" rsync_tree "$mnt"
+        record "$sys" rsync "$TIME" "$sys-rsync"
+        printf '  rsync unchanged   %8.2f s        (%s)\n' "$TIME" "$(req_summary "$sys-rsync")"
+    fi
 
     t=$(now)
     unmount_one "$sys" "$mnt"
