@@ -116,7 +116,15 @@ impl RetryStore {
         let mut attempt = 0u32;
         loop {
             METRICS.request(kind, sent);
+            let began = Instant::now();
             let result = op().await;
+            // Each attempt's latency, for `s3fsctrl log debug store::retry`: how a
+            // workload's time splits between requests over a slow link.
+            log::debug!(
+                "{what}: {} in {:.1?}",
+                if result.is_ok() { "done" } else { "failed" },
+                began.elapsed()
+            );
             if let Err(e) = &result
                 && !matches!(e, StoreError::NotFound(_) | StoreError::PreconditionFailed(_))
             {
