@@ -57,3 +57,45 @@ pub fn make_private_dir(dir: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Largest piece [`write_all_at`] hands the kernel at once.
+const WRITE_PIECE: usize = 1 << 20;
+
+/// `FileExt::write_all_at`, in pieces of at most 1 MiB. One buffered write of more than
+/// 2 MiB into a new file of an ext4 cache took ten times as long as the same bytes in
+/// 1 MiB writes (Linux 6.18: 0.88 s against 0.085 s for 64 files of 4 MiB); with 4 MiB
+/// blocks that copy was half of a cold read's CPU.
+pub fn write_all_at(file: &std::fs::File, data: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut at = offset;
+    for piece in data.chunks(WRITE_PIECE) {
+        file.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn write_all_at_writes_every_piece_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        // Three pieces and a short one, behind a gap that must stay zeros.
+        let data: Vec<u8> = (0..(3 << 20) + 12345).map(|i: u32| (i % 251) as u8).collect();
+        super::write_all_at(&file, &data, 4096).unwrap();
+        let mut back = vec![0xffu8; 4096 + data.len()];
+        file.read_exact_at(&mut back, 0).unwrap();
+        assert!(back[..4096].iter().all(|&b| b == 0));
+        assert!(back[4096..] == data[..]);
+        assert_eq!(file.metadata().unwrap().len(), 4096 + data.len() as u64);
+    }
+}

@@ -445,7 +445,7 @@ impl BlockCache {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            file.write_all_at(data, 0)?;
+            crate::localdisk::write_all_at(&file, data, 0)?;
             // Not fsync'ed: made durable by the next synced mark (see `files`).
             std::fs::rename(&tmp, self.path(e.key, false))?;
             self.unsynced.store(true, Ordering::Release);

@@ -308,7 +308,7 @@ pub async fn download_reusing(
                     let start = chunk * chunk_size;
                     let len = (start + chunk_size).min(db_size) - start;
                     old.read_exact_at(&mut buf[..len as usize], start)?;
-                    file.write_all_at(&buf[..len as usize], start)?;
+                    crate::localdisk::write_all_at(&file, &buf[..len as usize], start)?;
                 }
                 Ok(())
             })
@@ -341,13 +341,10 @@ pub async fn download_reusing(
                             format!("metadata chunk {chunk} of version {seq} is too short"),
                         ));
                     }
-                    tokio::task::spawn_blocking(move || {
-                        use std::os::unix::fs::FileExt;
-                        file.write_all_at(&body[..want], start)
-                    })
-                    .await
-                    .map_err(join_err)?
-                    .map_err(|e| Error::new(ExitCode::CacheDirInaccessible, format!("writing the metadata: {e}")))
+                    tokio::task::spawn_blocking(move || crate::localdisk::write_all_at(&file, &body[..want], start))
+                        .await
+                        .map_err(join_err)?
+                        .map_err(|e| Error::new(ExitCode::CacheDirInaccessible, format!("writing the metadata: {e}")))
                 });
             }
             let Some(done) = tasks.join_next().await else { break };
