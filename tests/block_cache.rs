@@ -257,6 +257,42 @@ fn upload_all_leaves_nothing_dirty_and_db_is_consistent() {
 }
 
 #[test]
+fn a_block_written_to_its_end_is_uploaded_at_once_when_asked() {
+    let f = Fixture::new();
+    let mut cfg = f.config("c");
+    cfg.dirty_upload_delay = Duration::from_secs(3600);
+    cfg.upload_full_blocks = true;
+    let c = f.open_with(cfg, f.raw.clone());
+    let ino = f.new_inode();
+    let half = BS as usize / 2;
+    // Block 0 in two writes, the second reaching its end; block 1 whole at once; block
+    // 2 only half: it waits for the delay like any block a writer may come back to.
+    c.write(ino, 0, 0, &pattern(0, half)).unwrap();
+    c.write(ino, 0, half as u32, &pattern(1, half)).unwrap();
+    c.write(ino, 1, 0, &pattern(2, BS as usize)).unwrap();
+    c.write(ino, 2, 0, &pattern(3, half)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while f.data_objects().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        f.data_objects().len(),
+        2,
+        "the two full blocks are stored long before the delay"
+    );
+    let s = c.stats();
+    assert_eq!((s.dirty_entries, s.dirty_bytes), (1, half as u64), "{s:?}");
+    assert_eq!(
+        f.query("SELECT count(*) FROM inode_blocks WHERE blockno IN (0, 1)"),
+        2,
+        "both full blocks are recorded"
+    );
+    c.upload_all().unwrap();
+    f.check_consistent();
+    c.shutdown();
+}
+
+#[test]
 fn identical_blocks_are_stored_once() {
     let f = Fixture::new();
     let c = f.open("c");

@@ -25,6 +25,11 @@ pub struct CacheConfig {
     pub min_free_bytes: Option<u64>,
     /// A dirty block is uploaded once it has not been written for this long.
     pub dirty_upload_delay: Duration,
+    /// A block just written up to its last byte is due for upload at once, not after
+    /// `dirty_upload_delay`: a sequential writer has moved past it, and on a remote
+    /// store starting early hides the latency behind the rest of the write. Off for a
+    /// local store, where it would only compete with the writer for the same disk.
+    pub upload_full_blocks: bool,
     /// Concurrent CPU work (hash, compress, encrypt).
     pub max_threads: usize,
     /// Concurrent store requests.
@@ -46,6 +51,7 @@ impl CacheConfig {
             max_entries: 4096,
             min_free_bytes: None,
             dirty_upload_delay: Duration::from_secs(10),
+            upload_full_blocks: false,
             max_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_connections: 8,
             store_timeout: Duration::from_secs(60),

@@ -187,6 +187,25 @@ impl BlockCache {
         }
     }
 
+    /// Make dirty block `key` due for upload now, as if it had been written
+    /// `dirty_upload_delay` ago: it keeps its place in the oldest-first order the
+    /// scheduler scans, ahead of the blocks still waiting (and `s3fsstat`'s "oldest dirty
+    /// block" counts it that old until it is uploaded).
+    pub(super) fn due_now(&self, key: Key) {
+        let mut st = lock(&self.state);
+        let Some(e) = st.slots.get(&key).filter(|s| s.dirty).map(|s| s.entry.clone()) else {
+            return;
+        };
+        let Some(mut s) = st.detach(&e) else { return };
+        match Instant::now().checked_sub(self.cfg.dirty_upload_delay) {
+            Some(then) => s.last_write = s.last_write.min(then),
+            None => s.eager = true,
+        }
+        st.attach(s);
+        drop(st);
+        self.work_cv.notify_all();
+    }
+
     /// After an operation on a locked entry: mirror it, or drop it from the index if it
     /// has no file (a hole, or a failed load).
     pub(super) fn settle(&self, e: &Arc<Entry>, f: &mut EntryFile, wrote: bool) {

@@ -531,7 +531,11 @@ impl BlockCache {
             self.fd(key, f)?.write_all_at(data, u64::from(offset))?;
             f.size = f.size.max(end);
             Ok(())
-        })
+        })?;
+        if end == self.cfg.block_size && self.cfg.upload_full_blocks {
+            self.due_now(key);
+        }
+        Ok(())
     }
 
     /// Cut or extend (with zeros) block `blockno` of `inode` to `len` bytes.

@@ -189,6 +189,11 @@ impl StorageUrl {
     pub fn needs_login(&self) -> bool {
         !matches!(self, StorageUrl::Local { .. })
     }
+
+    /// Whether requests cross a network (every store but `local://`).
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, StorageUrl::Local { .. })
+    }
 }
 
 /// Remove `.` and `..` components lexically (the directory may not exist yet).
