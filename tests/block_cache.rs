@@ -292,6 +292,83 @@ fn a_block_written_to_its_end_is_uploaded_at_once_when_asked() {
     c.shutdown();
 }
 
+/// A store that holds every PUT for 100 ms and records the most PUTs in flight at once.
+#[derive(Debug)]
+struct SlowPuts {
+    inner: Arc<dyn Store>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for SlowPuts {
+    async fn get(&self, key: &str, max_len: u64) -> s3fs::store::StoreResult<bytes::Bytes> {
+        self.inner.get(key, max_len).await
+    }
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> s3fs::store::StoreResult<bytes::Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, data: bytes::Bytes, mode: s3fs::store::PutMode) -> s3fs::store::StoreResult<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = self.inner.put(key, data, mode).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        r
+    }
+    async fn head(&self, key: &str) -> s3fs::store::StoreResult<s3fs::store::ObjectInfo> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> s3fs::store::StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> s3fs::store::StoreResult<()> {
+        self.inner.delete_many(keys).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        continuation: Option<String>,
+    ) -> s3fs::store::StoreResult<s3fs::store::ListPage> {
+        self.inner.list(prefix, continuation).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn uploads_of_big_blocks_in_flight_are_bounded_by_bytes() {
+    let f = Fixture::new();
+    const BIG: u64 = 8 << 20;
+    let mut cfg = f.config("c");
+    cfg.block_size = BIG;
+    cfg.max_bytes = 1 << 30;
+    cfg.max_threads = 1;
+    cfg.max_connections = 32;
+    // All due at once, at upload_all.
+    cfg.dirty_upload_delay = Duration::from_secs(3600);
+    let store = Arc::new(SlowPuts {
+        inner: f.raw.clone(),
+        in_flight: Default::default(),
+        most: Default::default(),
+    });
+    let c = f.open_with(cfg, store.clone());
+    let ino = f.new_inode();
+    for blk in 0..12 {
+        c.write(ino, blk, 0, &pattern(blk, BIG as usize)).unwrap();
+    }
+    c.upload_all().unwrap();
+    // 32 MiB of 8 MiB blocks, plus one for the CPU thread: 5 uploads at most, where the
+    // count alone (16) would have let all 12 go at once.
+    let most = store.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=5).contains(&most), "{most} PUTs of 8 MiB in flight at once");
+    assert_eq!(f.data_objects().len(), 12);
+    f.check_consistent();
+    c.shutdown();
+}
+
 #[test]
 fn identical_blocks_are_stored_once() {
     let f = Fixture::new();

@@ -29,6 +29,9 @@ use crate::store::{PutMode, StoreError};
 /// holds its block and the encoded object (2 MiB for a full block of 1 MiB), and 16
 /// PUTs in flight keep a link of several hundred MiB/s busy at 20 ms of latency.
 const MAX_UPLOADS: usize = 16;
+/// And at most this many bytes of full blocks: with 4 MiB blocks, 8 uploads wrote as
+/// fast as 16 at 20 ms RTT (155 MiB/s) with a peak RSS of 111 MiB instead of 160.
+const MAX_UPLOAD_BYTES: u64 = 32 << 20;
 /// Objects per `delete_many` call.
 const DELETE_BATCH: usize = 1000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -104,7 +107,10 @@ impl BlockCache {
         }
         let urgent = st.pressure > 0 || st.flushing > 0 || st.hurry;
         let mut wake = now + POLL * 4;
-        let cap = (self.cfg.max_connections.min(MAX_UPLOADS) + self.cfg.max_threads).max(1);
+        let by_bytes = usize::try_from(MAX_UPLOAD_BYTES / self.cfg.block_size.max(1))
+            .unwrap_or(1)
+            .max(1);
+        let cap = (self.cfg.max_connections.min(MAX_UPLOADS).min(by_bytes) + self.cfg.max_threads).max(1);
         let room = cap.saturating_sub(st.in_flight);
         let mut due: Vec<Key> = Vec::new();
         // Oldest write first; entries uploading or backing off are skipped, and the scan
