@@ -108,7 +108,7 @@ fn check_filesystem(env: &Env, url: &str, passphrase: &str) {
         &mut Answers(vec![passphrase.to_owned()]),
     ))
     .unwrap();
-    assert_eq!(opened.params.data_block_size, 1 << 20);
+    assert_eq!(opened.params.data_block_size, 4 << 20, "the default block size");
     assert!(!opened.params.is_mounted && !opened.params.needs_fsck);
     let db_path = env.dir.path().join("check.db");
     block_on(s3fs::meta::chunks::download(&opened.fs, &opened.params, &db_path, 4)).unwrap();

@@ -42,7 +42,8 @@ impl Fixture {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let f = Fixture { dir, url, mnt };
-        let o = f.tool(MKFS, &["--plain", &f.url.clone()]);
+        // The tests' file sizes count in 1 MiB blocks (the default is 4 MiB).
+        let o = f.tool(MKFS, &["--plain", "--data-block-size", "1024", &f.url.clone()]);
         assert!(o.status.success(), "mkfs: {}", String::from_utf8_lossy(&o.stderr));
         f
     }

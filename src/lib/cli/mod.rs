@@ -123,8 +123,9 @@ pub struct MkfsArgs {
     /// Filesystem label
     #[arg(short = 'L', long, default_value = "")]
     pub label: String,
-    /// Maximum size of a file data block in KiB; fixed for the life of the filesystem
-    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(crate::params::BLOCK_SIZES_KIB))]
+    /// Maximum size of a file data block in KiB: a big file is stored one object per
+    /// block (small files and tails are packed); fixed for the life of the filesystem
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(crate::params::BLOCK_SIZES_KIB))]
     pub data_block_size: u64,
     /// Size of the metadata chunks in the store in KiB; fixed for the life of the filesystem
     #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(crate::params::BLOCK_SIZES_KIB))]
