@@ -407,6 +407,14 @@ pub async fn newest_listed_version(fs: &FsStore) -> Result<Option<u64>, Error> {
 static KNOWN_VERSIONS: std::sync::LazyLock<std::sync::Mutex<BTreeMap<(String, u64), Params>>> =
     std::sync::LazyLock::new(Default::default);
 
+/// Keep `params`, just published by this process, as the superblock of its version:
+/// the next publish then finds it known instead of reading it back (one GET fewer per
+/// publish; the newest version is still read, as it may be rewritten).
+pub fn remember_version(fs: &FsStore, params: &Params) {
+    let mut k = KNOWN_VERSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    k.insert((fs.store().describe(), params.seq), params.clone());
+}
+
 /// The retained metadata versions, newest first.
 pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
     let seqs = listed_versions(fs).await?;

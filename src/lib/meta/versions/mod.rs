@@ -61,6 +61,7 @@ pub fn publish(
     next.last_modified = unix_now();
     files.write_params(&next)?;
     block_on(store.write_params(&next))?;
+    chunks::remember_version(store, &next);
     up.hashes.save(&files.chunks)?;
     if let Err(e) = block_on(retention::expire(store, &next.retention)) {
         log::warn!("cannot expire old metadata versions: {e}");

@@ -44,11 +44,13 @@ pub struct Expired {
 /// they need; delete the other versions' params first, then the chunks nothing retained
 /// needs, so a crash in between never leaves a version that names a missing chunk.
 pub async fn expire(fs: &FsStore, policy: &Retention) -> Result<Expired, Error> {
-    let all = chunks::versions(fs).await?;
+    // Two round trips at once: this process is the only one publishing, so no version
+    // can appear between the two lists.
+    let (all, available) = tokio::join!(chunks::versions(fs), chunks::list_chunks(fs));
+    let (all, available) = (all?, available?);
     let times: Vec<(u64, i64)> = all.iter().map(|p| (p.seq, p.last_modified)).collect();
     let retained = select(&times, policy, unix_now());
     let (kept, old): (Vec<&Params>, Vec<&Params>) = all.iter().partition(|p| retained.contains(&p.seq));
-    let available = chunks::list_chunks(fs).await?;
     let mut needed: BTreeSet<(u64, u64)> = BTreeSet::new();
     for p in &kept {
         // A retained version with a missing chunk keeps what it has; fsck reports it.
