@@ -202,7 +202,17 @@ pub(super) fn serve(
     let mut last_repack_check = Instant::now();
     let mut ending: Option<Ending> = None;
     while !session.guard.is_finished() {
-        if let Some(sig) = wait_signal(Duration::from_millis(200)) {
+        // Woken at once by a control request (a `sync` waits for it), else every 200 ms;
+        // an exit signal waits for the next turn.
+        let asked = match requests.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => Some(r),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(200));
+                None
+            }
+        };
+        if let Some(sig) = wait_signal(Duration::ZERO) {
             match &ending {
                 None => ending = Some(Ending::start(sig, &mountpoint)),
                 Some(_) => {
@@ -260,7 +270,8 @@ pub(super) fn serve(
             }
         }
         // Asked through the control file (s3fsctrl backup-metadata / sync).
-        while let Ok(MountRequest::BackupMetadata { done }) = requests.try_recv() {
+        let mut asked = asked;
+        while let Some(MountRequest::BackupMetadata { done }) = asked.take().or_else(|| requests.try_recv().ok()) {
             if m.read_only {
                 if let Some(done) = done {
                     let _ = done.send(Err("a read-only mount publishes no metadata".into()));
