@@ -16,6 +16,8 @@
 #   BENCH_SYSTEMS      which systems, in order  (default "raw bindfs s3fs juicefs")
 #   BENCH_DIR          parent of the scratch directory, on the disk to test (default /var/tmp)
 #   BENCH_S3FS_PLAIN=1 create the s3fs filesystem with --plain (default: encrypted)
+#   S3FS_BIN           directory of mkfs-s3fs, mount-s3fs and umount-s3fs to run instead of
+#                      building target/release (e.g. a copy of an older build, for A/B)
 #   BENCH_ROUNDS       rounds over all systems; each cell is the median (default 1).
 #                      On a shared, noisy machine use 3: a round runs the systems one
 #                      after the other, so a slow minute would otherwise hit one system.
@@ -32,7 +34,7 @@ NFILES=${BENCH_FILES:-8000}
 RAND_READS=${BENCH_RAND_READS:-20000}
 SYSTEMS=${BENCH_SYSTEMS:-raw bindfs s3fs juicefs}
 JFS_VENV=$CACHE/juicefs-venv
-BIN=$REPO/target/release
+BIN=${S3FS_BIN:-$REPO/target/release}
 
 [ "$(id -u)" = 0 ] || { echo "benchmark.sh: run as root (drops the page cache, mounts)" >&2; exit 1; }
 mkdir -p "$CACHE"
@@ -52,8 +54,10 @@ case " $SYSTEMS " in *" bindfs "*)
     need_pkg bindfs bindfs || { echo "NOTE: bindfs could not be installed: skipping bindfs"; SYSTEMS=${SYSTEMS/bindfs/}; } ;;
 esac
 case " $SYSTEMS " in *" s3fs "*)
-    echo "== cargo build --release"
-    cargo build --release --quiet ;;
+    if [ -z "${S3FS_BIN:-}" ]; then
+        echo "== cargo build --release"
+        cargo build --release --quiet
+    fi ;;
 esac
 JUICEFS=
 case " $SYSTEMS " in *" juicefs "*)
