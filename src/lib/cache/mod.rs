@@ -323,7 +323,7 @@ impl BlockCache {
             cfg: config,
         });
         upload::start_scheduler(&cache).map_err(inaccessible)?;
-        readahead::start_workers(&cache, cache.cfg.max_connections).map_err(inaccessible)?;
+        readahead::start_workers(&cache, cache.cfg.max_connections, cache.cfg.block_size).map_err(inaccessible)?;
         Ok(cache)
     }
 
