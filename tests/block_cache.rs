@@ -265,14 +265,20 @@ fn a_block_written_to_its_end_is_uploaded_at_once_when_asked() {
     let c = f.open_with(cfg, f.raw.clone());
     let ino = f.new_inode();
     let half = BS as usize / 2;
-    // Block 0 in two writes, the second reaching its end; block 1 whole at once; block
-    // 2 only half: it waits for the delay like any block a writer may come back to.
+    // Block 0 in two writes, the second reaching its end; block 1 whole at once. They
+    // wait for the delay like any block a writer may come back to: block 2, only half
+    // written, and block 3, whose end was written before its start.
     c.write(ino, 0, 0, &pattern(0, half)).unwrap();
     c.write(ino, 0, half as u32, &pattern(1, half)).unwrap();
     c.write(ino, 1, 0, &pattern(2, BS as usize)).unwrap();
     c.write(ino, 2, 0, &pattern(3, half)).unwrap();
+    c.write(ino, 3, half as u32, &pattern(4, half)).unwrap();
+    c.write(ino, 3, 0, &pattern(5, half)).unwrap();
+    // Until the two full blocks are uploaded and clean (or a block due too soon is being
+    // uploaded as well).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while f.data_objects().len() < 2 && std::time::Instant::now() < deadline {
+    let settled = |s: &s3fs::cache::CacheStats| s.uploads >= 2 && s.uploads_in_flight == 0 && s.dirty_entries <= 2;
+    while !settled(&c.stats()) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
@@ -281,7 +287,8 @@ fn a_block_written_to_its_end_is_uploaded_at_once_when_asked() {
         "the two full blocks are stored long before the delay"
     );
     let s = c.stats();
-    assert_eq!((s.dirty_entries, s.dirty_bytes), (1, half as u64), "{s:?}");
+    assert_eq!(s.uploads, 2, "only the two full blocks went: {s:?}");
+    assert_eq!((s.dirty_entries, s.dirty_bytes), (2, 3 * half as u64), "{s:?}");
     assert_eq!(
         f.query("SELECT count(*) FROM inode_blocks WHERE blockno IN (0, 1)"),
         2,

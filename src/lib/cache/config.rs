@@ -25,10 +25,12 @@ pub struct CacheConfig {
     pub min_free_bytes: Option<u64>,
     /// A dirty block is uploaded once it has not been written for this long.
     pub dirty_upload_delay: Duration,
-    /// A block just written up to its last byte is due for upload at once, not after
-    /// `dirty_upload_delay`: a sequential writer has moved past it, and on a remote
-    /// store starting early hides the latency behind the rest of the write. Off for a
-    /// local store, where it would only compete with the writer for the same disk.
+    /// A block just written from its start to its last byte without a gap (since it
+    /// became dirty) is due for upload at once, not after `dirty_upload_delay`: a
+    /// sequential writer has moved past it, and on a remote store starting early hides
+    /// the latency behind the rest of the write. A block changed in place (a database
+    /// page, the end of a block before its start) still waits. Off for a local store,
+    /// where it would only compete with the writer for the same disk.
     pub upload_full_blocks: bool,
     /// Concurrent CPU work (hash, compress, encrypt).
     pub max_threads: usize,

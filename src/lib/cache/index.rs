@@ -35,6 +35,10 @@ pub(super) struct EntryFile {
     pub(super) dirty: bool,
     pub(super) size: u64,
     pub(super) fd: Option<File>,
+    /// How far writes since the block became dirty have covered it without a gap from
+    /// its start: a block covered to its end this way was written by a sequential
+    /// writer (see `CacheConfig::upload_full_blocks`).
+    pub(super) written_from_start: u64,
 }
 
 /// The global view of one entry, mirrored from its `EntryFile` (see `mirror`).

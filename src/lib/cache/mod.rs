@@ -280,6 +280,7 @@ impl BlockCache {
                     dirty: f.dirty,
                     size: f.len,
                     fd: None,
+                    written_from_start: 0,
                 }),
             });
             state.attach(Slot {
@@ -463,6 +464,7 @@ impl BlockCache {
             dirty: false,
             size,
             fd: Some(file),
+            written_from_start: 0,
         };
         Ok(true)
     }
@@ -480,6 +482,7 @@ impl BlockCache {
             dirty: true,
             size: 0,
             fd: Some(file),
+            written_from_start: 0,
         };
         e.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -490,6 +493,7 @@ impl BlockCache {
         if !f.dirty {
             std::fs::rename(self.path(e.key, false), self.path(e.key, true))?;
             f.dirty = true;
+            f.written_from_start = 0;
         }
         e.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -522,6 +526,7 @@ impl BlockCache {
         let key = (inode, blockno);
         let end = u64::from(offset) + data.len() as u64;
         let whole = offset == 0 && end == self.cfg.block_size;
+        let filled = std::cell::Cell::new(false);
         self.modify_block(key, end, |e, f| {
             if !f.present && (whole || past_end || !self.load(e, f)?) {
                 self.ensure_space(end, true, Need::Write)?;
@@ -530,9 +535,14 @@ impl BlockCache {
             self.make_dirty(e, f)?;
             self.fd(key, f)?.write_all_at(data, u64::from(offset))?;
             f.size = f.size.max(end);
+            let before = f.written_from_start;
+            if u64::from(offset) <= before {
+                f.written_from_start = before.max(end);
+            }
+            filled.set(before < self.cfg.block_size && f.written_from_start == self.cfg.block_size);
             Ok(())
         })?;
-        if end == self.cfg.block_size && self.cfg.upload_full_blocks {
+        if filled.get() && self.cfg.upload_full_blocks {
             self.due_now(key);
         }
         Ok(())

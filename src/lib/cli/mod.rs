@@ -390,7 +390,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_threads: Option<u16>,
     /// Upload a dirty block once it has not been written for this many seconds (on a
-    /// remote store, a block just written up to its last byte goes at once)
+    /// remote store, a block just written from its start to its end goes at once)
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub dirty_block_upload_delay: u64,
     /// Once the store has failed every request for this many seconds, writes that need
