@@ -206,6 +206,13 @@ fn stat_json_counts_what_was_written_and_dedup() {
     let human = ok(STAT, &[Path::new("--raw"), &f.mnt]);
     let line = human.lines().find(|l| l.starts_with("Total data size:")).unwrap();
     assert!(line.contains(&format!("{} B", num(&s, "total_bytes"))), "{human}");
+    // Every value in one column, apart from its label.
+    let column = |l: &str| {
+        l.find(": ")
+            .map(|c| c + 2 + l[c + 2..].len() - l[c + 2..].trim_start().len())
+    };
+    let columns: Vec<Option<usize>> = human.lines().map(column).collect();
+    assert!(columns.iter().all(|c| c.is_some() && *c == columns[0]), "{human}");
     // Reading a block back through a dropped cache is a miss, then a hit.
     ok(CTRL, &[Path::new("dropcache"), &f.mnt]);
     assert_eq!(num(&stats(&f.mnt), "cache_entries"), 0);

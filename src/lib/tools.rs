@@ -286,8 +286,10 @@ pub fn stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), Error> {
         ),
         ("FUSE requests", fuse_requests(&s.fuse_requests)),
     ];
+    // One column for the values, a space after the longest label.
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 2;
     for (k, v) in lines {
-        writeln!(out, "{:<24}{v}", format!("{k}:")).map_err(out_err)?;
+        writeln!(out, "{:<width$}{v}", format!("{k}:")).map_err(out_err)?;
     }
     Ok(())
 }
