@@ -354,7 +354,15 @@ fn bad_input_gives_documented_exit_codes() {
         2,
         "unknown compression",
     );
-    assert_exit(&env.run(MKFS, &[&url], ""), 41, "passphrase needed but stdin is empty");
+    let no_input = env.run(MKFS, &[&url], "");
+    assert_exit(&no_input, 41, "passphrase needed but stdin is empty");
+    // A new passphrase is never read from authinfo2: the message must not send the
+    // user there.
+    assert!(
+        stderr(&no_input).contains("new passphrase needed") && !stderr(&no_input).contains("authinfo2"),
+        "{}",
+        stderr(&no_input)
+    );
     assert_exit(&env.run(MKFS, &[&url], "\n"), 2, "empty passphrase");
     assert_exit(
         &env.run(

@@ -250,11 +250,15 @@ fn read_stdin_line(prompt: &str) -> Result<String, Error> {
         .map_err(|e| Error::new(ExitCode::Failure, format!("cannot read standard input: {e}")))?;
     if n == 0 {
         let what = prompt.trim().trim_end_matches(':').trim_start_matches("Enter ");
+        // authinfo2 holds the passphrase of an existing filesystem, never a new one.
+        let hint = if what.starts_with("new ") {
+            "pipe it in"
+        } else {
+            "put it in authinfo2 or pipe it in"
+        };
         return Err(Error::new(
             ExitCode::BatchNeedsInput,
-            format!(
-                "{what} needed, but standard input is not a terminal and gave none (put it in authinfo2 or pipe it in)"
-            ),
+            format!("{what} needed, but standard input is not a terminal and gave none ({hint})"),
         ));
     }
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
