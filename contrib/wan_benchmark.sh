@@ -335,9 +335,10 @@ create_fs() {     # create_fs SYSTEM: a new filesystem in a new prefix of the bu
                 "$PP" "$S3FS_TEST_GARAGE_LOGIN" "$S3FS_TEST_GARAGE_PASSWORD" "$S3FS_TEST_GARAGE_OPTIONS" \
                 > "$WORK/s3fs-auth")
             if [ "${WAN_S3FS_ENCRYPT:-0}" = 1 ]; then
+                # mkfs takes a new passphrase on standard input; the mount, from authinfo2.
                 printf 'fs-passphrase: wan-benchmark\n' >> "$WORK/s3fs-auth"
-                HOME=$WORK/home "$(s3fs_bin mkfs)" --quiet --authfile "$WORK/s3fs-auth" \
-                    --cachedir "$WORK/s3fs-cache" "$S3FS_URL" </dev/null >/dev/null
+                printf 'wan-benchmark\n' | HOME=$WORK/home "$(s3fs_bin mkfs)" --quiet \
+                    --authfile "$WORK/s3fs-auth" --cachedir "$WORK/s3fs-cache" "$S3FS_URL" >/dev/null
             else
                 HOME=$WORK/home "$(s3fs_bin mkfs)" --quiet --plain --authfile "$WORK/s3fs-auth" \
                     --cachedir "$WORK/s3fs-cache" "$S3FS_URL" </dev/null >/dev/null
