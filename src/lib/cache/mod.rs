@@ -533,7 +533,7 @@ impl BlockCache {
                 self.create_dirty(e, f)?;
             }
             self.make_dirty(e, f)?;
-            self.fd(key, f)?.write_all_at(data, u64::from(offset))?;
+            crate::localdisk::write_all_at(self.fd(key, f)?, data, u64::from(offset))?;
             f.size = f.size.max(end);
             let before = f.written_from_start;
             if u64::from(offset) <= before {
