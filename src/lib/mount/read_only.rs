@@ -174,7 +174,7 @@ fn open_generation(
         )
     })?;
     let fs = Arc::new(Filesystem::open(&files.db, params.data_block_size)?);
-    let cache = open_cache(args, &files, params, store, &fs, parallel)?;
+    let cache = open_cache(args, url, &files, params, store, &fs, parallel)?;
     let generation = Generation::new(fs, cache, params.seq, params.last_modified).owning(gen_dir);
     Ok(OpenVersion {
         generation,

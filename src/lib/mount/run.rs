@@ -142,7 +142,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
         files.write_params(&params)?;
         block_on(opened.fs.write_params(&params))?;
         let fs = Arc::new(Filesystem::open(&files.db, params.data_block_size)?);
-        let cache = open_cache(args, &files, &params, &opened.fs, &fs, parallel)?;
+        let cache = open_cache(args, &conn.url, &files, &params, &opened.fs, &fs, parallel)?;
         serve(
             args,
             kernel_options,

@@ -94,6 +94,7 @@ impl Mounted {
 
 pub(super) fn open_cache(
     args: &MountArgs,
+    url: &crate::store::StorageUrl,
     files: &LocalFiles,
     params: &Params,
     fs_store: &FsStore,
@@ -116,7 +117,7 @@ pub(super) fn open_cache(
     }
     config.max_connections = parallel;
     config.dirty_upload_delay = Duration::from_secs(args.dirty_block_upload_delay);
-    config.upload_full_blocks = crate::store::StorageUrl::parse(&args.storage_url).is_ok_and(|u| u.is_remote());
+    config.upload_full_blocks = url.is_remote();
     config.store_timeout = Duration::from_secs(args.store_timeout);
     // The cache and the namespace share one connection: see the cache's lock order.
     Ok(BlockCache::open(config, fs.db(), files.db.clone(), fs_store.clone())?)
