@@ -61,6 +61,12 @@ impl CacheConfig {
     }
 }
 
+/// How many blocks of `block_size` fit in `bytes`, at least one: the cache's byte
+/// budgets (uploads, read-ahead) as counts of blocks.
+pub(super) fn blocks_within(bytes: u64, block_size: u64) -> usize {
+    usize::try_from(bytes / block_size.max(1)).unwrap_or(usize::MAX).max(1)
+}
+
 /// File descriptors kept for everything but cached blocks (DB, store, FUSE, logs).
 const RESERVED_FDS: u64 = 64;
 

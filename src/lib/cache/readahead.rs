@@ -54,7 +54,7 @@ struct Queue {
 impl ReadAhead {
     /// Note that block `blockno` of `inode` was read; returns the blocks to fetch ahead.
     fn note(&self, inode: u64, blockno: u64, block_size: u64) -> std::ops::Range<u64> {
-        let max_window = MAX_WINDOW.min((MAX_WINDOW_BYTES / block_size.max(1)).max(1));
+        let max_window = MAX_WINDOW.min(super::config::blocks_within(MAX_WINDOW_BYTES, block_size) as u64);
         let mut guard = lock(&self.streams);
         let (streams, notes) = &mut *guard;
         *notes += 1;
@@ -159,7 +159,7 @@ const MAX_WORKER_BYTES: u64 = 32 << 20;
 /// [`MAX_WORKER_BYTES`] of `block_size` blocks); they hold the cache only weakly
 /// between blocks.
 pub(super) fn start_workers(cache: &Arc<BlockCache>, workers: usize, block_size: u64) -> std::io::Result<()> {
-    let by_bytes = usize::try_from(MAX_WORKER_BYTES / block_size.max(1)).unwrap_or(1);
+    let by_bytes = super::config::blocks_within(MAX_WORKER_BYTES, block_size);
     for i in 0..workers.min(by_bytes).clamp(1, MAX_WORKERS) {
         let weak: Weak<BlockCache> = Arc::downgrade(cache);
         let queue = cache.readahead.queue.clone();

@@ -107,9 +107,7 @@ impl BlockCache {
         }
         let urgent = st.pressure > 0 || st.flushing > 0 || st.hurry;
         let mut wake = now + POLL * 4;
-        let by_bytes = usize::try_from(MAX_UPLOAD_BYTES / self.cfg.block_size.max(1))
-            .unwrap_or(1)
-            .max(1);
+        let by_bytes = super::config::blocks_within(MAX_UPLOAD_BYTES, self.cfg.block_size);
         let cap = (self.cfg.max_connections.min(MAX_UPLOADS).min(by_bytes) + self.cfg.max_threads).max(1);
         let room = cap.saturating_sub(st.in_flight);
         let mut due: Vec<Key> = Vec::new();
