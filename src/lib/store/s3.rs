@@ -533,7 +533,14 @@ impl S3Store {
             StoreError::temporary(format!("GET {key}: reading the response failed: {}", root_cause(&e)))
         };
         let mut stream = out.body;
-        let mut buf = bytes::BytesMut::new();
+        // Room for the whole body at once: growing a 4 MiB buffer by doubling copied it
+        // again (8 % of a cold read's CPU). The server's length is trusted no further
+        // than the limit.
+        let expected = content_length
+            .and_then(|l| u64::try_from(l).ok())
+            .unwrap_or(0)
+            .min(limit);
+        let mut buf = bytes::BytesMut::with_capacity(expected as usize);
         let mut truncated = false;
         while let Some(piece) = stream.try_next().await.map_err(read_err)? {
             let room = limit - buf.len() as u64;
