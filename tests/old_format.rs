@@ -1,7 +1,8 @@
 //! A filesystem made by a release before packs (revision 1, schema version 1; the store
 //! in `tests/fixtures/revision1-local.tar.gz`, see the README there) mounts with this
 //! release, reads back, takes new data (packed), and is upgraded on the way: fsck and
-//! s3fs_verify find it clean, and a mount from an empty cache reads old and new files.
+//! s3fs_verify find it clean, and a mount from an empty cache reads old and new files,
+//! of both object formats.
 
 mod common;
 
@@ -71,6 +72,7 @@ fn new_file(i: usize) -> Vec<u8> {
 fn a_revision_1_filesystem_mounts_reads_and_takes_packed_data() {
     let f = unpack();
     let objects_before = f.data_objects();
+    assert!(f.object_formats("s3fs_data_").iter().all(|&v| v == 1));
     assert_eq!(store_revision(&f), 1);
     f.mount("cache");
     assert_eq!(
@@ -87,6 +89,20 @@ fn a_revision_1_filesystem_mounts_reads_and_takes_packed_data() {
     // 40 new files, one of 2 full blocks: the 40 short blocks went into packs.
     let added = f.data_objects() - objects_before;
     assert!((3..=6).contains(&added), "{added} objects added for 40 files");
+    // Revision 3: the new objects have the fast checksum (format 2), the old ones keep
+    // theirs; the superblock stays in format 1, for older releases to refuse it cleanly.
+    let mut formats = f.object_formats("s3fs_data_");
+    formats.sort();
+    assert_eq!(formats, [vec![1; objects_before], vec![2; added]].concat());
+    assert!(
+        f.object_formats("s3fs_meta_").contains(&2),
+        "new metadata chunks in format 2"
+    );
+    let params = f.object_formats("s3fs_params");
+    assert!(
+        !params.is_empty() && params.iter().all(|&v| v == 1),
+        "superblocks: {params:?}"
+    );
 
     let o = f.tool(
         FSCK,

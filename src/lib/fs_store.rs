@@ -106,6 +106,14 @@ impl FsStore {
         &self.codec
     }
 
+    /// Write objects as a filesystem of `revision` may hold them (the object format of
+    /// unencrypted objects depends on it): set once the revision is known, and again
+    /// after [`Params::upgrade`] raised it.
+    pub fn write_for_revision(&mut self, revision: u32) {
+        let fast = revision >= crate::params::FAST_CHECKSUM_REVISION;
+        self.codec = self.codec.clone().with_fast_plain_checksum(fast);
+    }
+
     /// Fetch and decode `name`, whose plaintext is at most `max_plain` bytes; a missing
     /// object is an error.
     pub async fn get(&self, name: &str, max_plain: u64) -> Result<Vec<u8>, Error> {
@@ -199,18 +207,24 @@ impl FsStore {
     }
 
     /// Store `params` as the version of its `seq` and as the current superblock, in that
-    /// order, so the current one never names a version that is missing.
+    /// order, so the current one never names a version that is missing. In object format
+    /// 1, so that every release can read the revision and refuse a newer one cleanly.
     pub async fn write_params(&self, params: &Params) -> Result<(), Error> {
         let json = params.to_json();
-        self.put(&names::params_version(params.seq), &json, PutMode::Overwrite)
-            .await?;
-        self.put(names::PARAMS, &json, PutMode::Overwrite).await
+        self.put_portable(&names::params_version(params.seq), &json).await?;
+        self.put_portable(names::PARAMS, &json).await
     }
 
     /// Store `params` as the current superblock only, creating no version: for states
     /// that must never be restored (fsck in progress).
     pub async fn write_current_params(&self, params: &Params) -> Result<(), Error> {
-        self.put(names::PARAMS, &params.to_json(), PutMode::Overwrite).await
+        self.put_portable(names::PARAMS, &params.to_json()).await
+    }
+
+    /// [`FsStore::put`] (overwriting) in object format 1, which every release reads.
+    pub async fn put_portable(&self, name: &str, plaintext: &[u8]) -> Result<(), Error> {
+        let body = self.codec.encode_portable(name, plaintext);
+        Ok(self.store.put(name, Bytes::from(body), PutMode::Overwrite).await?)
     }
 }
 
@@ -389,7 +403,7 @@ pub async fn open_filesystem(
         };
         Some(unwrap_any(&copies, &passphrase)?)
     };
-    let fs = FsStore::new(conn.store.clone(), Codec::new(key.clone(), compression));
+    let mut fs = FsStore::new(conn.store.clone(), Codec::new(key.clone(), compression));
     let params = fs.read_params().await.map_err(|e| match (&key, e.message.contains("is encrypted")) {
         (None, true) => Error::new(
             ExitCode::Failure,
@@ -407,6 +421,7 @@ pub async fn open_filesystem(
             ),
         ));
     }
+    fs.write_for_revision(params.revision);
     Ok(Opened { fs, params, key })
 }
 

@@ -58,7 +58,8 @@ pub fn run(args: &MkfsArgs, secrets: &mut dyn SecretSource, out: &mut dyn Write)
         block_on(fs_store::write_key_copies(conn.store.as_ref(), &key, &passphrase))?;
         Some(key)
     };
-    let fs = FsStore::new(conn.store.clone(), Codec::new(key.clone(), compression));
+    let mut fs = FsStore::new(conn.store.clone(), Codec::new(key.clone(), compression));
+    fs.write_for_revision(crate::params::FS_REVISION);
 
     // Build the empty metadata DB in the cache directory, upload it, then the superblock.
     let now = unix_now();

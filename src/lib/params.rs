@@ -12,7 +12,12 @@ use crate::exit::{Error, ExitCode};
 ///    its own and fetched with a ranged GET). A release that knows only revision 1
 ///    would read a pack as one block, so it must refuse the filesystem: a writer
 ///    ([`Params::upgrade`]) raises the revision before it stores anything.
-pub const FS_REVISION: u32 = 2;
+/// 3: unencrypted objects may be in object format 2 (XXH3-128 checksum instead of
+///    SHA-256, see [`crate::codec`]), which a release that knows only revision 2 cannot
+///    decode. Encrypted filesystems store the same objects as before.
+pub const FS_REVISION: u32 = 3;
+/// The first revision whose unencrypted objects are written in object format 2.
+pub const FAST_CHECKSUM_REVISION: u32 = 3;
 /// The oldest revision this version of s3fs reads (and upgrades when it writes).
 pub const OLDEST_REVISION: u32 = 1;
 

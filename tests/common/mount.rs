@@ -117,24 +117,26 @@ impl Fixture {
     }
 
     pub fn data_objects(&self) -> usize {
-        let store = self.dir.path().join("store");
-        fn count(p: &Path) -> usize {
-            std::fs::read_dir(p)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| {
-                            let path = e.path();
-                            if path.is_dir() {
-                                count(&path)
-                            } else {
-                                usize::from(e.file_name().to_string_lossy().starts_with("s3fs_data_"))
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
+        self.object_formats("s3fs_data_").len()
+    }
+
+    /// The object format (header byte 4) of every object of the `local://` store whose
+    /// name starts with `prefix`.
+    pub fn object_formats(&self, prefix: &str) -> Vec<u8> {
+        fn walk(p: &Path, prefix: &str, out: &mut Vec<u8>) {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, prefix, out);
+                } else if e.file_name().to_string_lossy().starts_with(prefix) {
+                    let bytes = std::fs::read(&path).unwrap();
+                    out.push(bytes.get(4).copied().unwrap_or(0));
+                }
+            }
         }
-        count(&store)
+        let mut out = Vec::new();
+        walk(&self.dir.path().join("store"), prefix, &mut out);
+        out
     }
 }
 

@@ -219,7 +219,7 @@ fn plan(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Confi
     crate::mount::mounts::refuse_if_mounted_here(&conn.url)?;
     let compression = config::compression(None, conn.auth.compress.as_deref())?;
     let opened = block_on(fs_store::open_filesystem(&conn, compression, secrets))?;
-    let store = opened.fs.clone();
+    let mut store = opened.fs.clone();
     let cachedir = config::cache_dir(args.store.cachedir.as_deref(), &conn.auth)?;
     std::fs::create_dir_all(&cachedir).map_err(|e| {
         Error::new(
@@ -307,6 +307,8 @@ fn plan(args: &FsckArgs, secrets: &mut dyn SecretSource, confirm: &mut dyn Confi
         release_stale_lock(&store, holder.as_ref())?;
         return Ok(None);
     }
+    // What the check writes, it writes after `prepare` raised the revision.
+    store.write_for_revision(crate::params::FS_REVISION);
     for r in &reasons {
         log::warn!("{r}");
     }

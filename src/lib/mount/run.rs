@@ -99,7 +99,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
     };
     let conn = fs_store::connect(&args.storage_url, &opts, secrets)?;
     let compression = config::compression(args.compress.as_deref(), conn.auth.compress.as_deref())?;
-    let opened = block_on(fs_store::open_filesystem(&conn, compression, secrets))?;
+    let mut opened = block_on(fs_store::open_filesystem(&conn, compression, secrets))?;
     let cachedir = config::cache_dir(args.store.cachedir.as_deref(), &conn.auth)?;
     let files = LocalFiles::new(&cachedir, &conn.url);
     let parallel = config::max_connections(args.store.max_connections, &conn.auth);
@@ -141,6 +141,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
         params.upgrade();
         files.write_params(&params)?;
         block_on(opened.fs.write_params(&params))?;
+        opened.fs.write_for_revision(params.revision);
         let fs = Arc::new(Filesystem::open(&files.db, params.data_block_size)?);
         let cache = open_cache(args, &conn.url, &files, &params, &opened.fs, &fs, parallel)?;
         serve(

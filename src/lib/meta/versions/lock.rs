@@ -145,7 +145,7 @@ pub async fn acquire(fs: &FsStore, fs_uuid: &str) -> Result<Guard, Error> {
     let me = LockInfo::for_this_process(fs_uuid);
     let body = serde_json::to_vec(&me).expect("lock serializes");
     if conditional {
-        let object = bytes::Bytes::from(fs.codec().encode(LOCK, &body));
+        let object = bytes::Bytes::from(fs.codec().encode_portable(LOCK, &body));
         return match fs.store().put(LOCK, object, PutMode::IfNoneMatch).await {
             Ok(()) => Ok(Guard::Conditional),
             Err(StoreError::PreconditionFailed(_)) => {
@@ -164,7 +164,7 @@ pub async fn acquire(fs: &FsStore, fs_uuid: &str) -> Result<Guard, Error> {
     if let Some(holder) = read_lock(fs).await? {
         return Err(held_elsewhere(&holder));
     }
-    fs.put(LOCK, &body, PutMode::Overwrite).await?;
+    fs.put_portable(LOCK, &body).await?;
     Ok(Guard::CheckThenWrite)
 }
 
@@ -172,7 +172,7 @@ pub async fn acquire(fs: &FsStore, fs_uuid: &str) -> Result<Guard, Error> {
 /// caller has established that the holder is gone or its loss is accepted.
 pub fn take_over(fs: &FsStore, fs_uuid: &str) -> Result<(), Error> {
     let body = serde_json::to_vec(&LockInfo::for_this_process(fs_uuid)).expect("lock serializes");
-    crate::runtime::block_on(fs.put(LOCK, &body, PutMode::Overwrite))
+    crate::runtime::block_on(fs.put_portable(LOCK, &body))
 }
 
 /// Give the lock up at a clean unmount (or after fsck repaired a crashed mount).
