@@ -38,6 +38,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use aes_gcm_siv::Aes256GcmSiv;
+use bytes::Bytes;
 use aes_gcm_siv::aead::inout::InOutBuf;
 use aes_gcm_siv::aead::{AeadInOut, KeyInit};
 use hkdf::Hkdf;
@@ -284,6 +285,23 @@ impl Codec {
     /// `max_plain` bytes: one whose header claims more is corrupt, before anything is
     /// allocated or decompressed for it (a small object could claim a gigabyte).
     pub fn decode_at_most(&self, name: &str, object: &[u8], max_plain: u64) -> Result<Vec<u8>, CodecError> {
+        Ok(match self.decode_in(name, object, max_plain)? {
+            Decoded::Stored(range) => object[range].to_vec(),
+            Decoded::Made(plaintext) => plaintext,
+        })
+    }
+
+    /// [`Codec::decode_at_most`] of an object held in shared memory: an unencrypted,
+    /// uncompressed payload (most data blocks of a plain filesystem) is returned as a
+    /// view of `object`, not copied.
+    pub fn decode_shared(&self, name: &str, object: &Bytes, max_plain: u64) -> Result<Bytes, CodecError> {
+        Ok(match self.decode_in(name, object, max_plain)? {
+            Decoded::Stored(range) => object.slice(range),
+            Decoded::Made(plaintext) => Bytes::from(plaintext),
+        })
+    }
+
+    fn decode_in(&self, name: &str, object: &[u8], max_plain: u64) -> Result<Decoded, CodecError> {
         let corrupt = |why: String| CodecError::Corrupt {
             name: name.to_string(),
             why,
@@ -358,9 +376,9 @@ impl Codec {
                         )
                     })?;
                 if comp == COMP_NONE {
-                    Ok(payload)
+                    Ok(Decoded::Made(payload))
                 } else {
-                    decompress(comp, &payload, plain_len).map_err(corrupt)
+                    decompress(comp, &payload, plain_len).map(Decoded::Made).map_err(corrupt)
                 }
             }
             None => {
@@ -380,13 +398,21 @@ impl Codec {
                     return Err(corrupt("checksum mismatch (damaged, truncated or renamed)".into()));
                 }
                 if comp == COMP_NONE {
-                    Ok(payload.to_vec())
+                    Ok(Decoded::Stored(BASE_HEADER_LEN..BASE_HEADER_LEN + payload.len()))
                 } else {
-                    decompress(comp, payload, plain_len).map_err(corrupt)
+                    decompress(comp, payload, plain_len).map(Decoded::Made).map_err(corrupt)
                 }
             }
         }
     }
+}
+
+/// What decoding made of an object.
+enum Decoded {
+    /// The plaintext is these bytes of the object (stored as they are).
+    Stored(std::ops::Range<usize>),
+    /// The plaintext, decrypted or decompressed.
+    Made(Vec<u8>),
 }
 
 /// The associated data: header bytes followed by the object name.

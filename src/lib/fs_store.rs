@@ -77,7 +77,7 @@ pub struct Fetched {
     /// Bytes in the store (after compression and encryption).
     pub stored_size: u64,
     /// The plaintext, or why the object could not be decoded.
-    pub plaintext: Result<Vec<u8>, CodecError>,
+    pub plaintext: Result<Bytes, CodecError>,
 }
 
 /// A store plus the codec of one filesystem. Cheap to clone.
@@ -116,7 +116,7 @@ impl FsStore {
 
     /// Fetch and decode `name`, whose plaintext is at most `max_plain` bytes; a missing
     /// object is an error.
-    pub async fn get(&self, name: &str, max_plain: u64) -> Result<Vec<u8>, Error> {
+    pub async fn get(&self, name: &str, max_plain: u64) -> Result<Bytes, Error> {
         match self.get_if_exists(name, max_plain).await? {
             Some(body) => Ok(body),
             None => Err(StoreError::NotFound(name.to_owned()).into()),
@@ -125,7 +125,7 @@ impl FsStore {
 
     /// Fetch and decode `name`, whose plaintext is at most `max_plain` bytes, or `None`
     /// if there is no such object.
-    pub async fn get_if_exists(&self, name: &str, max_plain: u64) -> Result<Option<Vec<u8>>, Error> {
+    pub async fn get_if_exists(&self, name: &str, max_plain: u64) -> Result<Option<Bytes>, Error> {
         match self.get_decoded(name, max_plain).await? {
             None => Ok(None),
             Some(fetched) => Ok(Some(fetched.plaintext?)),
@@ -163,7 +163,7 @@ impl FsStore {
                 }
                 Err(e) => return Err(e.into()),
             };
-            match self.codec.decode_at_most(name, &raw, max_plain) {
+            match self.codec.decode_shared(name, &raw, max_plain) {
                 Err(CodecError::Corrupt { .. }) if attempt < CORRUPT_REFETCHES => {
                     log::debug!("object {name} failed its integrity check; fetching it again");
                     attempt += 1;

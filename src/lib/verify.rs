@@ -663,7 +663,7 @@ mod tests {
     fn fetched(body: &[u8], stored: u64) -> Fetched {
         Fetched {
             stored_size: stored,
-            plaintext: Ok(body.to_vec()),
+            plaintext: Ok(bytes::Bytes::copy_from_slice(body)),
         }
     }
 

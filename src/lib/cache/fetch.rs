@@ -127,15 +127,15 @@ impl BlockCache {
     /// The plaintext of a block stored as a whole object (or at an offset of the
     /// plaintext of one, as no version of s3fs has written yet); `None` if the object
     /// is missing.
-    pub(super) fn fetch_object(&self, l: &Location) -> Result<Option<Vec<u8>>, CacheError> {
+    pub(super) fn fetch_object(&self, l: &Location) -> Result<Option<Bytes>, CacheError> {
         let name = names::data(l.obj_id as u64);
         let Some(body) = self.for_read(self.store.get_if_exists(&name, self.cfg.block_size))? else {
             return Ok(None);
         };
         // Both checked non-negative by the caller, the size against the block size.
         let (size, start) = (l.size as usize, l.obj_offset as usize);
-        match start.checked_add(size).and_then(|end| body.get(start..end)) {
-            Some(data) => Ok(Some(data.to_vec())),
+        match start.checked_add(size).filter(|&end| end <= body.len()) {
+            Some(end) => Ok(Some(body.slice(start..end))),
             None => Err(CacheError::Store(format!(
                 "object {name} holds {} bytes, block needs {size} bytes at {start}",
                 body.len(),
@@ -146,7 +146,7 @@ impl BlockCache {
     /// The plaintext of a block stored as a segment of a pack; `None` if the pack is
     /// missing. A segment that does not decode is fetched once more on its own (the run
     /// it came from may have been damaged on the way).
-    pub(super) fn fetch_segment(&self, l: &Location) -> Result<Option<Vec<u8>>, CacheError> {
+    pub(super) fn fetch_segment(&self, l: &Location) -> Result<Option<Bytes>, CacheError> {
         let (start, end) = (l.obj_offset as u64, l.obj_offset as u64 + l.phys_len as u64);
         let binding = names::segment(l.obj_id as u64, start);
         let mut last_error = String::new();
@@ -158,7 +158,7 @@ impl BlockCache {
                     None => return Ok(None),
                 },
             };
-            match self.store.codec().decode_at_most(&binding, &raw, l.size as u64) {
+            match self.store.codec().decode_shared(&binding, &raw, l.size as u64) {
                 Ok(plain) if plain.len() as u64 == l.size as u64 => return Ok(Some(plain)),
                 Ok(plain) => {
                     return Err(CacheError::Store(format!(

@@ -84,8 +84,18 @@ impl Filesystem {
         }
         let len = u64::from(size).min(file_size - offset);
         let cache = self.data_cache()?;
+        let mut pieces = self.pieces(offset, len).peekable();
+        if let Some(&(blockno, in_block, n, _)) = pieces.peek()
+            && u64::from(n) == len
+        {
+            // Within one block (most reads): the block's bytes are the answer, without
+            // zeroing a buffer and copying them into it.
+            let mut data = cache.read(ino, blockno, in_block, n).map_err(cache_err)?;
+            data.resize(len as usize, 0);
+            return Ok(data);
+        }
         let mut out = vec![0u8; len as usize];
-        for (blockno, in_block, n, at) in self.pieces(offset, len) {
+        for (blockno, in_block, n, at) in pieces {
             let data = cache.read(ino, blockno, in_block, n).map_err(cache_err)?;
             // Shorter than asked: the rest of the range is a hole (already zeros).
             out[at..at + data.len()].copy_from_slice(&data);
