@@ -286,6 +286,43 @@ fn released_data_is_deleted_only_once_no_retained_version_needs_it() {
     assert_ok(&fsck(&f, &["--force"]), "fsck --force");
 }
 
+/// A mount expires the versions its policy drops after each metadata upload: after the
+/// reply to `s3fsctrl sync` (so that the reply does not wait for it), before the next
+/// turn of its main loop, and once more after the upload at unmount.
+#[test]
+fn a_mount_expires_the_versions_its_policy_drops() {
+    let f = Fixture::local();
+    let o = adm(
+        &f,
+        &[
+            "retention",
+            "--keep-last",
+            "1",
+            "--keep-within",
+            "0",
+            "--keep-daily",
+            "0",
+            "--min-age",
+            "0",
+            &f.url,
+        ],
+    );
+    assert_ok(&o, "retention");
+    let versions = || f.object_formats("s3fs_params_").len();
+    f.mount(CACHE);
+    for i in 0..4u64 {
+        std::fs::write(f.mnt.join(format!("f{i}")), common::random_bytes(1000, i)).unwrap();
+        ctrl(&f, "sync");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while versions() > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(versions(), 1, "versions left while mounted");
+    f.umount();
+    assert_eq!(versions(), 1, "versions left after the unmount's upload");
+}
+
 #[test]
 fn retention_options_are_checked() {
     let f = Fixture::local();

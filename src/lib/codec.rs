@@ -38,9 +38,9 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use aes_gcm_siv::Aes256GcmSiv;
-use bytes::Bytes;
 use aes_gcm_siv::aead::inout::InOutBuf;
 use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+use bytes::Bytes;
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3Default;
@@ -378,7 +378,9 @@ impl Codec {
                 if comp == COMP_NONE {
                     Ok(Decoded::Made(payload))
                 } else {
-                    decompress(comp, &payload, plain_len).map(Decoded::Made).map_err(corrupt)
+                    decompress(comp, &payload, plain_len)
+                        .map(Decoded::Made)
+                        .map_err(corrupt)
                 }
             }
             None => {

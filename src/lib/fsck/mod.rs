@@ -441,6 +441,7 @@ fn finish(plan: &Plan, keep_cache: bool, mut params: Params, findings: &Findings
     params.needs_fsck = findings.uncorrectable;
     params.last_fsck = unix_now();
     let published = versions::publish(store, files, &files.db, params, &previous, *parallel)?;
+    versions::expire_old(store, &published.params.retention);
     phase.finish(&format!(
         "{} of {} chunks sent",
         published.chunks_sent, published.chunks_total

@@ -104,6 +104,7 @@ pub fn run(
                 first_generation: Some(first.generation),
                 follower,
                 published_changes: 0,
+                expire_due: false,
             },
         )
     })();

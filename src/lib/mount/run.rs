@@ -161,6 +161,7 @@ pub fn run(args: &MountArgs, reporter: &mut Reporter, secrets: &mut dyn SecretSo
                 first_generation: None,
                 follower: None,
                 published_changes: 0,
+                expire_due: false,
             },
         )
     })();

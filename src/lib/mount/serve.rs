@@ -44,6 +44,9 @@ pub(super) struct Mounted {
     /// `total_changes()` of the DB when the last published version was snapshotted:
     /// more means unpublished changes.
     pub published_changes: u64,
+    /// A version was published since old ones were last expired: expired at the end of
+    /// the main loop's turn, after the reply to a waiting `s3fsctrl sync`.
+    pub expire_due: bool,
 }
 
 /// With --publish-after, how long a publish waits for the dirty blocks to be uploaded
@@ -88,7 +91,15 @@ impl Mounted {
         );
         self.hashes = published.hashes;
         self.params = published.params;
+        self.expire_due = true;
         Ok(())
+    }
+
+    /// Expire the metadata versions the retention policy drops, if a publish made some.
+    fn expire_if_due(&mut self) {
+        if std::mem::take(&mut self.expire_due) {
+            versions::expire_old(&self.fs_store, &self.params.retention);
+        }
     }
 }
 
@@ -309,6 +320,7 @@ pub(super) fn serve(
             }
             last_backup = Instant::now();
         }
+        m.expire_if_due();
     }
     // No request can reach the filesystem any more.
     if let Err(e) = session.join() {
@@ -331,6 +343,7 @@ pub(super) fn serve(
         .map_err(|e| Error::new(ExitCode::Failure, format!("uploading dirty blocks: {e}")))?;
     m.cache.shutdown();
     m.backup_metadata(false)?;
+    m.expire_if_due();
     if !args.keep_cache {
         let _ = std::fs::remove_dir_all(&m.files.cache);
     }

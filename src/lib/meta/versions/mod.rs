@@ -34,9 +34,9 @@ pub struct Published {
 
 /// Publish the SQLite file `db` as metadata version `next.seq`: upload its chunks (only
 /// those whose hash differs from `previous`), then write `next`, with the DB's size,
-/// digest and the time, first locally, then to the store; save the chunk hashes and
-/// expire the versions `next.retention` does not keep (a failure to expire is only
-/// logged).
+/// digest and the time, first locally, then to the store; save the chunk hashes. The
+/// caller then expires the versions the retention policy drops ([`expire_old`]): that
+/// takes two more round trips, which a waiting `s3fsctrl sync` need not wait for.
 ///
 /// Local first: if the store write fails, the local copy is "newer", which makes the
 /// next mount insist on fsck instead of silently using older metadata.
@@ -63,15 +63,20 @@ pub fn publish(
     block_on(store.write_params(&next))?;
     chunks::remember_version(store, &next);
     up.hashes.save(&files.chunks)?;
-    if let Err(e) = block_on(retention::expire(store, &next.retention)) {
-        log::warn!("cannot expire old metadata versions: {e}");
-    }
     Ok(Published {
         params: next,
         hashes: up.hashes,
         chunks_sent: up.chunks_sent,
         chunks_total: up.chunks_total,
     })
+}
+
+/// After [`publish`]: delete the metadata versions `policy` does not keep. A failure is
+/// only logged; the next publish expires them.
+pub fn expire_old(store: &FsStore, policy: &crate::params::Retention) {
+    if let Err(e) = block_on(retention::expire(store, policy)) {
+        log::warn!("cannot expire old metadata versions: {e}");
+    }
 }
 
 /// Before the DB behind `db` is snapshotted as version `published + 1`: the objects
