@@ -413,6 +413,9 @@ fn a_sequential_reader_keeps_several_gets_in_flight_and_a_random_one_does_not() 
         "a sequential read had at most {sequential} GETs in flight"
     );
     assert!(gets <= 32 + 2, "{gets} GETs for 32 blocks");
+    // The blocks after the second one are fetched along with it, not after it.
+    let (two, _) = gets_in_flight(0..2);
+    assert!(two >= 3, "reading 2 blocks had at most {two} GETs in flight");
     // Stride 7 over 32 blocks: never the block after the last one read.
     let (random, gets) = gets_in_flight((0..32).map(|i| (i * 7) % 32));
     assert_eq!(random, 1, "a random read had {random} GETs in flight");

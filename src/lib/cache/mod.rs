@@ -365,6 +365,12 @@ impl BlockCache {
         }
         let len = u64::from(len).min(self.cfg.block_size - u64::from(offset));
         let key = (inode, blockno);
+        // Before this block is loaded, so that the blocks after it are fetched at the
+        // same time as it: noted after, a cold sequential read began with three blocks
+        // fetched one after the other instead of two (40 ms more at 20 ms RTT), and a
+        // reader that caught up with its window queued the next ones only once its own
+        // fetch was done.
+        self.read_ahead(inode, blockno);
         self.with_space_retry(|| {
             loop {
                 let (e, _, _) = self.entry(key);
@@ -374,10 +380,6 @@ impl BlockCache {
                 }
                 let r = self.read_locked(&e, &mut f, u64::from(offset), len);
                 self.settle(&e, &mut f, false);
-                drop(f);
-                if r.is_ok() {
-                    self.read_ahead(inode, blockno);
-                }
                 return r;
             }
         })
