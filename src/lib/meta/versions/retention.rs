@@ -96,13 +96,20 @@ pub fn collect_released(
     policy: &Retention,
     release_now: bool,
 ) -> Result<Collected, Error> {
+    let min_age = if release_now { 0 } else { policy.min_age_secs };
+    let released_by = unix_now().saturating_sub(i64::try_from(min_age).unwrap_or(i64::MAX));
+    let lock = || db.lock().unwrap_or_else(|e| e.into_inner());
+    // Nothing released long enough ago, whatever the versions: no need to list them (a
+    // round trip before every metadata upload that follows no deletion).
+    let any = blocks::collectable(&lock(), i64::MAX as u64, released_by, 1)
+        .map_err(db_err("finding data only old versions needed"))?;
+    if any.is_empty() {
+        return Ok(Collected::default());
+    }
     let listed = block_on(chunks::listed_versions(store))?;
     let Some(&oldest) = listed.iter().min() else {
         return Ok(Collected::default());
     };
-    let min_age = if release_now { 0 } else { policy.min_age_secs };
-    let released_by = unix_now().saturating_sub(i64::try_from(min_age).unwrap_or(i64::MAX));
-    let lock = || db.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Collected::default();
     loop {
         let ids = blocks::collectable(&lock(), oldest, released_by, 1000)
@@ -125,6 +132,60 @@ pub fn collect_released(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A publish that released nothing (most of them) asks the store nothing here; one
+    /// that did lists the versions and deletes what none of them names.
+    #[test]
+    fn collecting_asks_the_store_only_when_something_was_released() {
+        use std::sync::Arc;
+
+        use crate::store::fault::{FaultConfig, FaultStore};
+        let dir = tempfile::tempdir().unwrap();
+        let local = crate::store::local::LocalStore::open(dir.path()).unwrap();
+        let faults = FaultStore::new(Arc::new(local), FaultConfig::default());
+        let counts = faults.counts();
+        let store = FsStore::new(Arc::new(faults), crate::codec::Codec::new(None, Default::default()));
+        let conn = Connection::open_in_memory().unwrap();
+        crate::meta::schema::create_filesystem(&conn, 0, 0, 1).unwrap();
+        let db = Mutex::new(conn);
+        let ops = || counts.operations.load(std::sync::atomic::Ordering::Relaxed);
+        let policy = Retention {
+            min_age_secs: 0,
+            ..Retention::default()
+        };
+
+        assert_eq!(collect_released(&store, &db, &policy, false).unwrap().objects, 0);
+        assert_eq!(ops(), 0, "nothing released: no request");
+
+        let params = Params {
+            revision: crate::params::FS_REVISION,
+            uuid: "fs".into(),
+            label: String::new(),
+            encrypted: false,
+            data_block_size: 1 << 20,
+            metadata_block_size: 65536,
+            seq: 9,
+            db_size: 0,
+            db_sha256: "00".repeat(32),
+            is_mounted: false,
+            needs_fsck: false,
+            created: 0,
+            last_fsck: 0,
+            last_modified: 0,
+            retention: Retention::default(),
+        };
+        crate::runtime::block_on(store.write_params(&params)).unwrap();
+        let before = ops();
+        db.lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO released_objects (id, phys_size, released_at, after_seq) VALUES (5, 10, 0, 8)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(collect_released(&store, &db, &policy, false).unwrap().objects, 1);
+        assert!(ops() > before, "versions listed, the object deleted");
+    }
 
     const DAY: i64 = 86400;
 
