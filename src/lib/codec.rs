@@ -8,7 +8,7 @@
 //! | bytes | content                                                   |
 //! |-------|-----------------------------------------------------------|
 //! | 4     | magic `b"S3FS"`                                           |
-//! | 1     | format version (1, or 2 for an unencrypted object; below)  |
+//! | 1     | format version (1; 2 for some unencrypted objects, below) |
 //! | 1     | compression: 0 none, 1 zlib, 2 zstd                       |
 //! | 1     | encryption: 0 none, 1 AES-256-GCM-SIV                     |
 //! | 1     | reserved, 0                                               |
@@ -22,13 +22,12 @@
 //!
 //! Unencrypted body: compressed payload followed by a checksum: SHA-256(header || name ||
 //! payload) in format 1, XXH3-128(header || name length as u64 LE || name || payload) in
-//! format 2. Without a key, anyone who can write
-//! the object can also recompute either, so the checksum only has to catch damage and
-//! misplaced objects; XXH3 does that at a small fraction of SHA-256's cost, which was a
-//! quarter of the CPU a plain filesystem spent on writing and on reading blocks. Format 2
-//! is written on filesystems of revision 3 and later ([`Codec::with_fast_plain_checksum`]);
-//! objects every release must read (the superblock, the lock) stay in format 1
-//! ([`Codec::encode_portable`]).
+//! format 2. Without a key, anyone who can write the object can also recompute either, so
+//! the checksum only has to catch damage and misplaced objects; XXH3 does that at a small
+//! fraction of SHA-256's cost, which was a quarter of the CPU a plain filesystem spent on
+//! writing and on reading blocks. Format 2 is written on filesystems of revision 3 and
+//! later ([`Codec::with_fast_plain_checksum`]); objects every release must read (the
+//! superblock, the lock) stay in format 1 ([`Codec::encode_portable`]).
 //!
 //! Either way a renamed, swapped, truncated or bit-flipped object fails to decode. If
 //! compression does not make the payload smaller it is stored uncompressed.
@@ -288,17 +287,67 @@ impl Codec {
         Ok(match self.decode_in(name, object, max_plain)? {
             Decoded::Stored(range) => object[range].to_vec(),
             Decoded::Made(plaintext) => plaintext,
+            Decoded::Sealed { comp, plain_len } => {
+                let (header, rest) = object.split_at(ENC_HEADER_LEN);
+                let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+                let mut payload = vec![0u8; ciphertext.len()];
+                let buf = InOutBuf::new(ciphertext, &mut payload).expect("equal lengths");
+                self.unseal(name, header, buf, tag)?;
+                self.unpack(name, comp, plain_len, payload)?
+            }
         })
     }
 
-    /// [`Codec::decode_at_most`] of an object held in shared memory: an unencrypted,
-    /// uncompressed payload (most data blocks of a plain filesystem) is returned as a
-    /// view of `object`, not copied.
-    pub fn decode_shared(&self, name: &str, object: &Bytes, max_plain: u64) -> Result<Bytes, CodecError> {
-        Ok(match self.decode_in(name, object, max_plain)? {
+    /// [`Codec::decode_at_most`] of an object held in shared memory, without copying
+    /// what need not be: an unencrypted, uncompressed payload (most data blocks of a
+    /// plain filesystem) is returned as a view of `object`, and an encrypted one is
+    /// decrypted where it lies if nothing else holds `object`.
+    pub fn decode_shared(&self, name: &str, object: Bytes, max_plain: u64) -> Result<Bytes, CodecError> {
+        Ok(match self.decode_in(name, &object, max_plain)? {
             Decoded::Stored(range) => object.slice(range),
             Decoded::Made(plaintext) => Bytes::from(plaintext),
+            Decoded::Sealed { comp, plain_len } => match object.try_into_mut() {
+                Ok(mut owned) => {
+                    let (header, rest) = owned.split_at_mut(ENC_HEADER_LEN);
+                    let len = rest.len() - TAG_LEN;
+                    let (ciphertext, tag) = rest.split_at_mut(len);
+                    self.unseal(name, header, InOutBuf::from(ciphertext), tag)?;
+                    let payload = owned.freeze().slice(ENC_HEADER_LEN..ENC_HEADER_LEN + len);
+                    if comp == COMP_NONE {
+                        payload
+                    } else {
+                        Bytes::from(decompress(comp, &payload, plain_len).map_err(|why| corrupt(name, why))?)
+                    }
+                }
+                Err(shared) => Bytes::from(self.decode_at_most(name, &shared, max_plain)?),
+            },
         })
+    }
+
+    /// Decrypt `buf` (the ciphertext in, the payload out) of the encrypted object with
+    /// `header` and `tag`, checking it.
+    fn unseal(&self, name: &str, header: &[u8], buf: InOutBuf<'_, '_, u8>, tag: &[u8]) -> Result<(), CodecError> {
+        let key = self.key.as_ref().expect("only encrypted objects are sealed");
+        let (cipher, nonce) = object_cipher(key, header);
+        let aad = aad(header, name);
+        let tag: [u8; TAG_LEN] = tag.try_into().expect("tag length");
+        cipher
+            .decrypt_inout_detached(&nonce.into(), &aad, buf, &tag.into())
+            .map_err(|_| {
+                corrupt(
+                    name,
+                    "authentication failed (damaged, renamed, or written with another key)".into(),
+                )
+            })
+    }
+
+    /// The plaintext of a decrypted `payload`.
+    fn unpack(&self, name: &str, comp: u8, plain_len: usize, payload: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+        if comp == COMP_NONE {
+            Ok(payload)
+        } else {
+            decompress(comp, &payload, plain_len).map_err(|why| corrupt(name, why))
+        }
     }
 
     fn decode_in(&self, name: &str, object: &[u8], max_plain: u64) -> Result<Decoded, CodecError> {
@@ -349,39 +398,17 @@ impl Codec {
         let plain_len = plain_len as usize;
 
         match &self.key {
-            Some(key) => {
+            Some(_) => {
                 if object.len() < ENC_HEADER_LEN + TAG_LEN {
                     return Err(corrupt("truncated".into()));
                 }
-                let (header, rest) = object.split_at(ENC_HEADER_LEN);
-                let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-                if comp == COMP_NONE && ciphertext.len() != plain_len {
+                let ciphertext_len = object.len() - ENC_HEADER_LEN - TAG_LEN;
+                if comp == COMP_NONE && ciphertext_len != plain_len {
                     return Err(corrupt(format!(
-                        "payload is {} bytes, header says {plain_len}",
-                        ciphertext.len()
+                        "payload is {ciphertext_len} bytes, header says {plain_len}"
                     )));
                 }
-                let (cipher, nonce) = object_cipher(key, header);
-                let aad = aad(header, name);
-                let tag: [u8; TAG_LEN] = tag.try_into().expect("tag length");
-                let mut payload = vec![0u8; ciphertext.len()];
-                let buf = InOutBuf::new(ciphertext, &mut payload).expect("equal lengths");
-                cipher
-                    .decrypt_inout_detached(&nonce.into(), &aad, buf, &tag.into())
-                    .map_err(|_| {
-                        corrupt(
-                            "authentication failed (damaged, renamed, or written with another \
-                             key)"
-                                .into(),
-                        )
-                    })?;
-                if comp == COMP_NONE {
-                    Ok(Decoded::Made(payload))
-                } else {
-                    decompress(comp, &payload, plain_len)
-                        .map(Decoded::Made)
-                        .map_err(corrupt)
-                }
+                Ok(Decoded::Sealed { comp, plain_len })
             }
             None => {
                 let hash_len = plain_hash_len(version);
@@ -413,8 +440,18 @@ impl Codec {
 enum Decoded {
     /// The plaintext is these bytes of the object (stored as they are).
     Stored(std::ops::Range<usize>),
-    /// The plaintext, decrypted or decompressed.
+    /// The plaintext, decompressed.
     Made(Vec<u8>),
+    /// An encrypted object whose header checked out: the payload between the header and
+    /// the tag is for the caller to decrypt ([`Codec::unseal`]), then to decompress.
+    Sealed { comp: u8, plain_len: usize },
+}
+
+fn corrupt(name: &str, why: String) -> CodecError {
+    CodecError::Corrupt {
+        name: name.to_string(),
+        why,
+    }
 }
 
 /// The associated data: header bytes followed by the object name.
@@ -877,6 +914,40 @@ mod tests {
         assert!(is_corrupt(
             &Codec::new(Some(key), Compression::Zstd(3)).decode("n", &bad)
         ));
+    }
+
+    /// `decode_shared` agrees with `decode`: decrypting in place when it holds the only
+    /// reference to the object, by copy when another is held, and refusing what
+    /// `decode` refuses either way.
+    #[test]
+    fn shared_decoding_agrees_with_decoding() {
+        for codec in codecs() {
+            for data in [random_bytes(100_000, 13), compressible_bytes(100_000, 14), vec![]] {
+                let obj = codec.encode("s3fs_data_4", &data);
+                let decode = |o: Bytes| codec.decode_shared("s3fs_data_4", o, 1 << 20);
+                let owned = Bytes::from(obj.clone());
+                let at = owned.as_ptr();
+                let plain = decode(owned).unwrap();
+                assert_eq!(plain, data, "{codec:?}");
+                if obj[5] == COMP_NONE && !data.is_empty() {
+                    let hlen = if codec.is_encrypted() {
+                        ENC_HEADER_LEN
+                    } else {
+                        BASE_HEADER_LEN
+                    };
+                    assert_eq!(plain.as_ptr(), at.wrapping_add(hlen), "{codec:?}: not copied");
+                }
+                let shared = Bytes::from(obj.clone());
+                let other = shared.clone();
+                assert_eq!(decode(shared).unwrap(), data, "{codec:?} shared");
+                assert_eq!(other, obj, "a shared object is left as it was");
+                let mut bad = obj.clone();
+                *bad.last_mut().unwrap() ^= 1;
+                assert!(matches!(decode(Bytes::from(bad)), Err(CodecError::Corrupt { .. })));
+                let moved = codec.decode_shared("s3fs_data_5", Bytes::from(obj), 1 << 20);
+                assert!(matches!(moved, Err(CodecError::Corrupt { .. })), "{codec:?}");
+            }
+        }
     }
 
     /// The length of the name is hashed in format 2: a name that takes bytes from the

@@ -163,17 +163,13 @@ impl FsStore {
                 }
                 Err(e) => return Err(e.into()),
             };
-            match self.codec.decode_shared(name, &raw, max_plain) {
+            let stored_size = raw.len() as u64;
+            match self.codec.decode_shared(name, raw, max_plain) {
                 Err(CodecError::Corrupt { .. }) if attempt < CORRUPT_REFETCHES => {
                     log::debug!("object {name} failed its integrity check; fetching it again");
                     attempt += 1;
                 }
-                plaintext => {
-                    return Ok(Some(Fetched {
-                        stored_size: raw.len() as u64,
-                        plaintext,
-                    }));
-                }
+                plaintext => return Ok(Some(Fetched { stored_size, plaintext })),
             }
         }
     }

@@ -158,7 +158,7 @@ impl BlockCache {
                     None => return Ok(None),
                 },
             };
-            match self.store.codec().decode_shared(&binding, &raw, l.size as u64) {
+            match self.store.codec().decode_shared(&binding, raw, l.size as u64) {
                 Ok(plain) if plain.len() as u64 == l.size as u64 => return Ok(Some(plain)),
                 Ok(plain) => {
                     return Err(CacheError::Store(format!(
