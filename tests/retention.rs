@@ -212,31 +212,34 @@ fn held_objects(f: &Fixture) -> u64 {
     stat_count(f, "Held for old versions")
 }
 
+/// Set the store's policy to retain only the newest metadata version, with `min_age`.
+fn keep_only_the_newest(f: &Fixture, min_age: &str) {
+    let o = adm(
+        f,
+        &[
+            "retention",
+            "--keep-last",
+            "1",
+            "--keep-within",
+            "0",
+            "--keep-daily",
+            "0",
+            "--min-age",
+            min_age,
+            &f.url,
+        ],
+    );
+    assert_ok(&o, "retention");
+    assert!(text(&o).contains("keep the newest 1 versions"), "{}", text(&o));
+}
+
 /// Data released through the mount stays in the store while a retained version needs it
 /// and the minimum age has not passed; once neither holds it is deleted at a metadata
 /// upload; `s3fsadm release-versions` deletes it at once, after a "yes".
 #[test]
 fn released_data_is_deleted_only_once_no_retained_version_needs_it() {
     let f = Fixture::local();
-    let policy = |min_age: &str| {
-        let o = adm(
-            &f,
-            &[
-                "retention",
-                "--keep-last",
-                "1",
-                "--keep-within",
-                "0",
-                "--keep-daily",
-                "0",
-                "--min-age",
-                min_age,
-                &f.url,
-            ],
-        );
-        assert_ok(&o, "retention");
-        assert!(text(&o).contains("keep the newest 1 versions"), "{}", text(&o));
-    };
+    let policy = |min_age: &str| keep_only_the_newest(&f, min_age);
     policy("1h");
     f.mount(CACHE);
     for i in 0..3u64 {
@@ -292,22 +295,7 @@ fn released_data_is_deleted_only_once_no_retained_version_needs_it() {
 #[test]
 fn a_mount_expires_the_versions_its_policy_drops() {
     let f = Fixture::local();
-    let o = adm(
-        &f,
-        &[
-            "retention",
-            "--keep-last",
-            "1",
-            "--keep-within",
-            "0",
-            "--keep-daily",
-            "0",
-            "--min-age",
-            "0",
-            &f.url,
-        ],
-    );
-    assert_ok(&o, "retention");
+    keep_only_the_newest(&f, "0");
     let versions = || f.object_formats("s3fs_params_").len();
     f.mount(CACHE);
     for i in 0..4u64 {

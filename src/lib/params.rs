@@ -265,6 +265,30 @@ impl Params {
     }
 }
 
+#[cfg(test)]
+impl Params {
+    /// A plain superblock of version `seq` with default values, for unit tests.
+    pub(crate) fn for_tests(seq: u64) -> Params {
+        Params {
+            revision: FS_REVISION,
+            uuid: "fs".into(),
+            label: String::new(),
+            encrypted: false,
+            data_block_size: 1 << 20,
+            metadata_block_size: 65536,
+            seq,
+            db_size: 0,
+            db_sha256: "00".repeat(32),
+            is_mounted: false,
+            needs_fsck: false,
+            created: 0,
+            last_fsck: 0,
+            last_modified: 0,
+            retention: Retention::default(),
+        }
+    }
+}
+
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -157,23 +157,7 @@ mod tests {
         assert_eq!(collect_released(&store, &db, &policy, false).unwrap().objects, 0);
         assert_eq!(ops(), 0, "nothing released: no request");
 
-        let params = Params {
-            revision: crate::params::FS_REVISION,
-            uuid: "fs".into(),
-            label: String::new(),
-            encrypted: false,
-            data_block_size: 1 << 20,
-            metadata_block_size: 65536,
-            seq: 9,
-            db_size: 0,
-            db_sha256: "00".repeat(32),
-            is_mounted: false,
-            needs_fsck: false,
-            created: 0,
-            last_fsck: 0,
-            last_modified: 0,
-            retention: Retention::default(),
-        };
+        let params = Params::for_tests(9);
         crate::runtime::block_on(store.write_params(&params)).unwrap();
         let before = ops();
         db.lock()

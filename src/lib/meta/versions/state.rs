@@ -240,26 +240,9 @@ pub fn retire_local_cache(files: &LocalFiles) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::FS_REVISION;
 
     fn p(seq: u64) -> Params {
-        Params {
-            revision: FS_REVISION,
-            uuid: "fs".into(),
-            label: String::new(),
-            encrypted: false,
-            data_block_size: 1 << 20,
-            metadata_block_size: 65536,
-            seq,
-            db_size: 0,
-            db_sha256: "00".repeat(32),
-            is_mounted: false,
-            needs_fsck: false,
-            created: 0,
-            last_fsck: 0,
-            last_modified: 0,
-            retention: Default::default(),
-        }
+        Params::for_tests(seq)
     }
 
     #[test]
