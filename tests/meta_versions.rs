@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::counting::Counting;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -255,4 +257,28 @@ fn chunk_hashes_survive_a_round_trip_and_garbage_means_full_upload() {
     std::fs::write(&path, b"short").unwrap();
     assert_eq!(ChunkHashes::load(&path), ChunkHashes::default());
     assert_eq!(ChunkHashes::load(&dir.path().join("missing")), ChunkHashes::default());
+}
+
+/// The superblocks of the retained versions are fetched together, not one after the
+/// other: the first expiry after a mount reads every version this process has not seen
+/// (tens of them with the default policy), at one round trip each before.
+#[test]
+fn the_versions_are_read_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = s3fs::store::StorageUrl::parse(&format!("local://{}", dir.path().display())).unwrap();
+    let raw = open_store(&url, "", None).unwrap();
+    let counting = Counting::new(raw, std::time::Duration::from_millis(20));
+    let fs = FsStore::new(counting.clone(), Codec::new(None, Compression::default()));
+    let digest = chunks::DbDigest {
+        size: 0,
+        sha256: "00".repeat(32),
+    };
+    for seq in 1..=12 {
+        block_on(fs.write_params(&params(seq, &digest))).unwrap();
+    }
+    counting.reset();
+    let seqs: Vec<u64> = block_on(chunks::versions(&fs)).unwrap().iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, (1..=12).rev().collect::<Vec<u64>>(), "newest first");
+    let most = counting.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most >= 4, "at most {most} GETs in flight for 12 versions");
 }

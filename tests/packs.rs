@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use common::counting::Counting;
+
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use s3fs::cache::{BlockCache, CacheConfig};
 use s3fs::codec::{Codec, Compression};
 use s3fs::fs::{Ctx, Filesystem};
@@ -19,81 +18,11 @@ use s3fs::fs_store::FsStore;
 use s3fs::fsck::checks::{Findings, check_db};
 use s3fs::runtime::block_on;
 use s3fs::store::local::LocalStore;
-use s3fs::store::{ListPage, ObjectInfo, PutMode, StorageUrl, Store, StoreResult, list_all, open_store};
+use s3fs::store::{StorageUrl, Store, list_all, open_store};
 
 const BS: u64 = 64 * 1024;
 const ROOT: u64 = 1;
 const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
-
-/// A store that counts requests, holds each GET for `latency`, and records the most
-/// GETs it had in flight at once.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn Store>,
-    latency: Duration,
-    gets: AtomicU64,
-    puts: AtomicU64,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-}
-
-impl Counting {
-    fn new(inner: Arc<dyn Store>, latency: Duration) -> Arc<Counting> {
-        Arc::new(Counting {
-            inner,
-            latency,
-            gets: AtomicU64::new(0),
-            puts: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-        })
-    }
-
-    async fn timed_get<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(self.latency).await;
-        let r = f.await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        r
-    }
-
-    fn reset(&self) {
-        self.gets.store(0, Ordering::SeqCst);
-        self.puts.store(0, Ordering::SeqCst);
-        self.max_in_flight.store(0, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl Store for Counting {
-    async fn get(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
-        self.timed_get(self.inner.get(key, max_len)).await
-    }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
-        self.timed_get(self.inner.get_range(key, range)).await
-    }
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()> {
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        self.inner.put(key, data, mode).await
-    }
-    async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
-        self.inner.head(key).await
-    }
-    async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
-        self.inner.delete_many(keys).await
-    }
-    async fn list(&self, prefix: &str, continuation: Option<String>) -> StoreResult<ListPage> {
-        self.inner.list(prefix, continuation).await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
 
 struct Setup {
     dir: tempfile::TempDir,

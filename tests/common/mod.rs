@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod counting;
 pub mod mount;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -415,6 +415,9 @@ pub fn remember_version(fs: &FsStore, params: &Params) {
     k.insert((fs.store().describe(), params.seq), params.clone());
 }
 
+/// Superblocks of versions fetched at once by [`versions`].
+const VERSION_FETCHES: usize = 16;
+
 /// The retained metadata versions, newest first.
 pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
     let seqs = listed_versions(fs).await?;
@@ -423,22 +426,33 @@ pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
         let k = KNOWN_VERSIONS.lock().unwrap_or_else(|e| e.into_inner());
         k.get(&(store.clone(), seq)).cloned()
     };
-    let mut out = Vec::with_capacity(seqs.len());
+    // The ones not known are fetched together (the first expiry after a mount reads
+    // every retained version), at most VERSION_FETCHES at once.
+    let mut fetched: BTreeMap<u64, Params> = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for (i, &seq) in seqs.iter().enumerate() {
         if i > 0
             && let Some(p) = known(seq)
         {
-            out.push(p);
+            fetched.insert(seq, p);
             continue;
         }
-        // A version deleted meanwhile by a concurrent expiry is not retained any more.
-        if let Some(raw) = fs
-            .get_if_exists(&names::params_version(seq), Params::MAX_JSON_LEN)
-            .await?
-        {
-            out.push(Params::from_json(&raw)?);
+        if tasks.len() >= VERSION_FETCHES {
+            fetched.extend(tasks.join_next().await.expect("task").map_err(join_err)??);
         }
+        let fs = fs.clone();
+        tasks.spawn(async move {
+            // A version deleted meanwhile by a concurrent expiry is not retained any more.
+            let raw = fs
+                .get_if_exists(&names::params_version(seq), Params::MAX_JSON_LEN)
+                .await?;
+            raw.map(|raw| Params::from_json(&raw).map(|p| (seq, p))).transpose()
+        });
     }
+    while let Some(r) = tasks.join_next().await {
+        fetched.extend(r.map_err(join_err)??);
+    }
+    let out: Vec<Params> = seqs.iter().filter_map(|seq| fetched.remove(seq)).collect();
     let mut k = KNOWN_VERSIONS.lock().unwrap_or_else(|e| e.into_inner());
     k.retain(|(s, seq), _| *s != store || seqs.binary_search_by(|x| seq.cmp(x)).is_ok());
     for p in out.iter().skip(1) {

@@ -1,0 +1,81 @@
+//! A store decorator for tests: counts requests, holds each GET for a fixed latency,
+//! and records the most GETs it had in flight at once.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use s3fs::store::{ListPage, ObjectInfo, PutMode, Store, StoreResult};
+
+/// A store that counts requests, holds each GET for `latency`, and records the most
+/// GETs it had in flight at once.
+#[derive(Debug)]
+pub struct Counting {
+    pub inner: Arc<dyn Store>,
+    pub latency: Duration,
+    pub gets: AtomicU64,
+    pub puts: AtomicU64,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn Store>, latency: Duration) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            latency,
+            gets: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    async fn timed_get<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.latency).await;
+        let r = f.await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    pub fn reset(&self) {
+        self.gets.store(0, Ordering::SeqCst);
+        self.puts.store(0, Ordering::SeqCst);
+        self.max_in_flight.store(0, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn get(&self, key: &str, max_len: u64) -> StoreResult<Bytes> {
+        self.timed_get(self.inner.get(key, max_len)).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        self.timed_get(self.inner.get_range(key, range)).await
+    }
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.inner.put(key, data, mode).await
+    }
+    async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        self.inner.delete_many(keys).await
+    }
+    async fn list(&self, prefix: &str, continuation: Option<String>) -> StoreResult<ListPage> {
+        self.inner.list(prefix, continuation).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
