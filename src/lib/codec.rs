@@ -287,14 +287,7 @@ impl Codec {
         Ok(match self.decode_in(name, object, max_plain)? {
             Decoded::Stored(range) => object[range].to_vec(),
             Decoded::Made(plaintext) => plaintext,
-            Decoded::Sealed { comp, plain_len } => {
-                let (header, rest) = object.split_at(ENC_HEADER_LEN);
-                let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-                let mut payload = vec![0u8; ciphertext.len()];
-                let buf = InOutBuf::new(ciphertext, &mut payload).expect("equal lengths");
-                self.unseal(name, header, buf, tag)?;
-                self.unpack(name, comp, plain_len, payload)?
-            }
+            Decoded::Sealed { comp, plain_len } => self.unseal_copy(name, object, comp, plain_len)?,
         })
     }
 
@@ -316,10 +309,10 @@ impl Codec {
                     if comp == COMP_NONE {
                         payload
                     } else {
-                        Bytes::from(decompress(comp, &payload, plain_len).map_err(|why| corrupt(name, why))?)
+                        Bytes::from(decompressed(name, comp, plain_len, &payload)?)
                     }
                 }
-                Err(shared) => Bytes::from(self.decode_at_most(name, &shared, max_plain)?),
+                Err(shared) => Bytes::from(self.unseal_copy(name, &shared, comp, plain_len)?),
             },
         })
     }
@@ -341,20 +334,23 @@ impl Codec {
             })
     }
 
-    /// The plaintext of a decrypted `payload`.
-    fn unpack(&self, name: &str, comp: u8, plain_len: usize, payload: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+    /// The plaintext of the encrypted `object` (whose header checked out), decrypted
+    /// into a new buffer: for objects that are not the caller's to overwrite.
+    fn unseal_copy(&self, name: &str, object: &[u8], comp: u8, plain_len: usize) -> Result<Vec<u8>, CodecError> {
+        let (header, rest) = object.split_at(ENC_HEADER_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut payload = vec![0u8; ciphertext.len()];
+        let buf = InOutBuf::new(ciphertext, &mut payload).expect("equal lengths");
+        self.unseal(name, header, buf, tag)?;
         if comp == COMP_NONE {
             Ok(payload)
         } else {
-            decompress(comp, &payload, plain_len).map_err(|why| corrupt(name, why))
+            decompressed(name, comp, plain_len, &payload)
         }
     }
 
     fn decode_in(&self, name: &str, object: &[u8], max_plain: u64) -> Result<Decoded, CodecError> {
-        let corrupt = |why: String| CodecError::Corrupt {
-            name: name.to_string(),
-            why,
-        };
+        let corrupt = |why: String| corrupt(name, why);
         if object.len() < MAGIC.len() + 1 || &object[..MAGIC.len()] != MAGIC {
             return Err(corrupt("not an s3fs object (bad magic or too short)".into()));
         }
@@ -429,7 +425,7 @@ impl Codec {
                 if comp == COMP_NONE {
                     Ok(Decoded::Stored(BASE_HEADER_LEN..BASE_HEADER_LEN + payload.len()))
                 } else {
-                    decompress(comp, payload, plain_len).map(Decoded::Made).map_err(corrupt)
+                    decompressed(name, comp, plain_len, payload).map(Decoded::Made)
                 }
             }
         }
@@ -445,6 +441,12 @@ enum Decoded {
     /// An encrypted object whose header checked out: the payload between the header and
     /// the tag is for the caller to decrypt ([`Codec::unseal`]), then to decompress.
     Sealed { comp: u8, plain_len: usize },
+}
+
+/// The plaintext of a compressed `payload`; a payload that does not decompress to
+/// exactly `plain_len` bytes is corrupt.
+fn decompressed(name: &str, comp: u8, plain_len: usize, payload: &[u8]) -> Result<Vec<u8>, CodecError> {
+    decompress(comp, payload, plain_len).map_err(|why| corrupt(name, why))
 }
 
 fn corrupt(name: &str, why: String) -> CodecError {

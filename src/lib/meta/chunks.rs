@@ -80,6 +80,32 @@ fn join_err(e: tokio::task::JoinError) -> Error {
     Error::new(ExitCode::Failure, format!("metadata transfer task failed: {e}"))
 }
 
+/// Run `job` on every item, at most `parallel` at once; the results in the order the
+/// jobs finished. The first failure is returned (jobs still running finish on their
+/// own).
+async fn run_bounded<I, T, Fut>(
+    items: impl IntoIterator<Item = I>,
+    parallel: usize,
+    mut job: impl FnMut(I) -> Fut,
+) -> Result<Vec<T>, Error>
+where
+    Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut out = Vec::new();
+    for item in items {
+        if tasks.len() >= parallel.max(1) {
+            out.push(tasks.join_next().await.expect("task").map_err(join_err)??);
+        }
+        tasks.spawn(job(item));
+    }
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.map_err(join_err)??);
+    }
+    Ok(out)
+}
+
 /// Copy a consistent state of the live DB at `db` into `dest` without blocking writers.
 pub fn snapshot(db: &Path, dest: &Path) -> Result<(), Error> {
     let _ = std::fs::remove_file(dest);
@@ -137,22 +163,16 @@ pub async fn upload_version(
         .filter(|&i| !comparable || previous.hashes.get(i) != Some(&hashes[i]))
         .map(|i| i as u64)
         .collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for &chunk in &changed {
-        if tasks.len() >= parallel.max(1) {
-            tasks.join_next().await.expect("task").map_err(join_err)??;
-        }
+    run_bounded(changed.iter().copied(), parallel, |chunk| {
         let (fs, bytes) = (fs.clone(), bytes.clone());
-        tasks.spawn(async move {
+        async move {
             let start = chunk as usize * cs;
             let end = (start + cs).min(bytes.len());
             fs.put(&names::meta_chunk(chunk, seq), &bytes[start..end], PutMode::Overwrite)
                 .await
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.map_err(join_err)??;
-    }
+        }
+    })
+    .await?;
     Ok(Uploaded {
         digest,
         chunks_total: hashes.len() as u64,
@@ -429,29 +449,29 @@ pub async fn versions(fs: &FsStore) -> Result<Vec<Params>, Error> {
     // The ones not known are fetched together (the first expiry after a mount reads
     // every retained version), at most VERSION_FETCHES at once.
     let mut fetched: BTreeMap<u64, Params> = BTreeMap::new();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut unknown = Vec::new();
     for (i, &seq) in seqs.iter().enumerate() {
+        // The newest is always read again: it may have been rewritten.
         if i > 0
             && let Some(p) = known(seq)
         {
             fetched.insert(seq, p);
-            continue;
+        } else {
+            unknown.push(seq);
         }
-        if tasks.len() >= VERSION_FETCHES {
-            fetched.extend(tasks.join_next().await.expect("task").map_err(join_err)??);
-        }
+    }
+    let got = run_bounded(unknown, VERSION_FETCHES, |seq| {
         let fs = fs.clone();
-        tasks.spawn(async move {
+        async move {
             // A version deleted meanwhile by a concurrent expiry is not retained any more.
             let raw = fs
                 .get_if_exists(&names::params_version(seq), Params::MAX_JSON_LEN)
                 .await?;
             raw.map(|raw| Params::from_json(&raw).map(|p| (seq, p))).transpose()
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        fetched.extend(r.map_err(join_err)??);
-    }
+        }
+    })
+    .await?;
+    fetched.extend(got.into_iter().flatten());
     let out: Vec<Params> = seqs.iter().filter_map(|seq| fetched.remove(seq)).collect();
     let mut k = KNOWN_VERSIONS.lock().unwrap_or_else(|e| e.into_inner());
     k.retain(|(s, seq), _| *s != store || seqs.binary_search_by(|x| seq.cmp(x)).is_ok());
