@@ -24,6 +24,9 @@
 #                        where nothing differs: seconds
 #   peak RSS             VmHWM of the mount daemon(s), sampled over the whole run (for
 #                        JuiceFS, of the larger of its two processes)
+# and, for each workload, the CPU time (user + system) spent in it by the mount daemon(s),
+# by the S3 server and by the proxy: on a small machine they share the same cores, so
+# a system's own CPU is part of its speed.
 # and prints one markdown table with the value and the requests of each system and the
 # ratio s3fs/juicefs.
 #
@@ -210,21 +213,51 @@ snap() {          # snap NAME
     cp "$WORK/proxy.json" "$WORK/snap-$1.json"
 }
 
-# Run a command between two snapshots; TIME is set to its wall time in seconds.
-# The result line (SYSTEM WORKLOAD VALUE-TO-BE) is written by record.
+# CPU ticks (user + system, all threads) of the given PIDs, summed.
+cpu_ticks() {     # cpu_ticks PID...
+    local p f sum=0
+    for p in "$@"; do
+        read -ra f < "/proc/$p/stat" 2>/dev/null || continue
+        # Fields 14 and 15 (utime, stime); the name (field 2) has no spaces here.
+        sum=$((sum + f[13] + f[14]))
+    done
+    echo "$sum"
+}
+TICK=$(getconf CLK_TCK)
+CPU_MNT=          # the mount point whose daemons measure charges CPU to
+# Run a command between two snapshots; TIME is set to its wall time in seconds, CPU to
+# "MOUNT STORE PROXY" CPU seconds spent meanwhile. The result line (SYSTEM WORKLOAD
+# VALUE-TO-BE) is written by record.
 TIME=
+CPU=
 measure() {       # measure TAG COMMAND...
-    local tag=$1 t0 t1
+    local tag=$1 t0 t1 m0 s0 p0 pids
     shift
+    pids=$(mount_pids "$CPU_MNT")
     snap "$tag-before"
+    # shellcheck disable=SC2086
+    m0=$(cpu_ticks $pids); s0=$(cpu_ticks "$GARAGE_PID"); p0=$(cpu_ticks "$PROXY_PID")
     t0=$(now)
     "$@"
     t1=$(now)
+    # shellcheck disable=SC2086
+    CPU="$(( $(cpu_ticks $pids) - m0 )) $(( $(cpu_ticks "$GARAGE_PID") - s0 )) $(( $(cpu_ticks "$PROXY_PID") - p0 ))"
     snap "$tag-after"
     TIME=$(secs "$t0" "$t1")
+    printf '%s\t%s\n' "$tag" "$CPU" >> "$WORK/cpu.tsv"
+}
+cpu_summary() {   # "CPU s: mount 0.52, store 1.41, proxy 0.20" from $CPU
+    # shellcheck disable=SC2086
+    python3 -c "import sys; t=float(sys.argv[1]); m,s,p=(int(x)/t for x in sys.argv[2:5]); print(f'CPU s: mount {m:.2f}, store {s:.2f}, proxy {p:.2f}')" "$TICK" $CPU
 }
 record() {        # record SYSTEM WORKLOAD VALUE TAG
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$WORK/results.tsv"
+}
+record_cpu() {    # record_cpu SYSTEM WORKLOAD: the mount's and the store's CPU s from $CPU
+    local m st _
+    read -r m st _ <<<"$CPU"
+    record "$1" "$2-cpu" "$(div "$m" "$TICK")" ""
+    record "$1" "$2-scpu" "$(div "$st" "$TICK")" ""
 }
 req_summary() {   # req_summary TAG -> "123 PUT, 4 GET" (requests between the snapshots)
     python3 - "$WORK/snap-$1-before.json" "$WORK/snap-$1-after.json" <<'PY'
@@ -292,6 +325,11 @@ for o in "${_opts[@]}"; do case $o in sig-region=*) REGION=${o#sig-region=} ;; e
 python3 "$REPO/contrib/wan_proxy.py" --target "$G_HOSTPORT" --delay-ms "$DELAY" \
     --port-file "$WORK/proxy.port" --stats "$WORK/proxy.json" >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
+GARAGE_PID=
+for p in ${S3FS_TEST_SERVER_PIDS:-}; do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = garage ] && GARAGE_PID=$p
+done
+[ -n "$GARAGE_PID" ] || die "cannot find the Garage server's process among: ${S3FS_TEST_SERVER_PIDS:-none}"
 for i in $(seq 1 100); do
     [ -s "$WORK/proxy.port" ] && [ -s "$WORK/proxy.json" ] && break
     kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "the proxy did not start"; }
@@ -391,40 +429,41 @@ run_system() {    # run_system SYSTEM
     local mnt=$WORK/mnt-$sys
     echo "== $sys"
     mkdir -p "$mnt"
+    CPU_MNT=$mnt
     create_fs "$sys"
     mount_sys "$sys" "$mnt"
 
     if wants tree; then
         cat "$TARBALL" > /dev/null
         measure "$sys-tree" untar_tree "$mnt" "$sys"
-        v=$(div "$TREE_FILES" "$TIME"); record "$sys" tree "$v" "$sys-tree"
-        printf '  tree written      %8.1f files/s  (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-tree")"
+        v=$(div "$TREE_FILES" "$TIME"); record "$sys" tree "$v" "$sys-tree"; record_cpu "$sys" tree
+        printf '  tree written      %8.1f files/s  (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-tree")" "$(cpu_summary)"
     fi
 
     if wants file; then
         cat "$RAND" > /dev/null
         measure "$sys-wfile" write_file "$mnt" "$sys"
-        v=$(div "$FILE_MB" "$TIME"); record "$sys" wfile "$v" "$sys-wfile"
-        printf '  file written      %8.1f MiB/s    (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-wfile")"
+        v=$(div "$FILE_MB" "$TIME"); record "$sys" wfile "$v" "$sys-wfile"; record_cpu "$sys" wfile
+        printf '  file written      %8.1f MiB/s    (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-wfile")" "$(cpu_summary)"
     fi
 
     remount_cold "$sys" "$mnt"
     if wants tree; then
         measure "$sys-rtree" read_tree "$mnt"
-        record "$sys" rtree "$TIME" "$sys-rtree"
-        printf '  cold tree read    %8.1f s        (%s)\n' "$TIME" "$(req_summary "$sys-rtree")"
+        record "$sys" rtree "$TIME" "$sys-rtree"; record_cpu "$sys" rtree
+        printf '  cold tree read    %8.1f s        (%s; %s)\n' "$TIME" "$(req_summary "$sys-rtree")" "$(cpu_summary)"
     fi
 
     if wants file; then
         measure "$sys-rfile" read_file "$mnt"
-        v=$(div "$FILE_MB" "$TIME"); record "$sys" rfile "$v" "$sys-rfile"
-        printf '  cold file read    %8.1f MiB/s    (%.1f s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-rfile")"
+        v=$(div "$FILE_MB" "$TIME"); record "$sys" rfile "$v" "$sys-rfile"; record_cpu "$sys" rfile
+        printf '  cold file read    %8.1f MiB/s    (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-rfile")" "$(cpu_summary)"
     fi
 
     if wants tree; then
         measure "$sys-rsync" rsync_tree "$mnt"
         record "$sys" rsync "$TIME" "$sys-rsync"
-        printf '  rsync unchanged   %8.2f s        (%s)\n' "$TIME" "$(req_summary "$sys-rsync")"
+        printf '  rsync unchanged   %8.2f s        (%s; %s)\n' "$TIME" "$(req_summary "$sys-rsync")" "$(cpu_summary)"
     fi
 
     t=$(now)
@@ -461,6 +500,12 @@ rows = [  # workload, label, main request method
     ("rfile", f"cold read of the {file_mb} MiB file, MiB/s", "GET"),
     ("rsync", "rsync -a of the unchanged tree, s", None),
     ("rss", "peak RSS of the mount daemon, MiB", None),
+    ("tree-cpu", "CPU of the mount daemon, tree written, s", None),
+    ("wfile-cpu", f"CPU of the mount daemon, {file_mb} MiB file written, s", None),
+    ("rtree-cpu", "CPU of the mount daemon, cold tree read, s", None),
+    ("rfile-cpu", f"CPU of the mount daemon, cold file read, s", None),
+    ("wfile-scpu", f"CPU of the S3 server, {file_mb} MiB file written, s", None),
+    ("rfile-scpu", f"CPU of the S3 server, cold file read, s", None),
 ]
 def snaps(tag):
     return [json.load(open(os.path.join(work, f"snap-{tag}-{w}.json"))) for w in ("before", "after")]
@@ -508,5 +553,5 @@ echo
 echo "Delay ${DELAY} ms each way (RTT $((2 * DELAY)) ms) added by contrib/wan_proxy.py in front of"
 echo "Garage on loopback; tree: ${TREE_FILES} files, ${TREE_MB} MiB; s3fs $([ "${WAN_S3FS_ENCRYPT:-0}" = 1 ] && echo encrypted || echo plain),"
 echo "default options. Ratios: s3fs divided by JuiceFS (above 1 is better for files/s and MiB/s,"
-echo "worse for s and MiB). Requests: HTTP requests the proxy saw during the workload."
+echo "worse for s, MiB and CPU s). Requests: HTTP requests the proxy saw during the workload."
 echo "Total run time: $(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$T_START" "$T_END") s"
