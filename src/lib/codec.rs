@@ -67,6 +67,10 @@ const HASH_LEN: usize = 32;
 /// Length of a format 2 checksum (XXH3-128).
 const FAST_HASH_LEN: usize = 16;
 const HKDF_INFO: &[u8] = b"s3fs object key v1";
+/// Room [`Framed`] keeps before its plaintext: the longest header.
+const FRAME_ROOM: usize = ENC_HEADER_LEN;
+/// Room [`Framed`] keeps after it: the longest trailer.
+const FRAME_TAIL: usize = if HASH_LEN > TAG_LEN { HASH_LEN } else { TAG_LEN };
 
 const COMP_NONE: u8 = 0;
 const COMP_ZLIB: u8 = 1;
@@ -156,6 +160,51 @@ pub enum CodecError {
     UnknownVersion { name: String, version: u8 },
 }
 
+/// A plaintext in a buffer with room for an object's header before it and its trailer
+/// after it, so that [`Codec::encode_framed`] can make the object where the plaintext
+/// lies.
+#[derive(Debug)]
+pub struct Framed {
+    /// `FRAME_ROOM` bytes of room, then the plaintext; capacity for the trailer.
+    buf: Vec<u8>,
+}
+
+impl Framed {
+    /// A plaintext of `len` bytes that `append` adds to the end of the vector it is
+    /// given (which has room for them: `append` may write into its spare capacity).
+    pub fn fill<E>(len: usize, append: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Framed, E> {
+        let mut buf = Vec::with_capacity(FRAME_ROOM + len + FRAME_TAIL);
+        buf.resize(FRAME_ROOM, 0);
+        append(&mut buf)?;
+        assert!(
+            buf.len() >= FRAME_ROOM,
+            "Framed::fill: the room before the plaintext was cut"
+        );
+        Ok(Framed { buf })
+    }
+
+    /// A copy of `plaintext`, framed.
+    pub fn copy_of(plaintext: &[u8]) -> Framed {
+        let filled: Result<Framed, std::convert::Infallible> = Framed::fill(plaintext.len(), |b| {
+            b.extend_from_slice(plaintext);
+            Ok(())
+        });
+        match filled {
+            Ok(f) => f,
+        }
+    }
+
+    pub fn plaintext(&self) -> &[u8] {
+        &self.buf[FRAME_ROOM..]
+    }
+
+    /// The plaintext alone (moved down over the room: a copy of its length).
+    pub fn into_plaintext(mut self) -> Vec<u8> {
+        self.buf.drain(..FRAME_ROOM);
+        self.buf
+    }
+}
+
 /// Encodes and decodes objects. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
 pub struct Codec {
@@ -225,47 +274,75 @@ impl Codec {
     }
 
     fn encode_in(&self, plain_format: u8, name: &str, plaintext: &[u8]) -> Vec<u8> {
-        assert!(
-            plaintext.len() as u64 <= MAX_PLAINTEXT_LEN,
-            "object {name}: {} bytes exceed the maximum object size",
-            plaintext.len()
-        );
-        let (hlen, trailer, version) = match self.key {
-            Some(_) => (ENC_HEADER_LEN, TAG_LEN, FORMAT_VERSION),
-            None => (BASE_HEADER_LEN, plain_hash_len(plain_format), plain_format),
-        };
-        let mut out = Vec::with_capacity(hlen + plaintext.len() + trailer);
-        out.extend_from_slice(MAGIC);
-        out.push(version);
-        out.push(COMP_NONE); // patched below
-        out.push(if self.key.is_some() { ENC_AES_GCM_SIV } else { ENC_NONE });
-        out.push(0);
-        out.extend_from_slice(&(plaintext.len() as u64).to_le_bytes());
-        if self.key.is_some() {
-            let mut salt_nonce = [0u8; SALT_LEN + NONCE_LEN];
-            fill_random(&mut salt_nonce);
-            out.extend_from_slice(&salt_nonce);
-        }
-        debug_assert_eq!(out.len(), hlen);
-
+        assert_within_limit(name, plaintext.len());
+        let (header, hlen, version) = self.header(plain_format, plaintext.len());
+        let mut out = Vec::with_capacity(hlen + plaintext.len() + FRAME_TAIL);
+        out.extend_from_slice(&header[..hlen]);
         out[5] = compress_into(self.compression, plaintext, &mut out);
+        self.seal(version, name, &mut out, 0, hlen);
+        out
+    }
 
-        match &self.key {
+    /// [`Codec::encode`] of `framed`'s plaintext. A payload stored as it is (no
+    /// compression asked for, or the block looks random) is framed where it lies: the
+    /// header goes into the room before it, the trailer after it, and it is encrypted in
+    /// place, instead of being copied into a new buffer (4 MiB per full block). The same
+    /// bytes as [`Codec::encode`] but for an encrypted object's random salt and nonce.
+    ///
+    /// # Panics
+    /// As [`Codec::encode`].
+    pub fn encode_framed(&self, name: &str, framed: Framed) -> Bytes {
+        let plaintext = framed.plaintext();
+        assert_within_limit(name, plaintext.len());
+        let stored_as_is =
+            self.compression == Compression::None || plaintext.len() <= 1 || looks_incompressible(plaintext);
+        if !stored_as_is {
+            return Bytes::from(self.encode(name, plaintext));
+        }
+        let (header, hlen, version) = self.header(self.plain_format, plaintext.len());
+        let start = FRAME_ROOM - hlen;
+        let mut buf = framed.buf;
+        buf[start..FRAME_ROOM].copy_from_slice(&header[..hlen]);
+        self.seal(version, name, &mut buf, start, hlen);
+        Bytes::from(buf).slice(start..)
+    }
+
+    /// The header of an object of `plain_len` bytes of plaintext, with no compression
+    /// (byte 5, patched by the caller if it compresses), and its length and format.
+    fn header(&self, plain_format: u8, plain_len: usize) -> ([u8; ENC_HEADER_LEN], usize, u8) {
+        let (hlen, version) = match self.key {
+            Some(_) => (ENC_HEADER_LEN, FORMAT_VERSION),
+            None => (BASE_HEADER_LEN, plain_format),
+        };
+        let mut h = [0u8; ENC_HEADER_LEN];
+        h[..4].copy_from_slice(MAGIC);
+        h[4] = version;
+        h[5] = COMP_NONE;
+        h[6] = if self.key.is_some() { ENC_AES_GCM_SIV } else { ENC_NONE };
+        h[7] = 0;
+        h[8..16].copy_from_slice(&(plain_len as u64).to_le_bytes());
+        if self.key.is_some() {
+            fill_random(&mut h[BASE_HEADER_LEN..ENC_HEADER_LEN]);
+        }
+        (h, hlen, version)
+    }
+
+    /// Encrypt or checksum the object in `obj[from..]` (its header is the `hlen` bytes
+    /// at `from`, its payload the rest) in place and append the tag or checksum.
+    fn seal(&self, version: u8, name: &str, obj: &mut Vec<u8>, from: usize, hlen: usize) {
+        let (header, payload) = obj[from..].split_at_mut(hlen);
+        let trailer = match &self.key {
             Some(key) => {
-                let (header, payload) = out.split_at_mut(hlen);
                 let (cipher, nonce) = object_cipher(key, header);
                 let aad = aad(header, name);
-                let tag = cipher
+                cipher
                     .encrypt_inout_detached(&nonce.into(), &aad, payload.into())
-                    .expect("payload within AES-GCM-SIV limits");
-                out.extend_from_slice(&tag);
+                    .expect("payload within AES-GCM-SIV limits")
+                    .to_vec()
             }
-            None => {
-                let hash = plain_hash(version, &out[..hlen], name, &out[hlen..]);
-                out.extend_from_slice(&hash);
-            }
-        }
-        out
+            None => plain_hash(version, header, name, payload),
+        };
+        obj.extend_from_slice(&trailer);
     }
 
     /// The largest object that holds at most `max_plain` bytes of plaintext (the payload
@@ -539,6 +616,13 @@ static ZSTD_DCTX: Pool<zstd_safe::DCtx<'static>> = Pool::new();
 /// zlib compressors, with their level.
 static ZLIB_C: Pool<(u32, flate2::Compress)> = Pool::new();
 static ZLIB_D: Pool<flate2::Decompress> = Pool::new();
+
+fn assert_within_limit(name: &str, len: usize) {
+    assert!(
+        len as u64 <= MAX_PLAINTEXT_LEN,
+        "object {name}: {len} bytes exceed the maximum object size"
+    );
+}
 
 /// Append the payload for `plaintext` to `out` (which holds the header), compressed if that
 /// makes it strictly smaller, and return the compression byte actually used.
@@ -949,6 +1033,50 @@ mod tests {
                 let moved = codec.decode_shared("s3fs_data_5", Bytes::from(obj), 1 << 20);
                 assert!(matches!(moved, Err(CodecError::Corrupt { .. })), "{codec:?}");
             }
+        }
+    }
+
+    /// A framed plaintext encodes to the object `encode` makes (the same bytes without
+    /// encryption; with it, one that decodes the same), and a payload stored as it is
+    /// stays in the framed buffer: the object starts in it, right before the plaintext.
+    #[test]
+    fn framed_encoding_agrees_with_encoding() {
+        for codec in codecs() {
+            for data in [
+                random_bytes(300_000, 21),
+                compressible_bytes(300_000, 22),
+                vec![9],
+                vec![],
+            ] {
+                let framed = Framed::copy_of(&data);
+                let plain_at = framed.plaintext().as_ptr();
+                let obj = codec.encode_framed("s3fs_data_8", framed);
+                let expected = codec.encode("s3fs_data_8", &data);
+                assert_eq!(obj.len(), expected.len(), "{codec:?}");
+                if codec.is_encrypted() {
+                    assert_eq!(obj[..BASE_HEADER_LEN], expected[..BASE_HEADER_LEN], "{codec:?}");
+                } else {
+                    assert_eq!(obj[..], expected[..], "{codec:?}");
+                }
+                assert_eq!(codec.decode("s3fs_data_8", &obj).unwrap(), data, "{codec:?}");
+                assert!(
+                    is_corrupt(&codec.decode("s3fs_data_9", &obj)),
+                    "{codec:?}: bound to its name"
+                );
+                if obj[5] == COMP_NONE && !data.is_empty() {
+                    let hlen = obj.len() - data.len() - codec_trailer_len(&codec);
+                    assert_eq!(obj.as_ptr().wrapping_add(hlen), plain_at, "{codec:?}: framed in place");
+                }
+            }
+        }
+        let framed = Framed::copy_of(b"abc");
+        assert_eq!(framed.into_plaintext(), b"abc");
+    }
+
+    fn codec_trailer_len(codec: &Codec) -> usize {
+        match codec.key {
+            Some(_) => TAG_LEN,
+            None => plain_hash_len(codec.plain_format),
         }
     }
 

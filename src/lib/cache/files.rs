@@ -207,6 +207,39 @@ pub(super) fn sync_db(db_path: &Path) -> io::Result<()> {
     }
 }
 
+/// Read `len` bytes at `offset` of `file` onto the end of `buf`, into its spare capacity
+/// without zeroing it first (that memset was 2 % of an upload's CPU). Fails with
+/// `UnexpectedEof` if the file is shorter; `buf` then keeps its length.
+pub(super) fn append_read_at(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(len);
+    let start = buf.len();
+    let mut done = 0;
+    while done < len {
+        let at = offset
+            .checked_add(done as u64)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "read beyond the largest file offset"))?;
+        let spare = &mut buf.spare_capacity_mut()[done..len];
+        // SAFETY: pread writes at most `spare.len()` bytes into memory the vector owns
+        // (its spare capacity, reserved above); nothing reads them before set_len below.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        match n {
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    // SAFETY: the `len` bytes after `start` were written by pread above.
+    unsafe { buf.set_len(start + len) };
+    Ok(())
+}
+
 /// Start writing `file`'s dirty pages to disk without waiting (sync_file_range), so
 /// that a later fdatasync of many files waits for I/O that is already under way.
 pub(super) fn start_writeback(file: &File) -> io::Result<()> {
@@ -233,5 +266,27 @@ mod tests {
         assert_eq!(parse_key("7-"), None);
         assert_eq!(parse_key("a-1"), None);
         assert_eq!(parse_key("1-+2"), None);
+    }
+
+    #[test]
+    fn append_read_at_reads_onto_the_end_or_leaves_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let f = File::open(&path).unwrap();
+        let mut buf = b"head".to_vec();
+        append_read_at(&f, &mut buf, 60_000, 40_000).unwrap();
+        assert_eq!(&buf[..4], b"head");
+        assert_eq!(&buf[4..], &data[40_000..]);
+        let mut short = b"x".to_vec();
+        let err = append_read_at(&f, &mut short, 10, 99_995).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(short, b"x", "a failed read leaves the length as it was");
+        let mut empty = Vec::new();
+        append_read_at(&f, &mut empty, 0, 1 << 40).unwrap();
+        assert!(empty.is_empty());
+        let err = append_read_at(&f, &mut empty, 1, u64::MAX).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }

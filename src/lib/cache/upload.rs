@@ -16,17 +16,18 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::commit::{Failure, Outcome, Prepared, Step};
 use super::{BlockCache, CacheError, Entry, Key, POLL, files, lock};
+use crate::codec::Framed;
 use crate::fs_store::names;
 use crate::meta::blocks;
 use crate::store::{PutMode, StoreError};
 
 /// Upload tasks in flight at most beyond the CPU threads, whatever the connections: each
-/// holds its block and the encoded object (2 MiB for a full block of 1 MiB), and 16
+/// holds its block, made into its object where it lies unless it compresses (then a
+/// second buffer, at most as large: see `Codec::encode_framed`), and 16
 /// PUTs in flight keep a link of several hundred MiB/s busy at 20 ms of latency.
 const MAX_UPLOADS: usize = 16;
 /// And at most this many bytes of full blocks: with 4 MiB blocks, 8 uploads wrote as
@@ -268,19 +269,19 @@ impl BlockCache {
         let (data, hash) = {
             let _cpu = self.cpu.acquire().await;
             tokio::task::spawn_blocking(move || {
-                let hash = Sha256::digest(&data).to_vec();
+                let hash = Sha256::digest(data.plaintext()).to_vec();
                 (data, hash)
             })
             .await?
         };
-        let len = data.len() as u64;
+        let len = data.plaintext().len() as u64;
         let packed = super::pack::is_packed(len, self.cfg.block_size);
         let prepared = self
             .db_step(e, hash.clone(), len, generation, Step::Prepare { packed })
             .await?;
         let obj_id = match prepared {
             Prepared::Done(outcome) => return Ok(outcome),
-            Prepared::Pack => return self.upload_packed(e, data, hash, generation).await,
+            Prepared::Pack => return self.upload_packed(e, data.into_plaintext(), hash, generation).await,
             Prepared::Upload(id) => id,
         };
         let name = names::data(obj_id as u64);
@@ -289,14 +290,11 @@ impl BlockCache {
                 let _cpu = self.cpu.acquire().await;
                 let codec = self.store.codec().clone();
                 let name = name.clone();
-                tokio::task::spawn_blocking(move || codec.encode(&name, &data)).await?
+                tokio::task::spawn_blocking(move || codec.encode_framed(&name, data)).await?
             };
             let phys = body.len() as u64;
             let _conn = self.connections.acquire().await;
-            self.store
-                .store()
-                .put(&name, Bytes::from(body), PutMode::Overwrite)
-                .await?;
+            self.store.store().put(&name, body, PutMode::Overwrite).await?;
             Ok::<u64, Failure>(phys)
         };
         let phys = match put.await {
@@ -343,15 +341,17 @@ impl BlockCache {
     }
 
     /// The content and generation of a dirty entry, or `None` if there is nothing to do.
-    fn snapshot(&self, e: &Entry) -> Result<Option<(Vec<u8>, u64)>, Failure> {
+    fn snapshot(&self, e: &Entry) -> Result<Option<(Framed, u64)>, Failure> {
         let mut f = lock(&e.file);
         if e.removed.load(Ordering::Acquire) || e.releasing.load(Ordering::Acquire) || !f.present || !f.dirty {
             return Ok(None);
         }
-        let mut buf = vec![0u8; f.size as usize];
+        let len = f.size as usize;
         let generation = e.generation.load(Ordering::Acquire);
-        std::os::unix::fs::FileExt::read_exact_at(self.fd(e.key, &mut f)?, &mut buf, 0)?;
-        Ok(Some((buf, generation)))
+        let fd = self.fd(e.key, &mut f)?;
+        // Read where the object will be made: see `Codec::encode_framed`.
+        let framed = Framed::fill(len, |buf| files::append_read_at(fd, buf, len, 0))?;
+        Ok(Some((framed, generation)))
     }
 
     /// A committed upload: queue it for the batched DB sync; the first thread to arrive
