@@ -282,3 +282,25 @@ fn the_versions_are_read_in_parallel() {
     let most = counting.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
     assert!(most >= 4, "at most {most} GETs in flight for 12 versions");
 }
+
+/// A superblock's two copies (its version and the current one) are written together:
+/// one round trip of every publish, mount and unmount, not two.
+#[test]
+fn both_superblock_copies_are_written_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = s3fs::store::StorageUrl::parse(&format!("local://{}", dir.path().display())).unwrap();
+    let raw = open_store(&url, "", None).unwrap();
+    let ms = std::time::Duration::from_millis(20);
+    let counting = Counting::with_put_latency(raw, ms, ms);
+    let fs = FsStore::new(counting.clone(), Codec::new(None, Compression::default()));
+    let digest = chunks::DbDigest {
+        size: 0,
+        sha256: "00".repeat(32),
+    };
+    block_on(fs.write_params(&params(7, &digest))).unwrap();
+    assert_eq!(counting.puts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let most = counting.max_puts_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(most, 2, "the two copies were written one after the other");
+    assert_eq!(block_on(fs.read_params()).unwrap().seq, 7);
+    assert_eq!(block_on(chunks::newest_listed_version(&fs)).unwrap(), Some(7));
+}

@@ -202,13 +202,25 @@ impl FsStore {
         }
     }
 
-    /// Store `params` as the version of its `seq` and as the current superblock, in that
-    /// order, so the current one never names a version that is missing. In object format
-    /// 1, so that every release can read the revision and refuse a newer one cleanly.
+    /// Store `params` as the version of its `seq` and as the current superblock, both at
+    /// once: one round trip of every publish, mount and unmount instead of two. In object
+    /// format 1, so that every release can read the revision and refuse a newer one
+    /// cleanly.
+    ///
+    /// A crash or a failed PUT may leave either one without the other. A listed version
+    /// newer than the current superblock is what an interrupted publish always left (the
+    /// local copy, written first, then asks for fsck). A current superblock whose version
+    /// is not listed is a version that cannot be restored, nothing worse: expiry keeps
+    /// every chunk newer than the newest listed version, and its older chunks are that
+    /// version's too (a chunk keeps its seq until it changes).
     pub async fn write_params(&self, params: &Params) -> Result<(), Error> {
         let json = params.to_json();
-        self.put_portable(&names::params_version(params.seq), &json).await?;
-        self.put_portable(names::PARAMS, &json).await
+        let version_name = names::params_version(params.seq);
+        let (version, current) = tokio::join!(
+            self.put_portable(&version_name, &json),
+            self.put_portable(names::PARAMS, &json)
+        );
+        version.and(current)
     }
 
     /// Store `params` as the current superblock only, creating no version: for states

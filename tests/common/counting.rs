@@ -1,5 +1,5 @@
-//! A store decorator for tests: counts requests, holds each GET for a fixed latency,
-//! and records the most GETs it had in flight at once.
+//! A store decorator for tests: counts requests, holds each GET (and, if asked, each
+//! PUT) for a fixed latency, and records the most of each it had in flight at once.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -10,27 +10,37 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use s3fs::store::{ListPage, ObjectInfo, PutMode, Store, StoreResult};
 
-/// A store that counts requests, holds each GET for `latency`, and records the most
-/// GETs it had in flight at once.
+/// A store that counts requests, holds each GET for `latency` and each PUT for
+/// `put_latency`, and records the most GETs and the most PUTs it had in flight at once.
 #[derive(Debug)]
 pub struct Counting {
     pub inner: Arc<dyn Store>,
     pub latency: Duration,
+    pub put_latency: Duration,
     pub gets: AtomicU64,
     pub puts: AtomicU64,
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
+    pub puts_in_flight: AtomicUsize,
+    pub max_puts_in_flight: AtomicUsize,
 }
 
 impl Counting {
     pub fn new(inner: Arc<dyn Store>, latency: Duration) -> Arc<Counting> {
+        Counting::with_put_latency(inner, latency, Duration::ZERO)
+    }
+
+    pub fn with_put_latency(inner: Arc<dyn Store>, latency: Duration, put_latency: Duration) -> Arc<Counting> {
         Arc::new(Counting {
             inner,
             latency,
+            put_latency,
             gets: AtomicU64::new(0),
             puts: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            puts_in_flight: AtomicUsize::new(0),
+            max_puts_in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -48,6 +58,7 @@ impl Counting {
         self.gets.store(0, Ordering::SeqCst);
         self.puts.store(0, Ordering::SeqCst);
         self.max_in_flight.store(0, Ordering::SeqCst);
+        self.max_puts_in_flight.store(0, Ordering::SeqCst);
     }
 }
 
@@ -61,7 +72,12 @@ impl Store for Counting {
     }
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()> {
         self.puts.fetch_add(1, Ordering::SeqCst);
-        self.inner.put(key, data, mode).await
+        let now = self.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.put_latency).await;
+        let r = self.inner.put(key, data, mode).await;
+        self.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
+        r
     }
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
         self.inner.head(key).await
