@@ -343,7 +343,6 @@ fn retention_options_are_checked() {
 #[test]
 fn a_current_superblock_without_its_version_loses_nothing() {
     let f = Fixture::local();
-    keep_only_the_newest(&f, "0");
     let mut expected = BTreeMap::new();
     f.mount(CACHE);
     for i in 0..6u64 {
@@ -356,6 +355,16 @@ fn a_current_superblock_without_its_version_loses_nothing() {
     let seq = f.store_params().seq;
     let version = s3fs::fs_store::names::params_version(seq);
     assert!(remove_from_store(&f, &version), "no {version} in the store");
+    // The listing of the versions says why the current one is not there.
+    let o = adm(&f, &["restore-metadata", &f.url]);
+    let listing = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!listing.contains("(current)"), "{listing}");
+    assert!(
+        listing.contains(&format!("The current metadata (seq {seq}) is not among them")),
+        "{}",
+        text(&o)
+    );
+    keep_only_the_newest(&f, "0");
 
     f.mount(CACHE);
     for i in 0..3u64 {

@@ -88,6 +88,14 @@ fn print_versions(out: &mut dyn Write, versions: &[Params], current: u64) -> Res
         )
         .map_err(write_err)?;
     }
+    if !versions.iter().any(|v| v.seq == current) {
+        // Its two copies are written at once, and only the current one landed.
+        writeln!(
+            out,
+            "The current metadata (seq {current}) is not among them: its version was not stored (interrupted), so it cannot be restored; the next metadata upload stores a new one."
+        )
+        .map_err(write_err)?;
+    }
     out.flush().map_err(write_err)
 }
 
