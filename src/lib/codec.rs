@@ -185,13 +185,11 @@ impl Framed {
 
     /// A copy of `plaintext`, framed.
     pub fn copy_of(plaintext: &[u8]) -> Framed {
-        let filled: Result<Framed, std::convert::Infallible> = Framed::fill(plaintext.len(), |b| {
+        let Ok(framed) = Framed::fill(plaintext.len(), |b| {
             b.extend_from_slice(plaintext);
-            Ok(())
+            Ok::<(), std::convert::Infallible>(())
         });
-        match filled {
-            Ok(f) => f,
-        }
+        framed
     }
 
     pub fn plaintext(&self) -> &[u8] {
@@ -274,11 +272,23 @@ impl Codec {
     }
 
     fn encode_in(&self, plain_format: u8, name: &str, plaintext: &[u8]) -> Vec<u8> {
+        let compress = worth_compressing(self.compression, plaintext);
+        self.encode_copying(plain_format, name, plaintext, compress)
+    }
+
+    /// The object in a new buffer; the payload compressed if `compress` and if that
+    /// makes it smaller.
+    fn encode_copying(&self, plain_format: u8, name: &str, plaintext: &[u8], compress: bool) -> Vec<u8> {
         assert_within_limit(name, plaintext.len());
         let (header, hlen, version) = self.header(plain_format, plaintext.len());
         let mut out = Vec::with_capacity(hlen + plaintext.len() + FRAME_TAIL);
         out.extend_from_slice(&header[..hlen]);
-        out[5] = compress_into(self.compression, plaintext, &mut out);
+        out[5] = if compress {
+            compress_into(self.compression, plaintext, &mut out)
+        } else {
+            out.extend_from_slice(plaintext);
+            COMP_NONE
+        };
         self.seal(version, name, &mut out, 0, hlen);
         out
     }
@@ -293,12 +303,10 @@ impl Codec {
     /// As [`Codec::encode`].
     pub fn encode_framed(&self, name: &str, framed: Framed) -> Bytes {
         let plaintext = framed.plaintext();
-        assert_within_limit(name, plaintext.len());
-        let stored_as_is =
-            self.compression == Compression::None || plaintext.len() <= 1 || looks_incompressible(plaintext);
-        if !stored_as_is {
-            return Bytes::from(self.encode(name, plaintext));
+        if worth_compressing(self.compression, plaintext) {
+            return Bytes::from(self.encode_copying(self.plain_format, name, plaintext, true));
         }
+        assert_within_limit(name, plaintext.len());
         let (header, hlen, version) = self.header(self.plain_format, plaintext.len());
         let start = FRAME_ROOM - hlen;
         let mut buf = framed.buf;
@@ -624,30 +632,33 @@ fn assert_within_limit(name: &str, len: usize) {
     );
 }
 
+/// Whether compressing `plaintext` may pay: a compression is set, the plaintext is longer
+/// than one byte (compressed output must be strictly smaller) and does not look random.
+fn worth_compressing(compression: Compression, plaintext: &[u8]) -> bool {
+    compression != Compression::None && plaintext.len() > 1 && !looks_incompressible(plaintext)
+}
+
 /// Append the payload for `plaintext` to `out` (which holds the header), compressed if that
-/// makes it strictly smaller, and return the compression byte actually used.
+/// makes it strictly smaller, and return the compression byte actually used. The caller
+/// has checked [`worth_compressing`].
 fn compress_into(compression: Compression, plaintext: &[u8], out: &mut Vec<u8>) -> u8 {
     let start = out.len();
     // Compressed output must be strictly smaller than the plaintext to be worth it.
     let limit = plaintext.len().saturating_sub(1);
-    let used = if limit == 0 || compression == Compression::None || looks_incompressible(plaintext) {
-        COMP_NONE
-    } else {
-        match compression {
-            Compression::None => COMP_NONE,
-            Compression::Zstd(level) => {
-                if zstd_compress(level, plaintext, out, limit) {
-                    COMP_ZSTD
-                } else {
-                    COMP_NONE
-                }
+    let used = match compression {
+        Compression::None => COMP_NONE,
+        Compression::Zstd(level) => {
+            if zstd_compress(level, plaintext, out, limit) {
+                COMP_ZSTD
+            } else {
+                COMP_NONE
             }
-            Compression::Zlib(level) => {
-                if zlib_compress(level, plaintext, out, limit) {
-                    COMP_ZLIB
-                } else {
-                    COMP_NONE
-                }
+        }
+        Compression::Zlib(level) => {
+            if zlib_compress(level, plaintext, out, limit) {
+                COMP_ZLIB
+            } else {
+                COMP_NONE
             }
         }
     };
