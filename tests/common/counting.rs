@@ -45,13 +45,8 @@ impl Counting {
     }
 
     async fn timed_get<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(self.latency).await;
-        let r = f.await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        r
+        let gauge = (&self.gets, &self.in_flight, &self.max_in_flight);
+        timed(gauge, self.latency, f).await
     }
 
     pub fn reset(&self) {
@@ -60,6 +55,22 @@ impl Counting {
         self.max_in_flight.store(0, Ordering::SeqCst);
         self.max_puts_in_flight.store(0, Ordering::SeqCst);
     }
+}
+
+/// Count one request in `count`, hold it for `latency` while it counts in `in_flight`,
+/// and keep the most in flight at once in `max`.
+async fn timed<T>(
+    (count, in_flight, max): (&AtomicU64, &AtomicUsize, &AtomicUsize),
+    latency: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    count.fetch_add(1, Ordering::SeqCst);
+    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    max.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(latency).await;
+    let r = f.await;
+    in_flight.fetch_sub(1, Ordering::SeqCst);
+    r
 }
 
 #[async_trait]
@@ -71,13 +82,8 @@ impl Store for Counting {
         self.timed_get(self.inner.get_range(key, range)).await
     }
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> StoreResult<()> {
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        let now = self.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(self.put_latency).await;
-        let r = self.inner.put(key, data, mode).await;
-        self.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
-        r
+        let gauge = (&self.puts, &self.puts_in_flight, &self.max_puts_in_flight);
+        timed(gauge, self.put_latency, self.inner.put(key, data, mode)).await
     }
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
         self.inner.head(key).await
