@@ -41,6 +41,15 @@
 #   WAN_TREE       tarball of the tree (single top directory "tree"; default: the one
 #                  contrib/benchmark.sh makes, $CACHE/bench-tree-8000.tar, made if missing)
 #   WAN_DIR        parent of the scratch directory (default /var/tmp)
+#   WAN_SCRATCH_FS ext4 or xfs: put the scratch directory (both systems' caches and
+#                  metadata, the S3 server's data) on a fresh journaled filesystem of that
+#                  type, made in a sparse image of WAN_SCRATCH_GB GiB (default 8) under
+#                  WAN_DIR on a loop device with direct I/O (needs root). Default:
+#                  WAN_DIR as it is. Both systems create a file per cached block, so the
+#                  filesystem under the caches is part of what is measured: an ext4
+#                  without a journal, for one, skips every inode freed in the last 5 to
+#                  300 s when it allocates one, which makes creating files right after
+#                  deleting many slow.
 #   WAN_S3FS_ENCRYPT=1  create the s3fs filesystem encrypted (default: --plain, as
 #                  JuiceFS does not encrypt by default)
 #   S3FS_BIN       directory of the s3fs binaries (default target/release; names like
@@ -114,7 +123,10 @@ esac
 
 # ---------------------------------------------------------------- cleanup
 mkdir -p "${WAN_DIR:-/var/tmp}"
-WORK=$(mktemp -d "${WAN_DIR:-/var/tmp}/s3fs-wan.XXXXXX")
+OUTER=$(mktemp -d "${WAN_DIR:-/var/tmp}/s3fs-wan.XXXXXX")
+WORK=$OUTER
+SCRATCH_MNT=      # the loop-mounted scratch filesystem, while mounted
+LOOP_DEV=         # its loop device, while attached
 ENVFILE=$WORK/servers.env
 SERVERS_UP=
 PROXY_PID=
@@ -152,30 +164,72 @@ cleanup() {
     fi
     [ -n "$SERVERS_UP" ] && bash "$REPO/tests/servers/stop.sh" "$ENVFILE" >/dev/null 2>&1
     rm -rf "$WORK"
+    [ -n "$SCRATCH_MNT" ] && umount "$SCRATCH_MNT"
+    [ -n "$LOOP_DEV" ] && losetup -d "$LOOP_DEV"
+    rm -rf "$OUTER"
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+case ${WAN_SCRATCH_FS:-} in
+    '') ;;
+    ext4|xfs)
+        command -v "mkfs.$WAN_SCRATCH_FS" >/dev/null || die "mkfs.$WAN_SCRATCH_FS is needed for WAN_SCRATCH_FS"
+        case ${WAN_SCRATCH_GB:-8} in
+            ''|*[!0-9]*|0) die "WAN_SCRATCH_GB=$WAN_SCRATCH_GB: a whole number of GiB above 0" ;;
+        esac
+        truncate -s "${WAN_SCRATCH_GB:-8}G" "$OUTER/scratch.img"
+        case $WAN_SCRATCH_FS in
+            ext4) mkfs.ext4 -q -F "$OUTER/scratch.img" ;;
+            xfs) mkfs.xfs -q -f "$OUTER/scratch.img" ;;
+        esac
+        mkdir -p "$OUTER/fs"
+        # Direct I/O: the image's writes skip the page cache of the disk it is on, as a
+        # disk of its own would, instead of being cached and copied twice.
+        LOOP_DEV=$(losetup -f --show --direct-io=on "$OUTER/scratch.img") ||
+            die "cannot set up a loop device for the scratch filesystem (WAN_SCRATCH_FS needs root)"
+        mount "$LOOP_DEV" "$OUTER/fs" || die "cannot mount the scratch filesystem"
+        SCRATCH_MNT=$OUTER/fs
+        WORK=$SCRATCH_MNT/work
+        mkdir -p "$WORK"
+        ENVFILE=$WORK/servers.env ;;
+    *) die "WAN_SCRATCH_FS=$WAN_SCRATCH_FS: ext4, xfs or empty" ;;
+esac
 
 # ---------------------------------------------------------------- helpers
 now() { echo "$EPOCHREALTIME"; }
 secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.6f}')" "$1" "$2"; }
 div() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.6f}')" "$1" "$2"; }
 
-# PIDs of the mount daemons of MOUNTPOINT: mount-s3fs/mount.s3fs or juicefs whose last
-# argument is the mountpoint. (JuiceFS runs a supervisor and a worker, and rewrites its
-# command line into one space-separated string: hence the matching on the joined line.)
+# PIDs of every running mount daemon: mount-s3fs/mount.s3fs or juicefs.
+daemon_pids() {
+    local p c
+    for p in /proc/[0-9]*; do
+        c=$(cat "$p/comm" 2>/dev/null) || continue
+        case $c in mount-s3fs|mount.s3fs|juicefs) echo "${p#/proc/}" ;; esac
+    done
+}
+# PIDs of the mount daemons of MOUNTPOINT: those whose last argument is the mountpoint,
+# and those that appeared while mount_sys mounted it. (JuiceFS runs a supervisor and a
+# worker, and rewrites its command line into one space-separated string that is cut
+# short when the paths are long: hence the matching on the joined line and the record.)
 mount_pids() {    # mount_pids MOUNTPOINT
     local p args line
-    for p in /proc/[0-9]*; do
-        mapfile -d '' args < "$p/cmdline" 2>/dev/null || continue
-        line=${args[*]:-}
-        case $line in *" $1") ;; *) continue ;; esac
-        line=${line%% *}
-        case ${line##*/} in
-            mount-s3fs|mount.s3fs|juicefs) echo "${p#/proc/}" ;;
-        esac
-    done
+    {
+        for p in /proc/[0-9]*; do
+            mapfile -d '' args < "$p/cmdline" 2>/dev/null || continue
+            line=${args[*]:-}
+            case $line in *" $1") ;; *) continue ;; esac
+            line=${line%% *}
+            case ${line##*/} in
+                mount-s3fs|mount.s3fs|juicefs) echo "${p#/proc/}" ;;
+            esac
+        done
+        if [ -f "$WORK/pids-${1##*/}" ]; then
+            while read -r p; do [ -d "/proc/$p" ] && echo "$p"; done < "$WORK/pids-${1##*/}"
+        fi
+    } | sort -un
 }
 
 # Keep the peak RSS (VmHWM, KiB) of PID in FILE for as long as PID lives.
@@ -217,7 +271,7 @@ snap() {          # snap NAME
 cpu_ticks() {     # cpu_ticks PID...
     local p f sum=0
     for p in "$@"; do
-        read -ra f < "/proc/$p/stat" 2>/dev/null || continue
+        read -ra f 2>/dev/null < "/proc/$p/stat" || continue
         # Fields 14 and 15 (utime, stime); the name (field 2) has no spaces here.
         sum=$((sum + f[13] + f[14]))
     done
@@ -308,7 +362,12 @@ head -c "$(( FILE_MB * 1048576 ))" /dev/urandom > "$RAND"
 
 # ---------------------------------------------------------------- servers and proxy
 echo "== starting the S3 test servers"
-bash "$REPO/tests/servers/start.sh" "$ENVFILE"
+# The servers keep their data under TMPDIR: on the scratch filesystem when there is one.
+if [ -n "$SCRATCH_MNT" ]; then
+    TMPDIR=$WORK bash "$REPO/tests/servers/start.sh" "$ENVFILE"
+else
+    bash "$REPO/tests/servers/start.sh" "$ENVFILE"
+fi
 SERVERS_UP=1
 S3FS_TEST_GARAGE_URL='' S3FS_TEST_GARAGE_LOGIN='' S3FS_TEST_GARAGE_PASSWORD='' S3FS_TEST_GARAGE_OPTIONS=''
 # shellcheck disable=SC1090
@@ -353,7 +412,8 @@ jfs_mount() {     # jfs_mount MOUNTPOINT
         --cache-dir "$WORK/jfs-cache" "sqlite3://$WORK/jfs-meta.db" "$1" >/dev/null 2>&1
 }
 mount_sys() {     # mount_sys SYSTEM MOUNTPOINT
-    local i
+    local i before
+    before=$(daemon_pids)
     case $1 in
         s3fs) s3fs_mount "$2" ;;
         juicefs) jfs_mount "$2" ;;
@@ -361,6 +421,7 @@ mount_sys() {     # mount_sys SYSTEM MOUNTPOINT
     MOUNTED+=("$1 $2")
     for i in $(seq 1 100); do mountpoint -q "$2" && break; sleep 0.1; done
     mountpoint -q "$2" || die "mount of $1 failed"
+    comm -13 <(echo "$before" | sort) <(daemon_pids | sort) > "$WORK/pids-${2##*/}"
     sample_rss "$1" "$2"
 }
 create_fs() {     # create_fs SYSTEM: a new filesystem in a new prefix of the bucket
@@ -554,4 +615,5 @@ echo "Delay ${DELAY} ms each way (RTT $((2 * DELAY)) ms) added by contrib/wan_pr
 echo "Garage on loopback; tree: ${TREE_FILES} files, ${TREE_MB} MiB; s3fs $([ "${WAN_S3FS_ENCRYPT:-0}" = 1 ] && echo encrypted || echo plain),"
 echo "default options. Ratios: s3fs divided by JuiceFS (above 1 is better for files/s and MiB/s,"
 echo "worse for s, MiB and CPU s). Requests: HTTP requests the proxy saw during the workload."
+echo "Caches, metadata and the server's data on: $(if [ -n "$SCRATCH_MNT" ]; then echo "a fresh $WAN_SCRATCH_FS (loop image)"; else df -T "$WORK" | awk 'NR == 2 {print $2}'; fi) filesystem."
 echo "Total run time: $(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$T_START" "$T_END") s"
