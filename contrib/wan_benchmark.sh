@@ -164,9 +164,13 @@ cleanup() {
     fi
     [ -n "$SERVERS_UP" ] && bash "$REPO/tests/servers/stop.sh" "$ENVFILE" >/dev/null 2>&1
     rm -rf "$WORK"
-    [ -n "$SCRATCH_MNT" ] && umount "$SCRATCH_MNT"
-    [ -n "$LOOP_DEV" ] && losetup -d "$LOOP_DEV"
-    rm -rf "$OUTER"
+    # The image and its mount point go only once the filesystem is off them.
+    if { [ -z "$SCRATCH_MNT" ] || umount "$SCRATCH_MNT"; } &&
+        { [ -z "$LOOP_DEV" ] || losetup -d "$LOOP_DEV"; }; then
+        rm -rf "$OUTER"
+    else
+        echo "NOTE: the scratch filesystem could not be released: $OUTER is left" >&2
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -206,30 +210,20 @@ div() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2])
 daemon_pids() {
     local p c
     for p in /proc/[0-9]*; do
-        c=$(cat "$p/comm" 2>/dev/null) || continue
+        read -r c 2>/dev/null < "$p/comm" || continue
         case $c in mount-s3fs|mount.s3fs|juicefs) echo "${p#/proc/}" ;; esac
     done
 }
-# PIDs of the mount daemons of MOUNTPOINT: those whose last argument is the mountpoint,
-# and those that appeared while mount_sys mounted it. (JuiceFS runs a supervisor and a
-# worker, and rewrites its command line into one space-separated string that is cut
-# short when the paths are long: hence the matching on the joined line and the record.)
+# PIDs of the mount daemons of MOUNTPOINT still running: those that appeared while
+# mount_sys mounted it. (Not found by their command lines: JuiceFS runs a supervisor
+# and a worker, and rewrites its command line into one string that is cut short when
+# the paths are long.)
 mount_pids() {    # mount_pids MOUNTPOINT
-    local p args line
-    {
-        for p in /proc/[0-9]*; do
-            mapfile -d '' args < "$p/cmdline" 2>/dev/null || continue
-            line=${args[*]:-}
-            case $line in *" $1") ;; *) continue ;; esac
-            line=${line%% *}
-            case ${line##*/} in
-                mount-s3fs|mount.s3fs|juicefs) echo "${p#/proc/}" ;;
-            esac
-        done
-        if [ -f "$WORK/pids-${1##*/}" ]; then
-            while read -r p; do [ -d "/proc/$p" ] && echo "$p"; done < "$WORK/pids-${1##*/}"
-        fi
-    } | sort -un
+    local p
+    [ -f "$WORK/pids-${1##*/}" ] || return 0
+    while read -r p; do
+        [ -d "/proc/$p" ] && echo "$p"
+    done < "$WORK/pids-${1##*/}"
 }
 
 # Keep the peak RSS (VmHWM, KiB) of PID in FILE for as long as PID lives.
