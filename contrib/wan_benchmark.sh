@@ -28,7 +28,8 @@
 # by the S3 server and by the proxy: on a small machine they share the same cores, so
 # a system's own CPU is part of its speed.
 # and prints one markdown table with the value and the requests of each system and the
-# ratio s3fs/juicefs.
+# ratio s3fs/juicefs. Each workload starts after a `sync`, so that no data written before
+# is still being flushed to disk while it runs.
 #
 # Usage: contrib/wan_benchmark.sh          (as root or a user who may mount FUSE)
 # Environment, all optional:
@@ -281,6 +282,7 @@ CPU=
 measure() {       # measure TAG COMMAND...
     local tag=$1 t0 t1 m0 s0 p0 pids
     shift
+    sync
     pids=$(mount_pids "$CPU_MNT")
     snap "$tag-before"
     # shellcheck disable=SC2086
