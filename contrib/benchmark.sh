@@ -32,6 +32,20 @@ PAR_MB=${BENCH_PAR_MB:-256}
 PAR_N=${BENCH_PAR_N:-4}
 NFILES=${BENCH_FILES:-8000}
 RAND_READS=${BENCH_RAND_READS:-20000}
+ROUNDS=${BENCH_ROUNDS:-1}
+# Every number given reaches shell arithmetic, which would evaluate anything but a plain
+# whole number as an expression: each is checked and bounded before anything runs.
+whole() {      # whole NAME VALUE MIN MAX
+    if ! [[ $2 =~ ^[1-9][0-9]{0,8}$ ]] || [ "$2" -lt "$3" ] || [ "$2" -gt "$4" ]; then
+        echo "benchmark.sh: $1=$2: a whole number from $3 to $4" >&2; exit 1
+    fi
+}
+whole BENCH_SIZE_MB "$SIZE_MB" 1 1048576
+whole BENCH_PAR_MB "$PAR_MB" 1 1048576
+whole BENCH_PAR_N "$PAR_N" 1 64
+whole BENCH_FILES "$NFILES" 1 1000000
+whole BENCH_RAND_READS "$RAND_READS" 1 100000000
+whole BENCH_ROUNDS "$ROUNDS" 1 50
 SYSTEMS=${BENCH_SYSTEMS:-raw bindfs s3fs juicefs}
 JFS_VENV=$CACHE/juicefs-venv
 BIN=${S3FS_BIN:-$REPO/target/release}
@@ -84,7 +98,6 @@ WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/s3fs-bench.XXXXXX")
 RAND=$WORK/random.bin          # pre-generated random data, read from the page cache
 SRC=$WORK/src                  # raw copy of the tree: rsync source
 MOUNTED=()                     # "system mountpoint" of what this script mounted
-DAEMON_PID=
 
 unmount_one() {   # unmount_one SYSTEM MOUNTPOINT
     mountpoint -q "$2" || return 0
@@ -307,7 +320,6 @@ run_system() {
     fi
 }
 
-ROUNDS=${BENCH_ROUNDS:-1}
 declare -A ALL                 # ALL[system/workload] = the values of every round
 for round in $(seq "$ROUNDS"); do
     [ "$ROUNDS" -gt 1 ] && echo "== round $round of $ROUNDS"

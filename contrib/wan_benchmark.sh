@@ -33,7 +33,7 @@
 #
 # Usage: contrib/wan_benchmark.sh          (as root or a user who may mount FUSE)
 # Environment, all optional:
-#   WAN_DELAY_MS   one-way delay added by the proxy, each direction (default 10)
+#   WAN_DELAY_MS   one-way delay added by the proxy, each direction, whole ms (default 10)
 #   WAN_SYSTEMS    systems to run, in order (default "s3fs juicefs")
 #   WAN_FILE_MB    size of the big file in MiB (default 256)
 #   WAN_ROUNDS     rounds of everything (default 1), each on fresh filesystems, the
@@ -88,10 +88,17 @@ done
 for w in $WORKLOADS; do
     case $w in tree|file) ;; *) die "unknown workload \"$w\" in WAN_WORKLOADS (known: tree file)" ;; esac
 done
-case $ROUNDS in
-    ''|*[!0-9]*|0|0*) die "WAN_ROUNDS=$ROUNDS: a whole number from 1 to 50" ;;
-esac
-[ "$ROUNDS" -le 50 ] || die "WAN_ROUNDS=$ROUNDS: a whole number from 1 to 50"
+# Every number given reaches shell arithmetic, which would evaluate anything but a plain
+# whole number as an expression: each is checked and bounded before anything runs.
+whole() {         # whole NAME VALUE MIN MAX
+    if ! [[ $2 =~ ^(0|[1-9][0-9]{0,8})$ ]] || [ "$2" -lt "$3" ] || [ "$2" -gt "$4" ]; then
+        die "$1=$2: a whole number from $3 to $4"
+    fi
+}
+whole WAN_DELAY_MS "$DELAY" 0 1000
+whole WAN_FILE_MB "$FILE_MB" 1 65536
+whole WAN_ROUNDS "$ROUNDS" 1 50
+whole WAN_SCRATCH_GB "${WAN_SCRATCH_GB:-8}" 1 65536
 wants() { case " $WORKLOADS " in *" $1 "*) return 0 ;; esac; return 1; }
 for c in python3 rsync curl tar fusermount3; do
     command -v "$c" >/dev/null || die "$c is needed (apt-get install ${c/fusermount3/fuse3})"
@@ -191,9 +198,6 @@ case ${WAN_SCRATCH_FS:-} in
     '') ;;
     ext4|xfs)
         command -v "mkfs.$WAN_SCRATCH_FS" >/dev/null || die "mkfs.$WAN_SCRATCH_FS is needed for WAN_SCRATCH_FS"
-        case ${WAN_SCRATCH_GB:-8} in
-            ''|*[!0-9]*|0) die "WAN_SCRATCH_GB=$WAN_SCRATCH_GB: a whole number of GiB above 0" ;;
-        esac
         truncate -s "${WAN_SCRATCH_GB:-8}G" "$OUTER/scratch.img"
         case $WAN_SCRATCH_FS in
             ext4) mkfs.ext4 -q -F "$OUTER/scratch.img" ;;
