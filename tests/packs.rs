@@ -72,8 +72,21 @@ fn new_cache(
     store: &Arc<Counting>,
     name: &str,
 ) -> Arc<BlockCache> {
+    new_cache_with(dir, db, fs, store, name, |_| {})
+}
+
+/// [`new_cache`], its configuration changed by `tune` first.
+fn new_cache_with(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    fs: &Arc<Filesystem>,
+    store: &Arc<Counting>,
+    name: &str,
+    tune: impl FnOnce(&mut CacheConfig),
+) -> Arc<BlockCache> {
     let mut config = CacheConfig::new(dir.join(name), BS);
     config.dirty_upload_delay = Duration::ZERO;
+    tune(&mut config);
     let fs_store = FsStore::new(store.clone(), Codec::new(None, Compression::default()));
     let cache = BlockCache::open(config, fs.db(), db.to_path_buf(), fs_store).unwrap();
     fs.attach_cache(cache.clone());
@@ -217,6 +230,49 @@ fn blocks_are_deduplicated_across_packs() {
         s.query("SELECT refcount FROM blocks WHERE id = (SELECT min(id) FROM blocks)"),
         2
     );
+    s.assert_fsck_clean();
+    s.cache.shutdown();
+}
+
+/// Small files due one at a time, far apart (a long backup's files become due one by one
+/// after the upload delay), share a pack while nothing waits for them, instead of making
+/// a pack each; a sync (`upload_all`) seals the open pack at once, without waiting out
+/// its linger.
+#[test]
+fn a_trickle_of_small_files_shares_a_pack_until_a_sync_seals_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = local_store(dir.path());
+    let mut s = setup(dir, raw, Duration::ZERO);
+    s.cache.shutdown();
+    s.fs = Arc::new(Filesystem::open(&s.db, BS).unwrap());
+    let linger = Duration::from_secs(60);
+    s.cache = new_cache_with(s.dir.path(), &s.db, &s.fs, &s.store, "trickle", |c| {
+        c.pack_linger = linger
+    });
+    let files: Vec<(u64, Vec<u8>)> = (0..12u64)
+        .map(|i| {
+            let data = common::random_bytes(3000, 100 + i);
+            let ino = s.write_file(&format!("t{i}"), &data);
+            std::thread::sleep(Duration::from_millis(60));
+            (ino, data)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    s.cache.upload_all().unwrap();
+    assert!(
+        started.elapsed() < linger / 2,
+        "the sync waited {:?} for the open pack",
+        started.elapsed()
+    );
+    let packs = s.data_objects();
+    assert!(
+        (1..=2).contains(&packs),
+        "12 files trickled in over 0.7 s made {packs} packs"
+    );
+    s.with_empty_cache();
+    for (ino, data) in &files {
+        assert_eq!(&s.read_file(*ino), data, "inode {ino}");
+    }
     s.assert_fsck_clean();
     s.cache.shutdown();
 }

@@ -32,6 +32,10 @@ pub struct CacheConfig {
     /// page, the end of a block before its start) still waits. Off for a local store,
     /// where it would only compete with the writer for the same disk.
     pub upload_full_blocks: bool,
+    /// How long a pack of small blocks waits for more while nothing waits for its
+    /// upload (see `pack`): a trickle of small files makes a PUT a `pack_linger`, not
+    /// one every 100 ms.
+    pub pack_linger: Duration,
     /// Concurrent CPU work (hash, compress, encrypt).
     pub max_threads: usize,
     /// Concurrent store requests.
@@ -43,8 +47,8 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    /// Defaults: 1 GiB, 4096 entries, 10 s upload delay, one CPU thread per core,
-    /// 8 connections.
+    /// Defaults: 1 GiB, 4096 entries, 10 s upload delay, packs linger 1 s, one CPU
+    /// thread per core, 8 connections.
     pub fn new(dir: PathBuf, block_size: u64) -> CacheConfig {
         CacheConfig {
             dir,
@@ -54,6 +58,7 @@ impl CacheConfig {
             min_free_bytes: None,
             dirty_upload_delay: Duration::from_secs(10),
             upload_full_blocks: false,
+            pack_linger: Duration::from_secs(1),
             max_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_connections: 8,
             store_timeout: Duration::from_secs(60),

@@ -89,6 +89,12 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Whether something waits for the uploads: a flush or sync, an unmount, writers
+    /// short of cache space. Dirty blocks are then due at once and packs sealed at once.
+    pub(super) fn uploads_awaited(&self) -> bool {
+        self.pressure > 0 || self.flushing > 0 || self.hurry || self.shutdown
+    }
+
     /// Take `entry`'s slot out of the index and the accounting.
     pub(super) fn detach(&mut self, entry: &Arc<Entry>) -> Option<Slot> {
         match self.slots.get(&entry.key) {

@@ -106,7 +106,7 @@ impl BlockCache {
         if st.dirty.is_empty() {
             st.hurry = false;
         }
-        let urgent = st.pressure > 0 || st.flushing > 0 || st.hurry;
+        let urgent = st.uploads_awaited();
         let mut wake = now + POLL * 4;
         let by_bytes = super::config::blocks_within(MAX_UPLOAD_BYTES, self.cfg.block_size);
         let cap = (self.cfg.max_connections.min(MAX_UPLOADS).min(by_bytes) + self.cfg.max_threads).max(1);
