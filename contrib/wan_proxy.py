@@ -45,13 +45,16 @@ send SIGUSR1 and wait until "signals" has grown to know the file is current:
      "status": {"404": 3}, "connections": 12, "open_connections": 4,
      "bytes_up": 123, "bytes_down": 456, "parse_errors": 0, "signals": 1, ...}
 
-SIGTERM and SIGINT stop the proxy (after writing the stats).
+SIGTERM and SIGINT stop the proxy (after writing the stats). Every number given is
+bounded (delays 0 to 10000 ms, buffer 1/16 to 4096 MiB, ports); a bad argument stops it
+with one line and exit status 2.
 """
 
 import argparse
 import asyncio
 import collections
 import json
+import math
 import os
 import signal
 import socket
@@ -583,8 +586,19 @@ def parse_args(argv):
     if not sep or not host or not port.isdigit():
         p.error("--target must be HOST:PORT")
     args.target_host, args.target_port = host.strip("[]"), int(port)
-    if args.delay_ms < 0:
-        p.error("--delay-ms must not be negative")
+    if not 0 < args.target_port < 65536:
+        p.error("--target's port must be from 1 to 65535")
+    if not 0 <= args.listen_port < 65536:
+        p.error("--listen-port must be from 0 to 65535")
+    # Every number is bounded: a NaN or negative delay breaks the event loop's timers, and
+    # a buffer limit of 0 or less stops reading from a sender for good (a hang).
+    for name, value, low, high in (
+        ("--delay-ms", args.delay_ms, 0, 10000),
+        ("--connect-delay-ms", args.connect_delay_ms, 0, 10000),
+        ("--max-buffer-mib", args.max_buffer_mib, 1 / 16, 4096),
+    ):
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            p.error(f"{name} must be a number from {low:g} to {high:g}, not {value:g}")
     return args
 
 
